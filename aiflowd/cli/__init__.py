@@ -1,0 +1,1 @@
+"""Command-line entry points: ``aiflowd`` (the daemon and run-once) and ``aiflowctl`` (the client)."""

@@ -1,0 +1,134 @@
+"""The daemon's configuration: defaults, the YAML file, and systemd's directory variables.
+
+Relative paths in a config file are relative to that file; without one, to the current
+folder (``aiflowd`` alone serves ``./workflows`` with state in ``./.aiflowd``). Under
+systemd, ``$STATE_DIRECTORY``, ``$LOGS_DIRECTORY`` and ``$RUNTIME_DIRECTORY`` supply the
+defaults the file leaves open. ``etc/aiflowd.yaml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiflowd.model import parse_duration
+from aiflowd.workflows.errors import LoadError, Problem, suggest
+from aiflowd.workflows.yamlfile import read_yaml
+
+SOCKET_NAME = "aiflowd.sock"
+
+
+@dataclass
+class DaemonConfig:
+    workflows_dir: str
+    state_dir: str
+    log_dir: str
+    control_socket: str
+    control_group: str | None = None
+    plugin_modules: list[str] = field(default_factory=list)
+    plugin_paths: list[str] = field(default_factory=list)
+    stop_grace_period: float = 10.0
+    compile_timeout: float = 30.0
+    max_concurrent_jobs: int = 64
+    job_env: dict[str, str] = field(default_factory=dict)
+    flink: dict[str, Any] = field(default_factory=dict)
+    file: str | None = None
+
+    def job_settings(self) -> dict[str, Any]:
+        """What job controllers get in ``JobRuntimeEnv.settings``."""
+        return {"stop_grace_period": self.stop_grace_period, "job_env": dict(self.job_env), "flink": dict(self.flink)}
+
+
+_KEYS = {
+    "workflows_dir",
+    "state_dir",
+    "log_dir",
+    "control_socket",
+    "control_group",
+    "plugin_modules",
+    "plugin_paths",
+    "stop_grace_period",
+    "compile_timeout",
+    "max_concurrent_jobs",
+    "job_env",
+    "flink",
+}
+
+
+def load_config(path: str | None = None, environ: dict[str, str] | None = None) -> DaemonConfig:
+    """Read the config file (or take the defaults); raise LoadError naming every bad key."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    base = os.getcwd()
+    problems: list[Problem] = []
+    doc = None
+    if path is not None:
+        path = os.path.abspath(path)
+        base = os.path.dirname(path)
+        doc = read_yaml(path)
+        if doc.data is None:
+            doc.data = {}
+        if not isinstance(doc.data, dict):
+            raise LoadError([doc.problem((), "the config must be a mapping of keys to values")])
+        data = doc.data
+        for key in data:
+            if key not in _KEYS:
+                problems.append(doc.problem((key,), f"unknown key ({suggest(key, _KEYS)})"))
+
+    def where(key: str, message: str) -> None:
+        problems.append(doc.problem((key,), message) if doc else Problem("<defaults>", 0, 0, key, message))
+
+    def path_of(key: str, default: str) -> str:
+        value = data.get(key)
+        if value is None:
+            return os.path.abspath(default)
+        if not isinstance(value, str) or not value:
+            where(key, "must be a path")
+            return os.path.abspath(default)
+        return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+
+    state_dir = path_of("state_dir", env.get("STATE_DIRECTORY", "").split(":")[0] or os.path.join(base, ".aiflowd"))
+    runtime_dir = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    config = DaemonConfig(
+        workflows_dir=path_of("workflows_dir", os.path.join(base, "workflows")),
+        state_dir=state_dir,
+        log_dir=path_of("log_dir", env.get("LOGS_DIRECTORY", "").split(":")[0] or os.path.join(state_dir, "logs")),
+        control_socket=path_of("control_socket", os.path.join(runtime_dir or state_dir, SOCKET_NAME)),
+        file=path,
+    )
+    for key in ("plugin_modules", "plugin_paths"):
+        value = data.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            where(key, "must be a list of names" if key == "plugin_modules" else "must be a list of folders")
+            continue
+        if key == "plugin_paths":
+            value = [os.path.normpath(os.path.join(base, os.path.expanduser(v))) for v in value]
+        setattr(config, key, value)
+    for key in ("stop_grace_period", "compile_timeout"):
+        if key in data:
+            try:
+                setattr(config, key, parse_duration(data[key]))
+            except ValueError as err:
+                where(key, str(err))
+    if "max_concurrent_jobs" in data:
+        value = data["max_concurrent_jobs"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            where("max_concurrent_jobs", f"must be a whole number >= 1, got {value!r}")
+        else:
+            config.max_concurrent_jobs = value
+    if data.get("control_group") is not None:
+        config.control_group = str(data["control_group"])
+    for key in ("job_env", "flink"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            where(key, "must be a mapping")
+        elif key == "job_env":
+            config.job_env = {str(k): "" if v is None else str(v) for k, v in value.items()}
+        else:
+            config.flink = value
+    if problems:
+        raise LoadError(problems)
+    return config

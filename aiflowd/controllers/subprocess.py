@@ -1,0 +1,209 @@
+"""Controllers for jobs that run as local process groups: the bash and python job types.
+
+``SubprocessController`` holds what they share (start under the status-writing wrapper,
+log file, stop with SIGTERM, grace and SIGKILL, reattach by pid and start time); each
+job type only says which command to run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiflowd
+from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, ProcessGroup
+from aiflowd.model import Status
+from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
+
+DEFAULT_STOP_GRACE_PERIOD = 10.0
+#: Variables a job inherits from the daemon; everything else comes from config and properties.
+INHERITED_VARIABLES = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SHELL", "JAVA_HOME")
+STATUS_FILE = "exit-status"
+
+
+def job_environment(env: JobRuntimeEnv, extra: Mapping[str, str]) -> dict[str, str]:
+    """A job's environment: a clean base, the daemon's ``job_env``, the job's ``env``, its ids.
+
+    The base keeps only what programs need to run (``PATH``, ``HOME``, locale, ...); the
+    service manager's notify, watchdog and socket variables never pass.
+    """
+    base = {k: v for k, v in os.environ.items() if k in INHERITED_VARIABLES or k.startswith("LC_")}
+    base.update(env.settings.get("job_env") or {})
+    base.update(extra)
+    info = env.job_execution_info
+    base.update(
+        {
+            "AIFLOWD_WORKFLOW": info.workflow_name,
+            "AIFLOWD_JOB": info.job_name,
+            "AIFLOWD_WORKFLOW_EXECUTION_ID": info.workflow_execution_id,
+            "AIFLOWD_JOB_EXECUTION_ID": info.job_execution_id,
+            "AIFLOWD_WORKFLOW_DIR": env.workflow_dir,
+        }
+    )
+    for name in SERVICE_MANAGER_VARIABLES:
+        base.pop(name, None)
+    return base
+
+
+@dataclass
+class Command:
+    """What to run for a job execution: argument list, environment additions, working folder."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None = None
+
+
+class SubprocessJobHandle(JobHandle):
+    """A job execution running as a local process group."""
+
+    def __init__(self, job: Job, job_execution: Any, pid: int, start_time: int, status_path: str, log_path: str) -> None:
+        super().__init__(job, job_execution)
+        self.pid = pid
+        self.start_time = start_time
+        self.status_path = status_path
+        self.log_path = log_path
+        self.stopped = False
+        self._group: ProcessGroup | None = None
+
+    @property
+    def group(self) -> ProcessGroup:
+        assert self._group is not None, "handle was not made by submit_job or reattach"
+        return self._group
+
+
+class SubprocessController(JobController):
+    """Runs each job execution as a process group; subclasses give the command."""
+
+    @abstractmethod
+    def command(self, job: Job, env: JobRuntimeEnv) -> Command:
+        """The command of one job execution."""
+
+    async def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
+        env = job_runtime_env
+        os.makedirs(env.working_dir, exist_ok=True)
+        os.makedirs(env.log_dir, exist_ok=True)
+        command = self.command(job, env)
+        cwd = env.working_dir if command.cwd is None else os.path.join(env.working_dir, command.cwd)
+        os.makedirs(cwd, exist_ok=True)
+        status_path = os.path.join(env.working_dir, STATUS_FILE)
+        group = ProcessGroup.spawn(
+            command.argv,
+            env=job_environment(env, command.env),
+            cwd=cwd,
+            log_path=env.log_path,
+            status_path=status_path,
+        )
+        handle = SubprocessJobHandle(job, env.job_execution_info, group.pid, group.start_time, status_path, env.log_path)
+        handle._group = group
+        return handle
+
+    async def stop_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
+        handle = _subprocess_handle(job_handle)
+        if handle.group.running or handle.group.has_members():
+            handle.stopped = True
+        grace = float(job_runtime_env.settings.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD))
+        await handle.group.terminate(grace)
+
+    async def cleanup_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
+        """Stop what the job left running in its group (as systemd does when a service's main process exits)."""
+        handle = _subprocess_handle(job_handle)
+        if handle.group.has_members():
+            grace = float(job_runtime_env.settings.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD))
+            await handle.group.terminate(grace)
+        handle.group.close()
+
+    async def get_result(self, job_handle: JobHandle, blocking: bool = True) -> object:
+        """The exit status (128+N when killed by signal N); None while running, or if lost."""
+        group = _subprocess_handle(job_handle).group
+        if blocking:
+            return await group.wait()
+        return None if group.running else group.returncode
+
+    async def get_job_status(self, job_handle: JobHandle) -> Status:
+        handle = _subprocess_handle(job_handle)
+        if handle.group.running:
+            return Status.RUNNING
+        if handle.stopped:
+            return Status.KILLED
+        return Status.FINISHED if handle.group.returncode == 0 else Status.FAILED
+
+    async def reattach(self, handle_record: dict[str, Any], job_runtime_env: JobRuntimeEnv) -> JobHandle | None:
+        try:
+            pid, start_time, status_path = int(handle_record["pid"]), int(handle_record["start_time"]), str(handle_record["status_path"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        group = ProcessGroup.attach(pid, start_time, status_path)
+        handle = SubprocessJobHandle(
+            None,  # type: ignore[arg-type] - the caller sets the job it regenerated
+            job_runtime_env.job_execution_info,
+            pid,
+            start_time,
+            status_path,
+            str(handle_record.get("log_path", job_runtime_env.log_path)),
+        )
+        handle.stopped = bool(handle_record.get("stopped", False))
+        handle._group = group
+        return handle
+
+
+def _subprocess_handle(job_handle: JobHandle) -> SubprocessJobHandle:
+    if not isinstance(job_handle, SubprocessJobHandle):
+        raise TypeError(f"expected a SubprocessJobHandle, got {type(job_handle).__name__}")
+    return job_handle
+
+
+class BashJobController(SubprocessController):
+    """Runs a ``BashJob``'s command with ``bash -c``."""
+
+    def command(self, job: Job, env: JobRuntimeEnv) -> Command:
+        return Command(["bash", "-c", job.bash_command], dict(job.env), job.cwd)  # type: ignore[attr-defined]
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(aiflowd.__file__))
+
+
+def aiflowd_import_path(python: str, scratch_dir: str, pythonpath: str | None = None) -> dict[str, str]:
+    """Environment that lets ``python`` import aiflowd, and nothing else of this interpreter's packages.
+
+    The same interpreter needs nothing. Another one (a job's virtualenv) gets a folder
+    holding only a link to this aiflowd package, so this venv's packages never shadow its own.
+    """
+    if python == sys.executable:
+        return {"PYTHONPATH": pythonpath} if pythonpath else {}
+    lib = os.path.join(scratch_dir, ".aiflowd-lib")
+    os.makedirs(lib, exist_ok=True)
+    if not os.path.lexists(os.path.join(lib, "aiflowd")):
+        os.symlink(_PACKAGE_DIR, os.path.join(lib, "aiflowd"))
+    return {"PYTHONPATH": os.pathsep.join(p for p in (lib, pythonpath) if p)}
+
+
+class PythonJobController(SubprocessController):
+    """Runs a ``PythonJob``'s nodes in one process with ``aiflowd.runners.python_job``."""
+
+    def command(self, job: Job, env: JobRuntimeEnv) -> Command:
+        spec = {
+            "workflow_dir": env.workflow_dir,
+            "job_config": {"job_name": job.job_name, "job_type": job.job_type, "properties": job.job_config.properties},
+            "job_execution_info": {
+                "workflow_name": env.workflow_name,
+                "job_name": env.job_name,
+                "workflow_execution_id": env.job_execution_info.workflow_execution_id,
+                "job_execution_id": env.job_execution_info.job_execution_id,
+                "attempt": env.job_execution_info.attempt,
+            },
+            "nodes": job.nodes,  # type: ignore[attr-defined]
+        }
+        spec_path = os.path.join(env.working_dir, "job.json")
+        with open(spec_path, "w", encoding="utf-8") as fh:
+            json.dump(spec, fh)
+        python = job.python_executable or sys.executable  # type: ignore[attr-defined]
+        extra = dict(job.env)  # type: ignore[attr-defined]
+        extra.update(aiflowd_import_path(python, env.working_dir, extra.get("PYTHONPATH")))
+        extra.setdefault("PYTHONUNBUFFERED", "1")
+        return Command([python, "-m", "aiflowd.runners.python_job", spec_path], extra, job.cwd)  # type: ignore[attr-defined]

@@ -1,0 +1,268 @@
+"""Pure data of a workflow: jobs, their graphs, the rules between them, statuses and events.
+
+Nothing here does I/O, so the scheduler and the tests can use it without processes,
+and the job processes can import it under any interpreter (it needs only the stdlib).
+Names follow AIFlow so that its users and plugin authors feel at home.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """Status of a job execution or workflow execution, as in AIFlow."""
+
+    INIT = "INIT"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Status.FINISHED, Status.FAILED, Status.KILLED)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class JobAction(str, enum.Enum):
+    """What a rule does to its job when its condition holds, as in AIFlow."""
+
+    START = "START"
+    RESTART = "RESTART"
+    STOP = "STOP"
+    NONE = "NONE"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ChangePolicy(str, enum.Enum):
+    """What a new workflow version does to an execution of the old one still running."""
+
+    RESTART = "restart"
+    WAIT = "wait"
+    IGNORE = "ignore"
+
+
+#: Event type of the events aiflowd emits when a job execution changes status.
+JOB_STATUS_CHANGED = "JOB_STATUS_CHANGED"
+#: Namespace of events sent without one.
+DEFAULT_NAMESPACE = "default"
+#: Matches any value in a rule condition.
+ANY = "*"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened: a user event, a timer, or a job status change."""
+
+    key: str
+    value: str
+    event_type: str = ANY
+    namespace: str = DEFAULT_NAMESPACE
+    sender: str = ""
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class PeriodicConfig:
+    """When to start executions on a timer: exactly one of ``cron`` and ``interval_seconds``.
+
+    ``cron`` is kept in the 5-field form (AIFlow's 7-field form is converted when loaded,
+    its seconds field in ``cron_seconds``).
+    """
+
+    cron: str | None = None
+    cron_seconds: str = "0"
+    interval_seconds: float | None = None
+    start_date: str | None = None
+    timezone: str | None = None
+
+
+@dataclass
+class JobConfig:
+    """How one job is run: its type, free-form plugin properties and scheduling knobs."""
+
+    job_name: str
+    job_type: str
+    properties: dict[str, Any] = field(default_factory=dict)
+    periodic_config: PeriodicConfig | None = None
+    job_label_report_interval: float | None = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+
+
+@dataclass
+class AINode:
+    """One step of a job: a processor (the logic) and how many outputs it has."""
+
+    node_id: str
+    name: str
+    processor: Any
+    output_num: int = 1
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataEdge:
+    """Passes output ``port`` of node ``source`` to the input list of node ``destination``."""
+
+    source: str
+    destination: str
+    port: int = 0
+
+
+@dataclass
+class AISubGraph:
+    """All nodes of one job and the DataEdges between them."""
+
+    config: JobConfig
+    nodes: dict[str, AINode] = field(default_factory=dict)
+    edges: list[DataEdge] = field(default_factory=list)
+
+    def add_node(self, node: AINode) -> None:
+        self.nodes[node.node_id] = node
+
+    def inputs_of(self, node_id: str) -> list[DataEdge]:
+        """The edges into a node, in the order its inputs were declared."""
+        return [edge for edge in self.edges if edge.destination == node_id]
+
+    def topological_order(self) -> list[str]:
+        """Node ids so that every node comes after the nodes it reads from.
+
+        Declaration order is kept among independent nodes. A cycle cannot be built with
+        the DSL (a channel exists only after its node), but a hand-made graph could have
+        one: it raises ValueError naming the nodes involved.
+        """
+        remaining = {node_id: {e.source for e in self.inputs_of(node_id)} for node_id in self.nodes}
+        order: list[str] = []
+        while remaining:
+            ready = [n for n, deps in remaining.items() if not deps - set(order)]
+            if not ready:
+                raise ValueError(f"data edges form a cycle between nodes {sorted(remaining)}")
+            for node_id in ready:
+                order.append(node_id)
+                del remaining[node_id]
+        return order
+
+
+@dataclass(frozen=True)
+class JobStatusCondition:
+    """Holds when ``upstream_job`` reaches ``status`` (``*`` for any final status)."""
+
+    upstream_job: str
+    status: str = Status.FINISHED.value
+
+
+@dataclass(frozen=True)
+class EventCondition:
+    """Holds when an event matches; every field may be ``*``."""
+
+    key: str
+    value: str = ANY
+    event_type: str = ANY
+    sender: str = ANY
+    namespace: str = ANY
+
+    def matches(self, event: Event) -> bool:
+        return all(
+            want == ANY or want == got
+            for want, got in (
+                (self.key, event.key),
+                (self.value, event.value),
+                (self.event_type, event.event_type),
+                (self.sender, event.sender),
+                (self.namespace, event.namespace),
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Rule:
+    """AIFlow's control edge: when ``condition`` holds, do ``action`` to ``job``."""
+
+    job: str
+    condition: JobStatusCondition | EventCondition
+    action: JobAction = JobAction.START
+
+
+@dataclass
+class Workflow:
+    """A loaded, validated workflow version: its jobs, rules and triggers."""
+
+    name: str
+    path: str
+    workflow_dir: str
+    version: str
+    jobs: dict[str, AISubGraph] = field(default_factory=dict)
+    rules: list[Rule] = field(default_factory=list)
+    periodic_config: PeriodicConfig | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    dependencies: dict[str, Any] = field(default_factory=dict)
+    on_change: ChangePolicy = ChangePolicy.RESTART
+    start_on_events: list[EventCondition] = field(default_factory=list)
+
+    def rules_for(self, job: str) -> list[Rule]:
+        return [rule for rule in self.rules if rule.job == job]
+
+
+@dataclass(frozen=True)
+class ProcessorRef:
+    """A processor made of user code, as the daemon holds it: never executed there.
+
+    The compiler builds the real object in a subprocess and sends back its class
+    (``bases``: qualified names of the class and its bases, to check its kind without
+    importing it) and ``payload``, the pickled object that only the job process opens.
+    """
+
+    module: str
+    qualname: str
+    bases: tuple[str, ...]
+    payload: str
+
+    @property
+    def class_name(self) -> str:
+        return f"{self.module}.{self.qualname}"
+
+    def is_a(self, cls: type) -> bool:
+        return f"{cls.__module__}.{cls.__qualname__}" in self.bases
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number, ``"90s"``, ``"5m"``, ``"1h30m"``, ``"2d"`` or AIFlow's ``"d,h,m,s"``.
+
+    Raises ValueError with a message fit for a user.
+    """
+    import re
+
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like '90s', '5m' or '1h', got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative, got {value}")
+        return float(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a duration like '90s', '5m' or '1h', got {value!r}")
+    text = value.strip()
+    if "," in text:
+        parts = text.split(",")
+        if len(parts) != 4 or not all(re.fullmatch(r"\s*\d+(\.\d+)?\s*", p) for p in parts):
+            raise ValueError(f"AIFlow's interval form is 'days,hours,minutes,seconds' (like '0,0,5,0'), got {value!r}")
+        days, hours, minutes, seconds = (float(p) for p in parts)
+        return days * 86400 + hours * 3600 + minutes * 60 + seconds
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    pieces = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", text)
+    if not pieces or re.sub(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", "", text).strip():
+        raise ValueError(f"expected a duration like '90s', '5m', '1h30m' or '0,0,5,0', got {value!r}")
+    return sum(float(n) * _DURATION_UNITS[unit] for n, unit in pieces)

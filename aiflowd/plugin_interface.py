@@ -1,0 +1,483 @@
+"""The job plugin contract and the registry that finds, validates and lists plugins.
+
+A job plugin serves one ``job_type``: its ``JobGenerator`` turns a job's AISubGraph into a
+``Job`` when a workflow is loaded, and its ``JobController`` runs that ``Job``. Names and
+signatures are AIFlow's so that its plugins port with little change; controllers are
+async here, and a plugin that keeps AIFlow's blocking methods still works (they run in a
+worker thread). This module needs only the stdlib: job processes import it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import importlib
+import importlib.metadata
+import inspect
+import json
+import os
+import re
+import sys
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiflowd.model import AISubGraph, JobConfig, Status
+
+ENTRY_POINT_GROUP = "aiflowd.job_plugins"
+BUILTIN_PLUGIN_MODULES = ("aiflowd.plugins.bash", "aiflowd.plugins.python")
+_JOB_TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class JobExecutionInfo:
+    """Which run this is: AIFlow's JobExecutionInfo, handed to controllers and processors."""
+
+    workflow_name: str
+    job_name: str
+    workflow_execution_id: str
+    job_execution_id: str
+    attempt: int = 1
+    status: Status = Status.INIT
+    start_date: float | None = None
+    end_date: float | None = None
+
+
+@dataclass
+class JobRuntimeEnv:
+    """Where one job execution lives: its own working folder, its log file, the workflow's files.
+
+    ``settings`` carries the daemon's knobs a controller may honour (``stop_grace_period``,
+    ``job_env`` for the clean base environment, the ``flink`` section).
+    """
+
+    working_dir: str
+    log_path: str
+    workflow_dir: str
+    job_execution_info: JobExecutionInfo
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def workflow_name(self) -> str:
+        return self.job_execution_info.workflow_name
+
+    @property
+    def job_name(self) -> str:
+        return self.job_execution_info.job_name
+
+    @property
+    def log_dir(self) -> str:
+        return os.path.dirname(self.log_path)
+
+    @property
+    def resource_dir(self) -> str:
+        """AIFlow's name for the folder holding the workflow's assets."""
+        return self.workflow_dir
+
+
+class Job:
+    """What a generator makes of one job and a controller runs; plugins subclass it."""
+
+    def __init__(self, job_config: JobConfig) -> None:
+        self.job_config = job_config
+
+    @property
+    def job_name(self) -> str:
+        return self.job_config.job_name
+
+    @property
+    def job_type(self) -> str:
+        return self.job_config.job_type
+
+
+class JobHandle:
+    """A running job execution as its controller knows it; plugins subclass it.
+
+    ``to_json`` gives what the store keeps so that a restarted daemon can ``reattach``:
+    by default every JSON-serializable attribute but the job itself.
+    """
+
+    def __init__(self, job: Job, job_execution: JobExecutionInfo) -> None:
+        self.job = job
+        self.job_execution = job_execution
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if key in ("job", "job_execution") or key.startswith("_"):
+                continue
+            with contextlib.suppress(TypeError, ValueError):
+                json.dumps(value)
+                record[key] = value
+        return record
+
+
+class JobGenerator(ABC):
+    """Turns a job's AISubGraph into a ``Job`` at load time, rejecting processors it cannot run."""
+
+    @abstractmethod
+    def generate(self, sub_graph: AISubGraph, job_config: JobConfig, resource_dir: str | None = None) -> Job:
+        """Return the runnable job; raise ``JobGenerationError`` naming the node that is wrong."""
+
+
+class JobController(ABC):
+    """Runs the jobs of one job type. Methods are async; blocking ones run in a worker thread."""
+
+    @abstractmethod
+    async def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
+        """Start a job execution and return its handle as soon as it runs."""
+
+    @abstractmethod
+    async def stop_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
+        """Stop a job execution; returns when it no longer runs."""
+
+    @abstractmethod
+    async def cleanup_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
+        """Release what the execution left behind (stray processes, temporary files)."""
+
+    @abstractmethod
+    async def get_result(self, job_handle: JobHandle, blocking: bool = True) -> object:
+        """The job's result; with ``blocking`` wait for the end, otherwise None while it runs."""
+
+    @abstractmethod
+    async def get_job_status(self, job_handle: JobHandle) -> Status:
+        """The job execution's status as of now."""
+
+    async def get_job_log(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> str:
+        """The path of the execution's log file (controllers with remote logs may fetch them there)."""
+        return job_runtime_env.log_path
+
+    async def reattach(self, handle_record: dict[str, Any], job_runtime_env: JobRuntimeEnv) -> JobHandle | None:
+        """Take over an execution that outlived the process that started it.
+
+        ``handle_record`` is what ``JobHandle.to_json`` gave. Return None when the execution
+        cannot be found; the default knows no way to find one.
+        """
+        return None
+
+
+class JobPluginFactory(ABC):
+    """Gives the generator and controller of one job type."""
+
+    @abstractmethod
+    def job_type(self) -> str: ...
+
+    @abstractmethod
+    def get_job_generator(self) -> JobGenerator: ...
+
+    @abstractmethod
+    def get_job_controller(self) -> JobController: ...
+
+
+class JobGenerationError(Exception):
+    """A job cannot be generated from its graph; ``node`` names the culprit when there is one."""
+
+    def __init__(self, message: str, node: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+        self.key = key
+
+
+def generate_job(generator: Any, sub_graph: AISubGraph, resource_dir: str) -> Job:
+    """Call a generator with aiflowd's signature, or AIFlow's ``generate(sub_graph, resource_dir)``."""
+    try:
+        params = inspect.signature(generator.generate).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "job_config" in params:
+        return generator.generate(sub_graph=sub_graph, job_config=sub_graph.config, resource_dir=resource_dir)
+    return generator.generate(sub_graph, resource_dir=resource_dir)
+
+
+class PluginError(Exception):
+    """A plugin module failed to import, or registered something that breaks the contract."""
+
+    def __init__(self, module: str, message: str) -> None:
+        super().__init__(f"plugin module {module}: {message}")
+        self.module = module
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A registered job type and where it came from, as ``aiflowctl plugins`` lists it."""
+
+    job_type: str
+    factory: Any = dataclasses.field(repr=False, compare=False)
+    generator: Any = dataclasses.field(repr=False, compare=False)
+    controller: Any = dataclasses.field(repr=False, compare=False)
+    class_name: str
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "job_type": self.job_type,
+            "class": self.class_name,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+        }
+
+
+_REQUIRED_CONTROLLER_METHODS = ("submit_job", "stop_job", "cleanup_job", "get_result", "get_job_status")
+
+
+@dataclass
+class _Loading:
+    registry: PluginRegistry
+    module: str
+    distribution: str | None
+    version: str | None
+    registered: list[str]
+
+
+_loading_lock = threading.RLock()
+_loading: list[_Loading] = []
+
+
+class PluginRegistry:
+    """The job types this process knows. Registration validates; discovery never raises."""
+
+    def __init__(self) -> None:
+        self._plugins: dict[str, PluginInfo] = {}
+        self._modules: set[str] = set()
+
+    def __contains__(self, job_type: str) -> bool:
+        return job_type in self._plugins
+
+    def __iter__(self) -> Iterator[PluginInfo]:
+        return iter(sorted(self._plugins.values(), key=lambda info: info.job_type))
+
+    @property
+    def modules(self) -> set[str]:
+        """The plugin modules loaded into this registry."""
+        return set(self._modules)
+
+    def job_types(self) -> list[str]:
+        return sorted(self._plugins)
+
+    def get(self, job_type: str) -> PluginInfo:
+        return self._plugins[job_type]
+
+    def register(
+        self,
+        factory: Any,
+        *,
+        module: str | None = None,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> PluginInfo:
+        """Validate a factory and add its job type; a broken or duplicate one raises PluginError."""
+        module = module or type(factory).__module__
+        info = _validate_factory(factory, module, distribution, version)
+        existing = self._plugins.get(info.job_type)
+        if existing is not None:
+            raise PluginError(
+                module,
+                f"job type '{info.job_type}' is already registered by {existing.class_name} from module {existing.module}",
+            )
+        self._plugins[info.job_type] = info
+        return info
+
+    def unregister(self, job_type: str) -> None:
+        self._plugins.pop(job_type, None)
+
+    def load_builtin(self) -> list[PluginError]:
+        """Register the plugins shipped with aiflowd (each module exposes ``plugin_factory()``)."""
+        errors: list[PluginError] = []
+        for name in BUILTIN_PLUGIN_MODULES:
+            if name in self._modules:
+                continue
+            try:
+                module = importlib.import_module(name)
+                self.register(module.plugin_factory(), module=name, distribution="aiflowd", version=_own_version())
+            except PluginError as err:
+                errors.append(err)
+            self._modules.add(name)
+        return errors
+
+    def load_module(self, name: str, distribution: str | None = None, version: str | None = None) -> list[PluginError]:
+        """Import a plugin module so that its ``register_job_plugin_factory`` calls land here.
+
+        A module imported before (by another registry, or by a test) is re-executed so that
+        its registrations reach this registry too. Whatever a failing module registered
+        before it failed is taken back.
+        """
+        if name in self._modules:
+            return []
+        if distribution is None:
+            distribution, version = _distribution_of(name)
+        state = _Loading(self, name, distribution, version, [])
+        with _loading_lock:
+            _loading.append(state)
+            try:
+                if name in sys.modules:
+                    importlib.reload(sys.modules[name])
+                else:
+                    importlib.import_module(name)
+            except PluginError as err:
+                self._rollback(state)
+                return [err]
+            except BaseException as err:
+                self._rollback(state)
+                if isinstance(err, KeyboardInterrupt):
+                    raise
+                return [PluginError(name, f"failed to import: {type(err).__name__}: {err}")]
+            finally:
+                _loading.pop()
+        self._modules.add(name)
+        if not state.registered:
+            return [PluginError(name, "imported, but it registered no job plugin (call register_job_plugin_factory)")]
+        return []
+
+    def load_entry_points(self, entry_points: Iterable[importlib.metadata.EntryPoint] | None = None) -> list[PluginError]:
+        """Load the plugins installed distributions announce in the ``aiflowd.job_plugins`` group.
+
+        An entry point may name a module that registers on import (AIFlow's way), a factory
+        class, or a factory instance.
+        """
+        if entry_points is None:
+            entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        errors: list[PluginError] = []
+        for ep in entry_points:
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.name if dist is not None else None
+            dist_version = dist.version if dist is not None else None
+            if not ep.attr:
+                errors.extend(self.load_module(ep.module, dist_name, dist_version))
+                continue
+            errors.extend(self._load_factory_entry_point(ep, dist_name, dist_version))
+        return errors
+
+    def _load_factory_entry_point(self, ep: importlib.metadata.EntryPoint, dist: str | None, version: str | None) -> list[PluginError]:
+        state = _Loading(self, ep.module, dist, version, [])
+        with _loading_lock:
+            _loading.append(state)
+            try:
+                target = ep.load()
+                if isinstance(target, type):
+                    target = target()
+                if not state.registered:
+                    self.register(target, module=ep.module, distribution=dist, version=version)
+            except PluginError as err:
+                self._rollback(state)
+                return [err]
+            except Exception as err:  # noqa: BLE001 - third-party code may raise anything
+                self._rollback(state)
+                return [PluginError(ep.module, f"entry point '{ep.name}' failed to load: {type(err).__name__}: {err}")]
+            finally:
+                _loading.pop()
+        self._modules.add(ep.module)
+        return []
+
+    def discover(self, modules: Iterable[str] = (), paths: Iterable[str] = (), entry_points: bool = True) -> list[PluginError]:
+        """Load built-in plugins, then ``plugin_paths``/``plugin_modules``, then entry points."""
+        for path in paths:
+            path = os.path.abspath(path)
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        errors = self.load_builtin()
+        for name in modules:
+            errors.extend(self.load_module(name))
+        if entry_points:
+            errors.extend(self.load_entry_points())
+        return errors
+
+    def _rollback(self, state: _Loading) -> None:
+        for job_type in state.registered:
+            self.unregister(job_type)
+
+
+def register_job_plugin_factory(plugin_factory: JobPluginFactory) -> None:
+    """Register a job plugin; called at import time from a plugin module, as in AIFlow.
+
+    While aiflowd loads a plugin module the factory lands in that loader's registry, with
+    the module and distribution it came from; otherwise in the process-wide registry.
+    A duplicate job type or a factory that breaks the contract raises ``PluginError``.
+    """
+    with _loading_lock:
+        state = _loading[-1] if _loading else None
+    if state is None:
+        default_registry().register(plugin_factory)
+        return
+    info = state.registry.register(plugin_factory, module=state.module, distribution=state.distribution, version=state.version)
+    state.registered.append(info.job_type)
+
+
+_default_registry: PluginRegistry | None = None
+
+
+def default_registry() -> PluginRegistry:
+    """The process-wide registry, holding the built-in plugins."""
+    global _default_registry
+    if _default_registry is None:
+        _default_registry = PluginRegistry()
+        _default_registry.load_builtin()
+    return _default_registry
+
+
+def _validate_factory(factory: Any, module: str, distribution: str | None, version: str | None) -> PluginInfo:
+    name = type(factory).__name__
+    if isinstance(factory, type):
+        raise PluginError(module, f"register_job_plugin_factory() got the class {factory.__name__}; pass an instance")
+    for method in ("job_type", "get_job_generator", "get_job_controller"):
+        if not callable(getattr(factory, method, None)):
+            raise PluginError(module, f"{name} is not a JobPluginFactory: it has no {method}()")
+    try:
+        job_type = factory.job_type()
+        generator = factory.get_job_generator()
+        controller = factory.get_job_controller()
+    except Exception as err:
+        raise PluginError(module, f"{name} raised {type(err).__name__}: {err}") from err
+    if not isinstance(job_type, str) or not _JOB_TYPE_RE.match(job_type):
+        raise PluginError(module, f"{name}.job_type() returned {job_type!r}; expected a name like 'my_type'")
+    if not callable(getattr(generator, "generate", None)):
+        raise PluginError(module, f"{name}.get_job_generator() returned {type(generator).__name__}, which has no generate()")
+    missing = [m for m in _REQUIRED_CONTROLLER_METHODS if not callable(getattr(controller, m, None))]
+    if missing:
+        raise PluginError(
+            module,
+            f"{name}.get_job_controller() returned {type(controller).__name__}, which lacks {', '.join(missing)}",
+        )
+    return PluginInfo(
+        job_type=job_type,
+        factory=factory,
+        generator=generator,
+        controller=controller,
+        class_name=f"{type(factory).__module__}.{type(factory).__qualname__}",
+        module=module,
+        distribution=distribution,
+        version=version,
+    )
+
+
+def _own_version() -> str | None:
+    try:
+        return importlib.metadata.version("aiflowd")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> dict[str, list[str]]:
+    return dict(importlib.metadata.packages_distributions())
+
+
+def _distribution_of(module: str) -> tuple[str | None, str | None]:
+    """The installed distribution that ships a module, if any (None for plain module paths)."""
+    top = module.split(".")[0]
+    try:
+        names = _packages_distributions().get(top)
+    except Exception:  # noqa: BLE001 - broken metadata of unrelated packages must not matter
+        return None, None
+    if not names:
+        return None, None
+    try:
+        return names[0], importlib.metadata.version(names[0])
+    except importlib.metadata.PackageNotFoundError:
+        return names[0], None

@@ -1,0 +1,1 @@
+"""The built-in job plugins: one module per job type."""

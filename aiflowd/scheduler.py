@@ -1,0 +1,106 @@
+"""The scheduling decisions inside a workflow execution: (state, event) -> actions. No I/O.
+
+Jobs without rules start when the execution starts. Every event (a job status change
+or a user event) is matched against the workflow's rules, AIFlow's control edges, and
+each match asks for its action: START (nothing if the job runs), RESTART (stop, then
+start), STOP (nothing if it does not run), NONE. A FAILED job with retries left is
+started again after its ``retry_delay`` and its failure is not announced, as Airflow's
+"up for retry". Because decisions depend only on their arguments, the same stored state
+and events give the same decisions after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiflowd.model import ANY, JOB_STATUS_CHANGED, Event, EventCondition, JobAction, JobStatusCondition, Rule, Status, Workflow
+
+
+@dataclass
+class JobState:
+    """What the scheduler knows of a job in one execution: its last status and attempts."""
+
+    status: Status | None = None
+    attempt: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.status in (Status.INIT, Status.RUNNING)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Do ``action`` to ``job`` (after ``delay`` seconds), because of ``reason``."""
+
+    job: str
+    action: JobAction
+    reason: str
+    delay: float = 0.0
+
+
+def job_status_event(workflow: str, job: str, status: Status, time: float = 0.0) -> Event:
+    """The event announcing a job's new status: key is the job, value the status."""
+    return Event(key=job, value=status.value, event_type=JOB_STATUS_CHANGED, namespace=workflow, sender=job, time=time)
+
+
+def initial_decisions(workflow: Workflow, only_job: str | None = None) -> list[Decision]:
+    """What starts with the execution: the jobs no rule governs (or just ``only_job``)."""
+    if only_job is not None:
+        return [Decision(only_job, JobAction.START, "started alone")]
+    governed = {rule.job for rule in workflow.rules}
+    return [Decision(job, JobAction.START, "execution started") for job in workflow.jobs if job not in governed]
+
+
+def condition_holds(rule: Rule, event: Event) -> bool:
+    condition = rule.condition
+    if isinstance(condition, JobStatusCondition):
+        if event.event_type != JOB_STATUS_CHANGED or event.key != condition.upstream_job:
+            return False
+        if condition.status == ANY:
+            return event.value in (Status.FINISHED.value, Status.FAILED.value, Status.KILLED.value)
+        return event.value == condition.status
+    assert isinstance(condition, EventCondition)
+    return condition.matches(event)
+
+
+def on_event(workflow: Workflow, jobs: Mapping[str, JobState], event: Event) -> list[Decision]:
+    """The actions the rules ask for when ``event`` happens, given the jobs' states."""
+    decisions: list[Decision] = []
+    for rule in workflow.rules:
+        if rule.job not in workflow.jobs or not condition_holds(rule, event):
+            continue
+        state = jobs.get(rule.job, JobState())
+        reason = _describe(rule, event)
+        if rule.action == JobAction.START and not state.running:
+            decisions.append(Decision(rule.job, JobAction.START, reason))
+        elif rule.action == JobAction.RESTART:
+            decisions.append(Decision(rule.job, JobAction.RESTART if state.running else JobAction.START, reason))
+        elif rule.action == JobAction.STOP and state.running:
+            decisions.append(Decision(rule.job, JobAction.STOP, reason))
+    return decisions
+
+
+def on_job_ended(workflow: Workflow, job: str, state: JobState, status: Status) -> tuple[list[Decision], Event | None]:
+    """After a job execution ends: a retry, or the status event that rules may act on."""
+    config = workflow.jobs[job].config
+    if status == Status.FAILED and state.attempt <= config.retries:
+        reason = f"retry {state.attempt} of {config.retries}"
+        return [Decision(job, JobAction.START, reason, delay=config.retry_delay)], None
+    return [], job_status_event(workflow.name, job, status)
+
+
+def execution_status(jobs: Mapping[str, JobState], stopped: bool = False) -> Status:
+    """An ended execution's status: FAILED if a job failed, KILLED if stopped, else FINISHED."""
+    statuses = {state.status for state in jobs.values()}
+    if Status.FAILED in statuses:
+        return Status.FAILED
+    if stopped or Status.KILLED in statuses:
+        return Status.KILLED
+    return Status.FINISHED
+
+
+def _describe(rule: Rule, event: Event) -> str:
+    if isinstance(rule.condition, JobStatusCondition):
+        return f"{rule.condition.upstream_job} {event.value}"
+    return f"event {event.key}={event.value}"

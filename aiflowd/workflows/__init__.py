@@ -1,0 +1,1 @@
+"""Loading workflows: strict YAML, the Python DSL and its compiler, validation, discovery."""

@@ -1,0 +1,178 @@
+"""The Python workflow definition language, with AIFlow's names.
+
+``with job_config("job_1"): user_define_operation(processor=...)`` adds nodes to a job;
+passing an operation's output channel as another's ``input`` adds a DataEdge;
+``action_on_job_status`` / ``action_on_event`` add rules. Calls record into the active
+``WorkflowBuilder``: the compiler activates one while it runs a definition; elsewhere
+(inside a job process that re-imports the definition to rebuild its processors) a
+throwaway builder takes the calls, so importing a definition is always harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiflowd.model import ANY, DEFAULT_NAMESPACE, JobAction, Status
+
+
+class WorkflowDefinitionError(Exception):
+    """The definition uses the DSL wrongly (the compiler reports it at the caller's line)."""
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Output ``port`` of node ``node_id`` in job ``job_name``; pass it as another node's input."""
+
+    job_name: str
+    node_id: str
+    port: int = 0
+
+
+@dataclass
+class NodeSpec:
+    node_id: str
+    name: str
+    processor: Any
+    output_num: int
+    inputs: list[Channel]
+    config: dict[str, Any]
+
+
+@dataclass
+class RuleSpec:
+    job: str
+    kind: str  # "status" or "event"
+    condition: dict[str, str]
+    action: str
+    file: str = ""
+    line: int = 0
+
+
+@dataclass
+class WorkflowBuilder:
+    """What a definition declared: nodes per job (in order) and rules."""
+
+    jobs: dict[str, list[NodeSpec]] = field(default_factory=dict)
+    rules: list[RuleSpec] = field(default_factory=list)
+    current_job: str | None = None
+
+
+_active: list[WorkflowBuilder] = [WorkflowBuilder()]
+
+
+@contextlib.contextmanager
+def building(builder: WorkflowBuilder) -> Iterator[WorkflowBuilder]:
+    """Make ``builder`` receive the DSL calls made inside the block."""
+    _active.append(builder)
+    try:
+        yield builder
+    finally:
+        _active.pop()
+
+
+def _builder() -> WorkflowBuilder:
+    return _active[-1]
+
+
+@contextlib.contextmanager
+def job_config(job_name: str) -> Iterator[str]:
+    """Open job ``job_name``: operations defined inside belong to it (its config is in the YAML)."""
+    if not isinstance(job_name, str) or not job_name:
+        raise WorkflowDefinitionError(f"job_config() needs a job name, got {job_name!r}")
+    builder = _builder()
+    if builder.current_job is not None:
+        raise WorkflowDefinitionError(f"job_config('{job_name}') inside job_config('{builder.current_job}'): jobs do not nest")
+    builder.current_job = job_name
+    builder.jobs.setdefault(job_name, [])
+    try:
+        yield job_name
+    finally:
+        builder.current_job = None
+
+
+def user_define_operation(
+    processor: Any,
+    input: Channel | list[Channel] | None = None,  # noqa: A002 - AIFlow's parameter name
+    output_num: int = 1,
+    name: str | None = None,
+    **config: Any,
+) -> Channel | list[Channel] | None:
+    """Add a node holding ``processor`` to the open job; return its output channel(s)."""
+    builder = _builder()
+    job = builder.current_job
+    if job is None:
+        raise WorkflowDefinitionError("user_define_operation() must be called inside 'with job_config(NAME):'")
+    if processor is None:
+        raise WorkflowDefinitionError("user_define_operation() needs a processor")
+    if not isinstance(output_num, int) or output_num < 0:
+        raise WorkflowDefinitionError(f"output_num must be a whole number >= 0, got {output_num!r}")
+    inputs = [] if input is None else list(input) if isinstance(input, (list, tuple)) else [input]
+    for channel in inputs:
+        if not isinstance(channel, Channel):
+            raise WorkflowDefinitionError(f"input must be the output of user_define_operation(), got {type(channel).__name__}")
+        if channel.job_name != job:
+            raise WorkflowDefinitionError(
+                f"input comes from job '{channel.job_name}', not '{job}': data edges join nodes of one job; "
+                "use action_on_job_status() between jobs"
+            )
+    nodes = builder.jobs[job]
+    node_id = name or f"node_{len(nodes)}"
+    if any(node.node_id == node_id for node in nodes):
+        raise WorkflowDefinitionError(f"job '{job}' already has a node named '{node_id}'")
+    nodes.append(NodeSpec(node_id, name or node_id, processor, output_num, inputs, dict(config)))
+    if output_num == 0:
+        return None
+    channels = [Channel(job, node_id, port) for port in range(output_num)]
+    return channels[0] if output_num == 1 else channels
+
+
+def action_on_job_status(
+    job_name: str,
+    upstream_job_name: str,
+    upstream_job_status: Status | str = Status.FINISHED,
+    action: JobAction | str = JobAction.START,
+) -> None:
+    """When ``upstream_job_name`` reaches ``upstream_job_status``, do ``action`` to ``job_name``."""
+    status = _enum_value(Status, upstream_job_status, "upstream_job_status", allow_any=True)
+    condition = {"upstream_job": str(upstream_job_name), "status": status}
+    _builder().rules.append(RuleSpec(job_name, "status", condition, _enum_value(JobAction, action, "action"), *_caller()))
+
+
+def action_on_event(
+    job_name: str,
+    event_key: str,
+    event_value: str = ANY,
+    event_type: str = ANY,
+    sender: str | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+    action: JobAction | str = JobAction.START,
+) -> None:
+    """When an event matching all given fields (``*`` for any) arrives, do ``action`` to ``job_name``."""
+    condition = {
+        "key": str(event_key),
+        "value": str(event_value),
+        "event_type": str(event_type),
+        "sender": ANY if sender is None else str(sender),
+        "namespace": str(namespace),
+    }
+    _builder().rules.append(RuleSpec(job_name, "event", condition, _enum_value(JobAction, action, "action"), *_caller()))
+
+
+def _caller() -> tuple[str, int]:
+    """File and line of the definition's call, so a bad rule is reported where it is written."""
+    frame = sys._getframe(2)
+    return frame.f_code.co_filename, frame.f_lineno
+
+
+def _enum_value(enum_type: type, value: Any, what: str, allow_any: bool = False) -> str:
+    if allow_any and value == ANY:
+        return ANY
+    raw = getattr(value, "value", value)
+    if isinstance(raw, str) and raw.upper() in enum_type.__members__:
+        return raw.upper()
+    known = ", ".join(enum_type.__members__)
+    raise WorkflowDefinitionError(f"{what} must be one of {known}; got {value!r}")

@@ -1,0 +1,710 @@
+"""Turns a workflow on disk into a validated ``Workflow`` and its generated ``Job`` objects.
+
+``WorkflowLoader.load`` reads the YAML strictly, runs the Python definition (and any
+``module:Class`` processors) in a time-limited subprocess, checks rules and schedules,
+and asks each job's plugin to generate its job. Every problem comes back in one
+``LoadError`` as ``FILE:LINE:COL: key.path: message`` lines; nothing is half-loaded.
+The daemon, ``run-once`` and ``aiflowctl validate`` all use this one loader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiflowd.model import (
+    ANY,
+    DEFAULT_NAMESPACE,
+    AINode,
+    AISubGraph,
+    ChangePolicy,
+    DataEdge,
+    EventCondition,
+    JobAction,
+    JobConfig,
+    JobStatusCondition,
+    PeriodicConfig,
+    ProcessorRef,
+    Rule,
+    Status,
+    Workflow,
+    parse_duration,
+)
+from aiflowd.plugin_interface import Job, JobGenerationError, PluginError, PluginRegistry, generate_job
+from aiflowd.plugins.bash import BashProcessor
+from aiflowd.workflows.errors import LoadError, Problem, suggest
+from aiflowd.workflows.yamlfile import Path, YamlDocument, format_path, read_yaml
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+WORKFLOW_KEYS = {"periodic_config", "properties", "dependencies", "on_change", "start_new_workflow_execution_on_events"}
+JOB_KEYS = {
+    "job_type",
+    "properties",
+    "periodic_config",
+    "job_label_report_interval",
+    "retries",
+    "retry_delay",
+    "timeout",
+    "action_on_job_status",
+    "action_on_event",
+}
+LOGIC_KEYS = {"bash_command", "output_encoding", "processor", "args"}
+STATUS_RULE_KEYS = {"upstream_job", "upstream_job_status", "action"}
+EVENT_KEYS = {"event_key", "event_value", "event_type", "sender", "namespace"}
+EVENT_RULE_KEYS = EVENT_KEYS | {"action"}
+PERIODIC_KEYS = {"cron", "interval", "start_date", "timezone"}
+CONFIG_NAMES = ("workflow.yaml",)
+MAX_HASHED_FILES = 10_000
+
+
+@dataclass
+class WorkflowSource:
+    """Where a workflow's files are: its YAML, its optional Python definition, its folder."""
+
+    name: str
+    path: str
+    config_file: str
+    definition_file: str | None
+    workflow_dir: str
+
+
+@dataclass
+class LoadedWorkflow:
+    """A valid workflow version and the job each plugin generated for it."""
+
+    workflow: Workflow
+    jobs: dict[str, Job] = field(default_factory=dict)
+
+
+@dataclass
+class LoaderSettings:
+    compile_timeout: float = 30.0
+    python: str = sys.executable
+
+
+def find_source(path: str) -> WorkflowSource:
+    """The workflow at ``path``: a ``NAME.yaml`` file, or a ``NAME/`` folder holding its YAML."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        name = os.path.basename(path)
+        for candidate in (f"{name}.yaml", f"{name}.yml", *CONFIG_NAMES):
+            config = os.path.join(path, candidate)
+            if os.path.isfile(config):
+                break
+        else:
+            raise LoadError([Problem(path, 0, 0, "", f"no workflow here: expected {name}/{name}.yaml or {name}/workflow.yaml")])
+        definition = os.path.join(path, f"{name}.py")
+        return WorkflowSource(name, path, config, definition if os.path.isfile(definition) else None, path)
+    name, ext = os.path.splitext(os.path.basename(path))
+    if ext not in (".yaml", ".yml"):
+        raise LoadError([Problem(path, 0, 0, "", "a workflow is a NAME.yaml file or a NAME/ folder")])
+    return WorkflowSource(name, path, path, None, os.path.dirname(path))
+
+
+def is_workflow_folder(path: str) -> bool:
+    name = os.path.basename(os.path.abspath(path))
+    return any(os.path.isfile(os.path.join(path, c)) for c in (f"{name}.yaml", f"{name}.yml", *CONFIG_NAMES))
+
+
+def discover(folder: str) -> list[str]:
+    """The workflows directly in a watched folder (hidden and editor temporary files skipped)."""
+    found = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.name.startswith((".", "_")) or entry.name.endswith(("~", ".tmp", ".swp")):
+            continue
+        if entry.is_dir():
+            if is_workflow_folder(entry.path):
+                found.append(entry.path)
+        elif entry.name.endswith((".yaml", ".yml")):
+            found.append(entry.path)
+    return found
+
+
+def workflow_version(source: WorkflowSource) -> str:
+    """A hash of everything the workflow is made of: any change of any file gives a new version."""
+    digest = hashlib.sha256()
+    if source.path == source.config_file:
+        files = [source.config_file]
+    else:
+        files = []
+        for root, dirs, names in os.walk(source.workflow_dir):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+            files.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith(".") and not n.endswith((".pyc", "~")))
+            if len(files) > MAX_HASHED_FILES:
+                break
+    for file in files:
+        digest.update(os.path.relpath(file, source.workflow_dir).encode() + b"\0")
+        try:
+            with open(file, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            digest.update(b"<unreadable>")
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+class WorkflowLoader:
+    """Loads workflows with the job types of one plugin registry."""
+
+    def __init__(self, registry: PluginRegistry, settings: LoaderSettings | None = None) -> None:
+        self.registry = registry
+        self.settings = settings or LoaderSettings()
+
+    def load(self, path: str) -> LoadedWorkflow:
+        source = find_source(path)
+        return _Load(self, source).run()
+
+
+class _Load:
+    """One load of one workflow: collects problems instead of stopping at the first."""
+
+    def __init__(self, loader: WorkflowLoader, source: WorkflowSource) -> None:
+        self.loader = loader
+        self.source = source
+        self.problems: list[Problem] = []
+        self.doc: YamlDocument
+        self.rule_positions: dict[int, Path] = {}
+        self.dsl_rule_positions: dict[int, tuple[str, int]] = {}
+
+    def problem(self, path: Path, message: str) -> None:
+        self.problems.append(self.doc.problem(path, message))
+
+    def run(self) -> LoadedWorkflow:
+        source = self.source
+        if not NAME_RE.match(source.name):
+            raise LoadError(
+                [Problem(source.path, 0, 0, "", f"'{source.name}' is not a valid workflow name (letters, digits, '_', '-', '.')")]
+            )
+        version = workflow_version(source)
+        self.doc = read_yaml(source.config_file)
+        data = self.doc.data
+        if not isinstance(data, dict):
+            raise LoadError([self.doc.problem((), "a workflow file must be a mapping of job names to job configs")])
+        workflow = Workflow(name=source.name, path=source.path, workflow_dir=source.workflow_dir, version=version)
+        yaml_jobs: dict[str, dict[str, Any]] = {}
+        for key, value in data.items():
+            if key in WORKFLOW_KEYS:
+                self.workflow_key(workflow, key, value)
+            elif isinstance(value, dict):
+                yaml_jobs[key] = value
+            else:
+                close = suggest(key, WORKFLOW_KEYS)
+                hint = f"unknown workflow key ({close})" if close.startswith("did") else "a job must be a mapping with a job_type"
+                self.problem((key,), hint)
+        configs = {name: self.job_config(name, job) for name, job in yaml_jobs.items() if self.valid_job_name(name)}
+        compiled = self.compile(yaml_jobs)
+        graphs = self.build_graphs(workflow, yaml_jobs, configs, compiled)
+        workflow.jobs = graphs
+        workflow.rules = self.yaml_rules(yaml_jobs) + self.dsl_rules(compiled)
+        self.check_rules(workflow)
+        jobs = self.generate(workflow, yaml_jobs)
+        if self.problems:
+            raise LoadError(self.problems)
+        return LoadedWorkflow(workflow, jobs)
+
+    # -- the YAML ------------------------------------------------------------------
+
+    def valid_job_name(self, name: str) -> bool:
+        if NAME_RE.match(name):
+            return True
+        self.problem((name,), "not a valid job name: use letters, digits, '_', '-' and '.', not starting with '.' or '-'")
+        return False
+
+    def workflow_key(self, workflow: Workflow, key: str, value: Any) -> None:
+        if key == "periodic_config":
+            workflow.periodic_config = self.periodic_config((key,), value)
+        elif key in ("properties", "dependencies"):
+            if not isinstance(value, dict):
+                self.problem((key,), "must be a mapping")
+            elif key == "properties":
+                workflow.properties = value
+            else:
+                workflow.dependencies = value
+        elif key == "on_change":
+            try:
+                workflow.on_change = ChangePolicy(value)
+            except ValueError:
+                self.problem((key,), f"must be one of restart, wait, ignore; got {value!r}")
+        elif key == "start_new_workflow_execution_on_events":
+            workflow.start_on_events = [
+                condition
+                for i, item in enumerate(self.sequence((key,), value))
+                if (condition := self.event_condition((key, i), item, EVENT_KEYS)) is not None
+            ]
+
+    def job_config(self, name: str, job: dict[str, Any]) -> JobConfig:
+        for key in job:
+            if key not in JOB_KEYS and key not in LOGIC_KEYS:
+                self.problem((name, key), f"unknown key ({suggest(key, JOB_KEYS | LOGIC_KEYS)})")
+        job_type = job.get("job_type", "")
+        if "job_type" in job and (not isinstance(job_type, str) or not job_type):
+            self.problem((name, "job_type"), "must be a job type name")
+            job_type = ""
+        config = JobConfig(job_name=name, job_type=job_type)
+        properties = job.get("properties", {})
+        if properties is None:
+            properties = {}
+        if not isinstance(properties, dict):
+            self.problem((name, "properties"), "must be a mapping")
+        else:
+            config.properties = properties
+        if "periodic_config" in job:
+            config.periodic_config = self.periodic_config((name, "periodic_config"), job["periodic_config"])
+        if "retries" in job:
+            retries = job["retries"]
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                self.problem((name, "retries"), f"must be a whole number >= 0, got {retries!r}")
+            else:
+                config.retries = retries
+        for key in ("retry_delay", "timeout", "job_label_report_interval"):
+            if key in job:
+                try:
+                    seconds = parse_duration(job[key])
+                except ValueError as err:
+                    self.problem((name, key), str(err))
+                    continue
+                if key == "retry_delay":
+                    config.retry_delay = seconds
+                elif key == "timeout":
+                    config.timeout = seconds or None
+                else:
+                    config.job_label_report_interval = seconds
+        timeout = config.properties.get("timeout") if isinstance(config.properties, dict) else None
+        if config.timeout is None and timeout is not None:
+            try:
+                config.timeout = parse_duration(timeout) or None
+            except ValueError as err:
+                self.problem((name, "properties", "timeout"), str(err))
+        return config
+
+    def periodic_config(self, path: Path, value: Any) -> PeriodicConfig | None:
+        if not isinstance(value, dict):
+            self.problem(path, "must be a mapping with 'cron' or 'interval'")
+            return None
+        for key in value:
+            if key not in PERIODIC_KEYS:
+                self.problem((*path, key), f"unknown key ({suggest(key, PERIODIC_KEYS)})")
+        has_cron, has_interval = "cron" in value, "interval" in value
+        if has_cron == has_interval:
+            self.problem(path, "give exactly one of 'cron' and 'interval'")
+            return None
+        config = PeriodicConfig(start_date=None, timezone=None)
+        if "timezone" in value:
+            tz = value["timezone"]
+            try:
+                import zoneinfo
+
+                zoneinfo.ZoneInfo(str(tz))
+                config = PeriodicConfig(timezone=str(tz))
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                self.problem((*path, "timezone"), f"unknown time zone {tz!r} (like 'UTC' or 'Europe/Berlin')")
+        if "start_date" in value:
+            import datetime
+
+            try:
+                datetime.datetime.fromisoformat(str(value["start_date"]))
+                config = PeriodicConfig(timezone=config.timezone, start_date=str(value["start_date"]))
+            except ValueError:
+                self.problem((*path, "start_date"), f"expected an ISO date like '2024-01-31 08:00', got {value['start_date']!r}")
+        if has_interval:
+            try:
+                seconds = parse_duration(value["interval"])
+            except ValueError as err:
+                self.problem((*path, "interval"), str(err))
+                return None
+            if seconds <= 0:
+                self.problem((*path, "interval"), "must be longer than 0 seconds")
+                return None
+            return PeriodicConfig(interval_seconds=seconds, start_date=config.start_date, timezone=config.timezone)
+        cron, seconds, error = parse_cron(value["cron"])
+        if error:
+            self.problem((*path, "cron"), error)
+            return None
+        return PeriodicConfig(cron=cron, cron_seconds=seconds, start_date=config.start_date, timezone=config.timezone)
+
+    def sequence(self, path: Path, value: Any) -> list[Any]:
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            return [value]
+        if not isinstance(value, list):
+            self.problem(path, "must be a list of mappings")
+            return []
+        return value
+
+    def event_condition(self, path: Path, item: Any, allowed: set[str]) -> EventCondition | None:
+        if not isinstance(item, dict):
+            self.problem(path, "must be a mapping with at least 'event_key'")
+            return None
+        for key in item:
+            if key not in allowed:
+                self.problem((*path, key), f"unknown key ({suggest(key, allowed)})")
+        if "event_key" not in item:
+            self.problem(path, "needs 'event_key' ('*' matches any key)")
+            return None
+        return EventCondition(
+            key=str(item["event_key"]),
+            value=str(item.get("event_value", ANY)),
+            event_type=str(item.get("event_type", ANY)),
+            sender=str(item.get("sender", ANY)),
+            namespace=str(item.get("namespace", DEFAULT_NAMESPACE)),
+        )
+
+    def action(self, path: Path, value: Any) -> JobAction | None:
+        try:
+            return JobAction(str(value).upper())
+        except ValueError:
+            self.problem(path, f"unknown action {value!r} (known: {', '.join(a.value for a in JobAction)})")
+            return None
+
+    def yaml_rules(self, yaml_jobs: dict[str, dict[str, Any]]) -> list[Rule]:
+        rules: list[Rule] = []
+        for name, job in yaml_jobs.items():
+            for i, item in enumerate(self.sequence((name, "action_on_job_status"), job.get("action_on_job_status"))):
+                path = (name, "action_on_job_status", i)
+                if not isinstance(item, dict) or "upstream_job" not in item:
+                    self.problem(path, "must be a mapping with 'upstream_job' (and optional upstream_job_status, action)")
+                    continue
+                for key in item:
+                    if key not in STATUS_RULE_KEYS:
+                        self.problem((*path, key), f"unknown key ({suggest(key, STATUS_RULE_KEYS)})")
+                status = str(item.get("upstream_job_status", Status.FINISHED.value)).upper()
+                if status != ANY and status not in Status.__members__:
+                    self.problem((*path, "upstream_job_status"), f"unknown status {status!r} (known: {', '.join(Status.__members__)}, *)")
+                    continue
+                action = self.action((*path, "action"), item.get("action", "START"))
+                if action is not None:
+                    rules.append(Rule(name, JobStatusCondition(str(item["upstream_job"]), status), action))
+                    self.rule_positions[len(rules) - 1] = (*path, "upstream_job")
+            for i, item in enumerate(self.sequence((name, "action_on_event"), job.get("action_on_event"))):
+                path = (name, "action_on_event", i)
+                condition = self.event_condition(path, item, EVENT_RULE_KEYS)
+                action = self.action((*path, "action"), item.get("action", "START")) if condition else None
+                if condition is not None and action is not None:
+                    rules.append(Rule(name, condition, action))
+        return rules
+
+    # -- the Python side -----------------------------------------------------------
+
+    def compile(self, yaml_jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Run the definition and YAML ``processor:`` references in a subprocess; its graph."""
+        processors = {}
+        for name, job in yaml_jobs.items():
+            if "processor" not in job:
+                continue
+            ref = job["processor"]
+            if not isinstance(ref, str) or not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", ref):
+                self.problem((name, "processor"), f"expected 'module:Class' (a module in the workflow folder), got {ref!r}")
+                continue
+            args = job.get("args")
+            if args is not None and not isinstance(args, (dict, list)):
+                self.problem((name, "args"), "must be a mapping of keyword arguments or a list of arguments")
+                continue
+            line, column = self.doc.position((name, "processor"))
+            args_line, args_column = self.doc.position((name, "args"))
+            processors[name] = {
+                "processor": ref,
+                "args": args,
+                "file": self.source.config_file,
+                "line": line,
+                "column": column,
+                "key": f"{name}.processor",
+                "args_line": args_line,
+                "args_column": args_column,
+                "args_key": f"{name}.args" if "args" in job else f"{name}.processor",
+            }
+        if not self.source.definition_file and not processors:
+            return {"jobs": {}, "rules": []}
+        request = {
+            "workflow_dir": self.source.workflow_dir,
+            "definition": self.source.definition_file,
+            "module": self.source.name,
+            "yaml_processors": processors,
+        }
+        return self.run_compiler(request, yaml_jobs)
+
+    def run_compiler(self, request: dict[str, Any], yaml_jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, run_helper
+        from aiflowd.controllers.subprocess import aiflowd_import_path
+
+        python = self.compile_python(yaml_jobs)
+        shown = self.source.definition_file or self.source.config_file
+        with tempfile.TemporaryDirectory(prefix="aiflowd-compile-") as tmp:
+            request_path, result_path = os.path.join(tmp, "request.json"), os.path.join(tmp, "result.json")
+            with open(request_path, "w", encoding="utf-8") as fh:
+                json.dump(request, fh)
+            env = {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES}
+            env.update(aiflowd_import_path(python, tmp, env.get("PYTHONPATH")))
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+            timeout = self.loader.settings.compile_timeout
+            try:
+                result = run_helper(
+                    [python, "-m", "aiflowd.runners.compile_workflow", request_path, result_path],
+                    env=env,
+                    cwd=self.source.workflow_dir,
+                    timeout=timeout,
+                )
+            except OSError as err:
+                self.problems.append(Problem(shown, 0, 0, "", f"cannot start {python}: {err.strerror or err}"))
+                return {"jobs": {}, "rules": []}
+            if result.timed_out:
+                self.problems.append(
+                    Problem(
+                        shown,
+                        0,
+                        0,
+                        "",
+                        f"the definition did not finish within {timeout:g}s (compile_timeout); "
+                        "is there an endless loop or a blocking call at import?",
+                    )
+                )
+                return {"jobs": {}, "rules": []}
+            if not os.path.exists(result_path):
+                tail = result.output.decode("utf-8", "replace").strip().splitlines()[-3:]
+                said = f"; it printed: {' | '.join(tail)}" if tail else ""
+                self.problems.append(
+                    Problem(
+                        shown, 0, 0, "", f"the definition ended (exit status {result.returncode}) before the compiler could report{said}"
+                    )
+                )
+                return {"jobs": {}, "rules": []}
+            with open(result_path, encoding="utf-8") as fh:
+                compiled = json.load(fh)
+        for p in compiled.get("problems", []):
+            self.problems.append(Problem(p["file"], p["line"], p["column"], p["key"], p["message"]))
+        return compiled
+
+    def compile_python(self, yaml_jobs: dict[str, dict[str, Any]]) -> str:
+        """The interpreter for the definition: the workflow's or its jobs' ``python_executable_path``."""
+        chosen = self.doc.data.get("properties", {}) if isinstance(self.doc.data.get("properties"), dict) else {}
+        if chosen.get("python_executable_path"):
+            return str(chosen["python_executable_path"])
+        paths = {
+            str(job["properties"]["python_executable_path"])
+            for job in yaml_jobs.values()
+            if isinstance(job.get("properties"), dict) and job["properties"].get("python_executable_path")
+        }
+        return paths.pop() if len(paths) == 1 else self.loader.settings.python
+
+    def dsl_rules(self, compiled: dict[str, Any]) -> list[Rule]:
+        rules = []
+        for item in compiled.get("rules", []):
+            condition: JobStatusCondition | EventCondition
+            if item["kind"] == "status":
+                condition = JobStatusCondition(item["condition"]["upstream_job"], item["condition"]["status"])
+            else:
+                condition = EventCondition(**item["condition"])
+            rules.append(Rule(item["job"], condition, JobAction(item["action"])))
+            self.dsl_rule_positions[len(rules) - 1] = (item.get("file", ""), item.get("line", 0))
+        return rules
+
+    def build_graphs(
+        self,
+        workflow: Workflow,
+        yaml_jobs: dict[str, dict[str, Any]],
+        configs: dict[str, JobConfig],
+        compiled: dict[str, Any],
+    ) -> dict[str, AISubGraph]:
+        graphs: dict[str, AISubGraph] = {}
+        compiled_jobs: dict[str, list[dict[str, Any]]] = compiled.get("jobs", {})
+        definition = self.source.definition_file or ""
+        for name, config in configs.items():
+            job = yaml_jobs[name]
+            graph = AISubGraph(config)
+            in_yaml = [k for k in ("bash_command", "processor") if k in job]
+            if len(in_yaml) > 1:
+                self.problem((name, in_yaml[1]), f"give one of {' and '.join(in_yaml)}, not both")
+            if "bash_command" in job:
+                command = job["bash_command"]
+                if not isinstance(command, str) or not command.strip():
+                    self.problem((name, "bash_command"), "must be a non-empty string")
+                encoding = job.get("output_encoding", "utf-8")
+                graph.add_node(AINode(name, name, BashProcessor(str(command), str(encoding))))
+            if name in compiled_jobs and "processor" not in job:
+                if "bash_command" in job:
+                    self.problem(
+                        (name, "bash_command"),
+                        f"job '{name}' is also defined in {os.path.basename(definition)}: give its logic in one place",
+                    )
+                    continue
+                self.add_compiled_nodes(graph, compiled_jobs[name])
+            elif "processor" in job:
+                self.add_compiled_nodes(graph, compiled_jobs.get(name, []))
+            if not graph.config.job_type and "job_type" not in job:
+                self.problem(
+                    (name,),
+                    "needs a job_type" + (f" ({suggest(name, WORKFLOW_KEYS)})" if suggest(name, WORKFLOW_KEYS).startswith("did") else ""),
+                )
+            graphs[name] = graph
+        for name, nodes in compiled_jobs.items():
+            if name in yaml_jobs:
+                continue
+            if not NAME_RE.match(name):
+                self.problems.append(Problem(definition, 0, 0, name, "not a valid job name: use letters, digits, '_', '-' and '.'"))
+                continue
+            graph = AISubGraph(JobConfig(job_name=name, job_type=""))
+            self.add_compiled_nodes(graph, nodes)
+            job_type = _infer_job_type(graph)
+            if job_type is None:
+                self.problems.append(
+                    Problem(
+                        definition,
+                        0,
+                        0,
+                        name,
+                        f"job '{name}' has no entry in {os.path.basename(self.source.config_file)}; add '{name}: {{job_type: ...}}'",
+                    )
+                )
+                continue
+            graph.config.job_type = job_type
+            graphs[name] = graph
+        return graphs
+
+    def add_compiled_nodes(self, graph: AISubGraph, nodes: list[dict[str, Any]]) -> None:
+        for node in nodes:
+            processor = _rebuild_processor(node["processor"], self.loader.registry.modules)
+            graph.add_node(AINode(node["node_id"], node["name"], processor, node["output_num"], node.get("config") or {}))
+            for _source_job, source_node, port in node["inputs"]:
+                graph.edges.append(DataEdge(source_node, node["node_id"], port))
+
+    # -- whole-workflow checks -----------------------------------------------------
+
+    def check_rules(self, workflow: Workflow) -> None:
+        yaml_count = len(self.rule_positions)
+        for index, rule in enumerate(workflow.rules):
+            where = self.rule_location(index, yaml_count, rule)
+            if rule.job not in workflow.jobs:
+                self.problems.append(where(f"rule for unknown job '{rule.job}' ({suggest(rule.job, workflow.jobs)})"))
+            if isinstance(rule.condition, JobStatusCondition) and rule.condition.upstream_job not in workflow.jobs:
+                up = rule.condition.upstream_job
+                self.problems.append(where(f"upstream job '{up}' is not a job of this workflow ({suggest(up, workflow.jobs)})"))
+
+    def rule_location(self, index: int, yaml_count: int, rule: Rule) -> Any:
+        if index < yaml_count or index in self.rule_positions:
+            path = self.rule_positions.get(index)
+            if path is not None:
+                return lambda message: self.doc.problem(path, message)
+        dsl_index = index - yaml_count
+        file, line = self.dsl_rule_positions.get(dsl_index, (self.source.definition_file or "", 0))
+        return lambda message: Problem(file, line, 0, "", message)
+
+    def generate(self, workflow: Workflow, yaml_jobs: dict[str, dict[str, Any]]) -> dict[str, Job]:
+        jobs: dict[str, Job] = {}
+        for name, graph in workflow.jobs.items():
+            job_type = graph.config.job_type
+            if not job_type:
+                continue
+            if job_type not in self.registry_types:
+                where = (name, "job_type") if name in yaml_jobs else (name,)
+                message = f"unknown job type '{job_type}' ({suggest(job_type, self.registry_types)})"
+                if name in yaml_jobs:
+                    self.problem(where, message)
+                else:
+                    self.problems.append(Problem(self.source.definition_file or "", 0, 0, name, message))
+                continue
+            plugin = self.loader.registry.get(job_type)
+            try:
+                jobs[name] = generate_job(plugin.generator, graph, workflow.workflow_dir)
+            except JobGenerationError as err:
+                self.generation_problem(name, err, yaml_jobs)
+            except Exception as err:  # noqa: BLE001 - a plugin's generator may raise anything
+                self.generation_problem(name, JobGenerationError(f"plugin {plugin.module} failed: {type(err).__name__}: {err}"), yaml_jobs)
+        return jobs
+
+    def generation_problem(self, name: str, err: JobGenerationError, yaml_jobs: dict[str, dict[str, Any]]) -> None:
+        if name not in yaml_jobs:
+            self.problems.append(Problem(self.source.definition_file or "", 0, 0, f"{name}.{err.key}" if err.key else name, str(err)))
+            return
+        job = yaml_jobs[name]
+        if err.key:
+            path: Path = (name, *err.key.split("."))
+        else:
+            logic = next((k for k in ("bash_command", "processor") if k in job), "job_type")
+            path = (name, logic)
+        self.problems.append(Problem(self.doc.file, *self.doc.position(path), format_path(path), str(err)))
+
+    @property
+    def registry_types(self) -> list[str]:
+        return self.loader.registry.job_types()
+
+
+def _rebuild_processor(encoded: dict[str, Any], plugin_modules: set[str]) -> Any:
+    """A processor as the daemon may hold it: plain-data ones rebuilt, user code as a reference.
+
+    Only classes of aiflowd or of loaded plugin modules are rebuilt, from their JSON
+    state: nothing is unpickled and no module is imported here.
+    """
+    from aiflowd.plugins.python import PythonProcessor
+
+    name = encoded["module"]
+    trusted = name == "aiflowd" or name.startswith("aiflowd.") or any(name == m or name.startswith(m + ".") for m in plugin_modules)
+    cls: Any = sys.modules.get(name) if trusted else None
+    for part in encoded["qualname"].split("."):
+        cls = getattr(cls, part, None)
+    if isinstance(cls, type) and not issubclass(cls, PythonProcessor) and encoded.get("state") is not None:
+        obj = cls.__new__(cls)
+        obj.__dict__.update(encoded["state"])
+        return obj
+    return ProcessorRef(name, encoded["qualname"], tuple(encoded["mro"]), encoded["payload"])
+
+
+def _infer_job_type(graph: AISubGraph) -> str | None:
+    from aiflowd.plugins.python import PythonProcessor
+
+    kinds = set()
+    for node in graph.nodes.values():
+        if isinstance(node.processor, BashProcessor):
+            kinds.add("bash")
+        elif isinstance(node.processor, ProcessorRef) and node.processor.is_a(PythonProcessor):
+            kinds.add("python")
+        else:
+            return None
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def parse_cron(expression: Any) -> tuple[str, str, str | None]:
+    """A cron expression as (5-field form, seconds field, error): 5 fields, or AIFlow's 7.
+
+    AIFlow's form is ``seconds minutes hours days months weeks years``; its years field
+    must be ``*`` (cron has none) and ``?`` means ``*``.
+    """
+    if not isinstance(expression, str):
+        return "", "0", f"expected a cron string like '*/5 * * * *', got {expression!r}"
+    fields = expression.replace("?", "*").split()
+    seconds = "0"
+    if len(fields) == 7:
+        if fields[6] != "*":
+            return "", "0", "the years field of a 7-field cron must be '*'"
+        seconds, fields = fields[0], fields[1:6]
+    elif len(fields) != 5:
+        return "", "0", f"expected 5 fields (minute hour day month weekday) or AIFlow's 7, got {len(fields)}"
+    cron = " ".join(fields)
+    from croniter import croniter
+
+    if not croniter.is_valid(cron) or not croniter.is_valid(f"{cron} {seconds}"):
+        return "", "0", f"invalid cron expression {expression!r}"
+    return cron, seconds, None
+
+
+def loader_for(
+    plugin_modules: list[str], plugin_paths: list[str], compile_timeout: float = 30.0
+) -> tuple[WorkflowLoader, list[PluginError]]:
+    """A loader with the built-in plugins, the configured ones and the installed ones.
+
+    Plugin problems are returned, not raised: a broken third-party plugin never stops the
+    others (its workflows then fail to load with 'unknown job type', naming the known ones).
+    """
+    registry = PluginRegistry()
+    errors = registry.discover(plugin_modules, plugin_paths)
+    return WorkflowLoader(registry, LoaderSettings(compile_timeout=compile_timeout)), errors

@@ -1,0 +1,141 @@
+"""Reads YAML safely and strictly, remembering where every key and value came from.
+
+Only plain data is built (no Python tags); duplicate keys are errors; the file's size,
+its nesting and the nodes alias expansion may produce are bounded, so no file can hang
+or exhaust the reader.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from aiflowd.workflows.errors import LoadError, Problem
+
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+
+Path = tuple[str | int, ...]
+
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PLAIN_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+
+
+@dataclass
+class YamlDocument:
+    """Plain data read from a file, plus the line and column of every key path in it."""
+
+    file: str
+    data: Any
+    positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def position(self, path: Path) -> tuple[int, int]:
+        """Where a key path is, or its nearest known parent (1-based; 0, 0 when unknown)."""
+        while True:
+            if path in self.positions:
+                return self.positions[path]
+            if not path:
+                return (0, 0)
+            path = path[:-1]
+
+    def problem(self, path: Path, message: str) -> Problem:
+        line, column = self.position(path)
+        return Problem(self.file, line, column, format_path(path), message)
+
+
+def format_path(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def read_yaml(file: str, text: str | bytes | None = None) -> YamlDocument:
+    """Read one YAML document; raise LoadError with one located problem on bad input."""
+    if text is None:
+        try:
+            with open(file, "rb") as fh:
+                text = fh.read(MAX_FILE_BYTES + 1)
+        except OSError as err:
+            raise LoadError([Problem(file, 0, 0, "", f"cannot read: {err.strerror or err}")]) from err
+    if len(text) > MAX_FILE_BYTES:
+        raise LoadError([Problem(file, 0, 0, "", f"file is larger than {MAX_FILE_BYTES} bytes")])
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise LoadError([Problem(file, 0, 0, "", f"not UTF-8 text (byte {err.start})")]) from err
+    try:
+        node = yaml.compose(text, Loader=_SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        message = f"invalid YAML: {err.problem or err.context}"
+        raise LoadError([Problem(file, line, column, "", message)]) from err
+    except yaml.YAMLError as err:
+        raise LoadError([Problem(file, 0, 0, "", f"invalid YAML: {err}")]) from err
+    document = YamlDocument(file, None)
+    if node is None:
+        document.data = {}
+        return document
+    builder = _Builder(document)
+    document.data = builder.build(node, (), 0)
+    return document
+
+
+class _Builder:
+    def __init__(self, document: YamlDocument) -> None:
+        self.document = document
+        self.nodes = 0
+        self.scalars = yaml.constructor.SafeConstructor()
+
+    def fail(self, node: yaml.Node, path: Path, message: str) -> LoadError:
+        mark = node.start_mark
+        return LoadError([Problem(self.document.file, mark.line + 1, mark.column + 1, format_path(path), message)])
+
+    def build(self, node: yaml.Node, path: Path, depth: int) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.fail(node, path, f"more than {MAX_NODES} values (is an alias expanded too often?)")
+        if depth > MAX_DEPTH:
+            raise self.fail(node, path, f"nested deeper than {MAX_DEPTH} levels")
+        if node.tag not in _PLAIN_TAGS:
+            raise self.fail(node, path, f"tag {node.tag!r} is not allowed; only plain data is read")
+        self.document.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.ScalarNode):
+            value = self.scalars.construct_object(node)
+            if isinstance(value, datetime.date):
+                return node.value
+            return value
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise self.fail(key_node, path, "merge keys ('<<') are not supported; write the keys out")
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.fail(key_node, path, "a key must be a plain value")
+            key = self.build(key_node, (*path, "<key>"), depth + 1)
+            if not isinstance(key, Hashable):
+                raise self.fail(key_node, path, "a key must be a plain value")
+            key = str(key) if not isinstance(key, str) else key
+            if key in result:
+                first = self.document.positions.get((*path, key), (0, 0))[0]
+                raise self.fail(key_node, (*path, key), f"duplicate key (first defined on line {first})")
+            self.document.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = self.build(value_node, (*path, key), depth + 1)
+        return result
