@@ -7,6 +7,7 @@ carries it out until nothing runs and nothing is due. ``run-once`` uses it as is
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -101,6 +102,10 @@ class WorkflowExecutionRunner:
         self._stopped = False
 
     async def run(self) -> ExecutionResult:
+        with self._send, self._receive:
+            return await self._run()
+
+    async def _run(self) -> ExecutionResult:
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             for decision in scheduler.initial_decisions(self.workflow, self.only_job):
@@ -118,8 +123,9 @@ class WorkflowExecutionRunner:
         return ExecutionResult(scheduler.execution_status(self.states, self._stopped), self.records, never)
 
     def send_event(self, event: Event) -> None:
-        """Deliver a user event to this execution's rules."""
-        self._send.send_nowait(("event", event))
+        """Deliver a user event to this execution's rules (ignored once the execution is over)."""
+        with contextlib.suppress(anyio.ClosedResourceError):
+            self._send.send_nowait(("event", event))
 
     def stop(self, reason: str = "execution stopped") -> None:
         self._stopped = True

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import anyio
 
-# Waits for the command, then records its status. ``trap :`` (a handler, not an ignore)
-# lets the wrapper outlive a SIGTERM to the group while the command, which gets default
+# Waits for the command, then records its status. A trap (a handler, not an ignore) lets
+# the wrapper outlive a SIGTERM to the group while the command, which gets default
 # dispositions on exec, receives it; POSIX defers the trap until the command is done.
-_WRAPPER = 'trap : TERM INT HUP; "$@"; rc=$?; echo "$rc" > "$0"; exit "$rc"'
+# A signal that lands before the command starts is remembered, so it is not swallowed.
+_WRAPPER = 'trap "s=1" TERM INT HUP; [ -n "$s" ] && { echo 143 > "$0"; exit 143; }; "$@"; rc=$?; echo "$rc" > "$0"; exit "$rc"'
 _STRAGGLER_POLL = 0.02
+_KILL_SETTLE = 2.0
 #: Variables of the service manager that must never reach a job.
 SERVICE_MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
@@ -162,7 +164,8 @@ class ProcessGroup:
         return True
 
     def has_members(self) -> bool:
-        return self.signal_group(0)
+        """Whether any process of the group still lives (zombies awaiting their reaper do not)."""
+        return self.signal_group(0) and _group_has_live_member(self.pid)
 
     async def terminate(self, grace: float) -> None:
         """SIGTERM to the group, up to ``grace`` seconds for all of it to exit, then SIGKILL."""
@@ -176,6 +179,10 @@ class ProcessGroup:
         if self.has_members():
             self.signal_group(signal.SIGKILL)
         await self.wait()
+        # SIGKILL is delivered at once but takes effect as each process is scheduled.
+        with anyio.move_on_after(_KILL_SETTLE):
+            while self.has_members():
+                await anyio.sleep(_STRAGGLER_POLL)
 
     def close(self) -> None:
         if self._pidfd is not None:
@@ -189,6 +196,25 @@ class ProcessGroup:
         # wrapper itself was killed before it could write one.
         self._returncode = recorded if recorded is not None else returncode
         self.close()
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no /proc: trust kill(0), which counts zombies too
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def _pidfd_open(pid: int) -> int | None:

@@ -206,4 +206,6 @@ class PythonJobController(SubprocessController):
         extra = dict(job.env)  # type: ignore[attr-defined]
         extra.update(aiflowd_import_path(python, env.working_dir, extra.get("PYTHONPATH")))
         extra.setdefault("PYTHONUNBUFFERED", "1")
+        # Bytecode caches would land in the watched workflow folder and look like changes.
+        extra.setdefault("PYTHONDONTWRITEBYTECODE", "1")
         return Command([python, "-m", "aiflowd.runners.python_job", spec_path], extra, job.cwd)  # type: ignore[attr-defined]

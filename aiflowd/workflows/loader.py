@@ -86,6 +86,8 @@ class LoadedWorkflow:
 class LoaderSettings:
     compile_timeout: float = 30.0
     python: str = sys.executable
+    #: Folders the definition may import plugin modules from (the daemon's ``plugin_paths``).
+    plugin_paths: list[str] = field(default_factory=list)
 
 
 def find_source(path: str) -> WorkflowSource:
@@ -175,6 +177,7 @@ class _Load:
         self.problems: list[Problem] = []
         self.doc: YamlDocument
         self.rule_positions: dict[int, Path] = {}
+        self.job_type_misspelt: set[str] = set()
         self.dsl_rule_positions: dict[int, tuple[str, int]] = {}
 
     def problem(self, path: Path, message: str) -> None:
@@ -196,7 +199,7 @@ class _Load:
         for key, value in data.items():
             if key in WORKFLOW_KEYS:
                 self.workflow_key(workflow, key, value)
-            elif isinstance(value, dict):
+            elif isinstance(value, dict) and not ("job_type" not in value and suggest(key, WORKFLOW_KEYS).startswith("did")):
                 yaml_jobs[key] = value
             else:
                 close = suggest(key, WORKFLOW_KEYS)
@@ -246,7 +249,10 @@ class _Load:
     def job_config(self, name: str, job: dict[str, Any]) -> JobConfig:
         for key in job:
             if key not in JOB_KEYS and key not in LOGIC_KEYS:
-                self.problem((name, key), f"unknown key ({suggest(key, JOB_KEYS | LOGIC_KEYS)})")
+                hint = suggest(key, JOB_KEYS | LOGIC_KEYS)
+                self.problem((name, key), f"unknown key ({hint})")
+                if hint == "did you mean 'job_type'?":
+                    self.job_type_misspelt.add(name)
         job_type = job.get("job_type", "")
         if "job_type" in job and (not isinstance(job_type, str) or not job_type):
             self.problem((name, "job_type"), "must be a job type name")
@@ -401,7 +407,7 @@ class _Load:
         """Run the definition and YAML ``processor:`` references in a subprocess; its graph."""
         processors = {}
         for name, job in yaml_jobs.items():
-            if "processor" not in job:
+            if "processor" not in job or "bash_command" in job:
                 continue
             ref = job["processor"]
             if not isinstance(ref, str) or not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", ref):
@@ -445,7 +451,8 @@ class _Load:
             with open(request_path, "w", encoding="utf-8") as fh:
                 json.dump(request, fh)
             env = {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES}
-            env.update(aiflowd_import_path(python, tmp, env.get("PYTHONPATH")))
+            pythonpath = os.pathsep.join([*self.loader.settings.plugin_paths, *filter(None, [env.get("PYTHONPATH")])])
+            env.update(aiflowd_import_path(python, tmp, pythonpath or None))
             env["PYTHONDONTWRITEBYTECODE"] = "1"
             timeout = self.loader.settings.compile_timeout
             try:
@@ -527,8 +534,6 @@ class _Load:
                 self.problem((name, in_yaml[1]), f"give one of {' and '.join(in_yaml)}, not both")
             if "bash_command" in job:
                 command = job["bash_command"]
-                if not isinstance(command, str) or not command.strip():
-                    self.problem((name, "bash_command"), "must be a non-empty string")
                 encoding = job.get("output_encoding", "utf-8")
                 graph.add_node(AINode(name, name, BashProcessor(str(command), str(encoding))))
             if name in compiled_jobs and "processor" not in job:
@@ -541,7 +546,7 @@ class _Load:
                 self.add_compiled_nodes(graph, compiled_jobs[name])
             elif "processor" in job:
                 self.add_compiled_nodes(graph, compiled_jobs.get(name, []))
-            if not graph.config.job_type and "job_type" not in job:
+            if not graph.config.job_type and "job_type" not in job and name not in self.job_type_misspelt:
                 self.problem(
                     (name,),
                     "needs a job_type" + (f" ({suggest(name, WORKFLOW_KEYS)})" if suggest(name, WORKFLOW_KEYS).startswith("did") else ""),
@@ -603,8 +608,8 @@ class _Load:
         jobs: dict[str, Job] = {}
         for name, graph in workflow.jobs.items():
             job_type = graph.config.job_type
-            if not job_type:
-                continue
+            if not job_type or any(p.key == name or p.key.startswith(f"{name}.") for p in self.problems):
+                continue  # a job already reported gets no follow-on problems
             if job_type not in self.registry_types:
                 where = (name, "job_type") if name in yaml_jobs else (name,)
                 message = f"unknown job type '{job_type}' ({suggest(job_type, self.registry_types)})"
@@ -707,4 +712,5 @@ def loader_for(
     """
     registry = PluginRegistry()
     errors = registry.discover(plugin_modules, plugin_paths)
-    return WorkflowLoader(registry, LoaderSettings(compile_timeout=compile_timeout)), errors
+    settings = LoaderSettings(compile_timeout=compile_timeout, plugin_paths=[os.path.abspath(p) for p in plugin_paths])
+    return WorkflowLoader(registry, settings), errors

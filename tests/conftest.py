@@ -1,0 +1,71 @@
+"""Shared fixtures: a fresh plugin registry and loader, and helpers to write workflows."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from aiflowd.plugin_interface import PluginRegistry
+from aiflowd.workflows.loader import LoaderSettings, WorkflowLoader
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def registry() -> PluginRegistry:
+    registry = PluginRegistry()
+    assert registry.load_builtin() == []
+    return registry
+
+
+@pytest.fixture
+def loader(registry: PluginRegistry) -> WorkflowLoader:
+    return WorkflowLoader(registry, LoaderSettings(compile_timeout=10))
+
+
+def write(path: Path, text: str) -> Path:
+    """Write dedented text to a file, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for running the real CLI: this venv's bin first on the PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
+    """Poll a condition until it holds (returns its value) or fail after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

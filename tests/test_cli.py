@@ -1,0 +1,172 @@
+"""The real command-line tools as a user runs them: run-once, validate, the examples."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, cli_env, pid_alive, wait_for, write
+
+EXAMPLES = REPO / "examples" / "workflows"
+
+
+def aiflowd(*args: str, cwd: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aiflowd.cli.aiflowd", *args], cwd=cwd, capture_output=True, text=True, env=cli_env(), timeout=60, **kwargs
+    )
+
+
+def aiflowctl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aiflowd.cli.aiflowctl", *args], cwd=cwd, capture_output=True, text=True, env=cli_env(), timeout=60
+    )
+
+
+EXPECTED_LOGS = {
+    "bash_demo": ["hello", "world"],
+    "bash_demo_yaml.yaml": ["hello", "world"],
+    "python_demo": ["Hello World!"],
+    "python_demo_yaml": ["Hello World! from job_1", "Goodbye! from job_2"],
+    "dataedge_demo": ["train=8 test=2 mean_train=3.5", "evaluating the model"],
+}
+
+
+def example_names() -> list[str]:
+    return sorted(p.name for p in EXAMPLES.iterdir() if not p.name.startswith(("flink", "README", ".", "_")))
+
+
+def test_every_example_has_a_test() -> None:
+    assert example_names() == sorted(EXPECTED_LOGS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_LOGS))
+def test_example_runs_once(name: str, tmp_path: Path) -> None:
+    result = aiflowd("run-once", str(EXAMPLES / name), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in EXPECTED_LOGS[name]:
+        assert f"    {line}\n" in result.stdout
+    assert "FINISHED" in result.stdout.splitlines()[-1]
+    assert not list(EXAMPLES.rglob("__pycache__")), "running an example must not write into the workflow folder"
+
+
+def test_run_once_fails_when_a_job_fails_and_prints_its_log(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", "job:\n  job_type: bash\n  bash_command: echo about to fail; exit 4\n")
+    result = aiflowd("run-once", str(path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "  job                  FAILED    exit 4" in result.stdout
+    assert "    about to fail\n" in result.stdout
+    assert result.stdout.splitlines()[-1].endswith(": FAILED")
+
+
+def test_run_once_single_job_and_unknown_job(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "two.yaml",
+        "a:\n  job_type: bash\n  bash_command: echo A\nb:\n  job_type: bash\n  bash_command: echo B\n  action_on_job_status: [{upstream_job: a}]\n",
+    )
+    result = aiflowd("run-once", str(path), "--job", "b", cwd=tmp_path)
+    assert result.returncode == 0 and "    B\n" in result.stdout and "    A\n" not in result.stdout
+    result = aiflowd("run-once", str(path), "--job", "c", cwd=tmp_path)
+    assert result.returncode == 2 and "has no job 'c' (jobs: a, b)" in result.stderr
+
+
+def test_run_once_reports_an_invalid_workflow(tmp_path: Path) -> None:
+    path = write(tmp_path / "typo.yaml", "a:\n  job_tpye: bash\n")
+    result = aiflowd("run-once", str(path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == f"{path}:2:3: a.job_tpye: unknown key (did you mean 'job_type'?)\n"
+
+
+def test_ctrl_c_stops_every_job_and_its_whole_tree(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    path = write(
+        tmp_path / "long.yaml",
+        f"""
+        a:
+          job_type: bash
+          bash_command: "sleep 300 & echo $! >> {pids}; trap '' TERM; sleep 300 & echo $! >> {pids}; wait"
+        b:
+          job_type: bash
+          bash_command: "echo $$ >> {pids}; sleep 300"
+        """,
+    )
+    config = write(tmp_path / "aiflowd.yaml", "stop_grace_period: 0.5\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aiflowd.cli.aiflowd", "--config", str(config), "run-once", str(path)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        started = wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 3 and [int(p) for p in pids.read_text().split()])
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, out + err
+    assert "stopping every running job" in err
+    assert out.count(" KILLED ") == 2 and out.splitlines()[-1].endswith(": KILLED")
+    wait_for(lambda: not any(pid_alive(pid) for pid in started), timeout=3)
+
+
+def test_validate_exit_codes_and_lines(tmp_path: Path) -> None:
+    good = write(tmp_path / "flows" / "good.yaml", "a: {job_type: bash, bash_command: 'true'}\n")
+    write(tmp_path / "flows" / "bad.yaml", "a:\n  job_type: bsh\n")
+    result = aiflowctl("validate", str(good), cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "1 workflow(s) valid\n")
+    result = aiflowctl("validate", str(tmp_path / "flows"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == f"{tmp_path}/flows/bad.yaml:2:3: a.job_type: unknown job type 'bsh' (did you mean 'bash'?)\n"
+    result = aiflowctl("--json", "validate", str(tmp_path / "flows"), str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    report = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert [(r["workflow"].rsplit("/", 1)[1], r["valid"]) for r in report] == [
+        ("bad.yaml", False),
+        ("good.yaml", True),
+        ("missing.yaml", False),
+    ]
+    assert report[0]["problems"][0] == {
+        "file": f"{tmp_path}/flows/bad.yaml",
+        "line": 2,
+        "column": 3,
+        "key": "a.job_type",
+        "message": "unknown job type 'bsh' (did you mean 'bash'?)",
+    }
+    assert aiflowctl("validate", cwd=tmp_path).returncode == 2
+
+
+def test_validate_the_examples(tmp_path: Path) -> None:
+    result = aiflowctl("validate", str(EXAMPLES), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+
+
+def test_third_party_plugin_from_a_module_path_runs_a_job(tmp_path: Path) -> None:
+    """A plugin written as the AIFlow docs show, found through plugin_paths + plugin_modules."""
+    plugins = Path(__file__).parent / "plugins"
+    config = write(tmp_path / "aiflowd.yaml", f"plugin_paths: [{plugins}]\nplugin_modules: [touch_plugin]\n")
+    folder = tmp_path / "touchy"
+    write(
+        folder / "touchy.yaml",
+        "mark:\n  job_type: touch\nafter:\n  job_type: bash\n  bash_command: cat $AIFLOWD_WORKFLOW_DIR/marked\n  action_on_job_status: [{upstream_job: mark}]\n",
+    )
+    write(
+        folder / "touchy.py",
+        """
+        from aiflowd import job_config, user_define_operation
+        from touch_plugin import TouchProcessor
+
+        with job_config("mark"):
+            user_define_operation(processor=TouchProcessor("marked"))
+        """,
+    )
+    result = aiflowd("--config", str(config), "run-once", str(folder), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (folder / "marked").read_text().endswith(".mark.1")
+    assert ".mark.1\n" in result.stdout
