@@ -25,6 +25,7 @@ class DaemonConfig:
     state_dir: str
     log_dir: str
     control_socket: str
+    run_dir: str = ""
     control_group: str | None = None
     plugin_modules: list[str] = field(default_factory=list)
     plugin_paths: list[str] = field(default_factory=list)
@@ -37,7 +38,12 @@ class DaemonConfig:
 
     def job_settings(self) -> dict[str, Any]:
         """What job controllers get in ``JobRuntimeEnv.settings``."""
-        return {"stop_grace_period": self.stop_grace_period, "job_env": dict(self.job_env), "flink": dict(self.flink)}
+        return {
+            "stop_grace_period": self.stop_grace_period,
+            "job_env": dict(self.job_env),
+            "flink": dict(self.flink),
+            "run_dir": self.run_dir,
+        }
 
 
 _KEYS = {
@@ -45,6 +51,7 @@ _KEYS = {
     "state_dir",
     "log_dir",
     "control_socket",
+    "run_dir",
     "control_group",
     "plugin_modules",
     "plugin_paths",
@@ -97,6 +104,7 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
         control_socket=path_of("control_socket", os.path.join(runtime_dir or state_dir, SOCKET_NAME)),
         file=path,
     )
+    config.run_dir = path_of("run_dir", runtime_dir or os.path.join(state_dir, "run"))
     for key in ("plugin_modules", "plugin_paths"):
         value = data.get(key) or []
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

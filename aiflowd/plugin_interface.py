@@ -13,8 +13,6 @@ import contextlib
 import dataclasses
 import functools
 import importlib
-import importlib.metadata
-import inspect
 import json
 import os
 import re
@@ -23,9 +21,12 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiflowd.model import AISubGraph, JobConfig, Status
+
+if TYPE_CHECKING:
+    import importlib.metadata
 
 ENTRY_POINT_GROUP = "aiflowd.job_plugins"
 BUILTIN_PLUGIN_MODULES = ("aiflowd.plugins.bash", "aiflowd.plugins.python")
@@ -183,6 +184,8 @@ class JobGenerationError(Exception):
 
 def generate_job(generator: Any, sub_graph: AISubGraph, resource_dir: str) -> Job:
     """Call a generator with aiflowd's signature, or AIFlow's ``generate(sub_graph, resource_dir)``."""
+    import inspect
+
     try:
         params = inspect.signature(generator.generate).parameters
     except (TypeError, ValueError):
@@ -341,6 +344,8 @@ class PluginRegistry:
         An entry point may name a module that registers on import (AIFlow's way), a factory
         class, or a factory instance.
         """
+        import importlib.metadata  # slow to import; only discovery needs it
+
         if entry_points is None:
             entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
         errors: list[PluginError] = []
@@ -457,6 +462,8 @@ def _validate_factory(factory: Any, module: str, distribution: str | None, versi
 
 
 def _own_version() -> str | None:
+    import importlib.metadata
+
     try:
         return importlib.metadata.version("aiflowd")
     except importlib.metadata.PackageNotFoundError:
@@ -465,11 +472,15 @@ def _own_version() -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def _packages_distributions() -> dict[str, list[str]]:
+    import importlib.metadata
+
     return dict(importlib.metadata.packages_distributions())
 
 
 def _distribution_of(module: str) -> tuple[str | None, str | None]:
     """The installed distribution that ships a module, if any (None for plain module paths)."""
+    import importlib.metadata
+
     top = module.split(".")[0]
     try:
         names = _packages_distributions().get(top)

@@ -87,7 +87,12 @@ class ProcessGroup:
         status_path: str,
     ) -> ProcessGroup:
         """Start ``argv`` under the wrapper in a new session, output appended to ``log_path``."""
-        with open(log_path, "ab", buffering=0) as log:
+        try:
+            log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed below, once the child holds it
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(log_path), exist_ok=True)
+            log = open(log_path, "ab", buffering=0)  # noqa: SIM115
+        with log:
             popen = subprocess.Popen(
                 ["/bin/sh", "-c", _WRAPPER, status_path, *argv],
                 stdin=subprocess.DEVNULL,
@@ -191,10 +196,12 @@ class ProcessGroup:
 
     def _finish(self, returncode: int | None) -> None:
         self._ended = True
-        recorded = read_exit_status(self.status_path)
-        # The file holds the command's own status; the wrapper's is the fallback when the
-        # wrapper itself was killed before it could write one.
-        self._returncode = recorded if recorded is not None else returncode
+        # The wrapper exits with the command's status. Only when it was killed itself (or
+        # is not our child) does the file it leaves tell more than its exit code.
+        if returncode is None or returncode > 128:
+            recorded = read_exit_status(self.status_path)
+            returncode = recorded if recorded is not None else returncode
+        self._returncode = returncode
         self.close()
 
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 import aiflowd
 from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, ProcessGroup
 from aiflowd.model import Status
@@ -24,6 +26,27 @@ DEFAULT_STOP_GRACE_PERIOD = 10.0
 #: Variables a job inherits from the daemon; everything else comes from config and properties.
 INHERITED_VARIABLES = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SHELL", "JAVA_HOME")
 STATUS_FILE = "exit-status"
+
+
+def status_path(env: JobRuntimeEnv) -> str:
+    """Where the wrapper records a job's exit status.
+
+    In the daemon's ``run_dir`` when it has one (``$RUNTIME_DIRECTORY``, a tmpfs under
+    systemd, as container shims keep theirs in /run: it outlives the daemon, and a file
+    there costs no disk write), else in the execution's working folder.
+    """
+    run_dir = env.settings.get("run_dir")
+    if not run_dir:
+        return os.path.join(env.working_dir, STATUS_FILE)
+    folder = os.path.join(run_dir, "exit-status")
+    if folder not in _made_dirs:
+        os.makedirs(folder, exist_ok=True)
+        _made_dirs.add(folder)
+    info = env.job_execution_info
+    return os.path.join(folder, f"{info.workflow_name}.{info.job_execution_id}")
+
+
+_made_dirs: set[str] = set()
 
 
 def job_environment(env: JobRuntimeEnv, extra: Mapping[str, str]) -> dict[str, str]:
@@ -86,22 +109,27 @@ class SubprocessController(JobController):
 
     async def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
         env = job_runtime_env
+        # Folder and file creation cost a disk's metadata latency; in a worker thread it
+        # overlaps with other jobs' spawning instead of stalling the event loop.
+        group = await anyio.to_thread.run_sync(self._spawn, job, env)
+        handle = SubprocessJobHandle(job, env.job_execution_info, group.pid, group.start_time, group.status_path, env.log_path)
+        handle._group = group
+        return handle
+
+    def _spawn(self, job: Job, env: JobRuntimeEnv) -> ProcessGroup:
         os.makedirs(env.working_dir, exist_ok=True)
-        os.makedirs(env.log_dir, exist_ok=True)
         command = self.command(job, env)
-        cwd = env.working_dir if command.cwd is None else os.path.join(env.working_dir, command.cwd)
-        os.makedirs(cwd, exist_ok=True)
-        status_path = os.path.join(env.working_dir, STATUS_FILE)
-        group = ProcessGroup.spawn(
+        cwd = env.working_dir
+        if command.cwd is not None:
+            cwd = os.path.join(env.working_dir, command.cwd)
+            os.makedirs(cwd, exist_ok=True)
+        return ProcessGroup.spawn(
             command.argv,
             env=job_environment(env, command.env),
             cwd=cwd,
             log_path=env.log_path,
-            status_path=status_path,
+            status_path=status_path(env),
         )
-        handle = SubprocessJobHandle(job, env.job_execution_info, group.pid, group.start_time, status_path, env.log_path)
-        handle._group = group
-        return handle
 
     async def stop_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
         handle = _subprocess_handle(job_handle)

@@ -1,0 +1,1 @@
+"""Reproducible performance measurements; each prints its figure next to its reference."""
