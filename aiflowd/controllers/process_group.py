@@ -88,10 +88,10 @@ class ProcessGroup:
     ) -> ProcessGroup:
         """Start ``argv`` under the wrapper in a new session, output appended to ``log_path``."""
         try:
-            log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed below, once the child holds it
+            log = open(log_path, "ab", buffering=0)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(log_path), exist_ok=True)
-            log = open(log_path, "ab", buffering=0)  # noqa: SIM115
+            log = open(log_path, "ab", buffering=0)
         with log:
             popen = subprocess.Popen(
                 ["/bin/sh", "-c", _WRAPPER, status_path, *argv],

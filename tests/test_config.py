@@ -1,0 +1,53 @@
+"""The daemon config: defaults, the documented file, systemd's directories, bad keys."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from aiflowd.config import _KEYS, load_config
+from aiflowd.workflows.errors import LoadError
+
+from .conftest import REPO, write
+
+
+def test_documented_config_loads_and_documents_every_key() -> None:
+    path = REPO / "etc" / "aiflowd.yaml"
+    config = load_config(str(path))
+    assert config.workflows_dir == str(REPO / "etc" / "workflows")
+    assert config.stop_grace_period == 10.0 and config.max_concurrent_jobs == 64
+    documented = set(re.findall(r"^#? ?([a-z_]+):", path.read_text(), re.M))
+    assert _KEYS <= documented, _KEYS - documented
+
+
+def test_defaults_and_systemd_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, environ={})
+    assert (config.workflows_dir, config.state_dir, config.log_dir) == (
+        str(tmp_path / "workflows"),
+        str(tmp_path / ".aiflowd"),
+        str(tmp_path / ".aiflowd" / "logs"),
+    )
+    assert config.control_socket == str(tmp_path / ".aiflowd" / "aiflowd.sock")
+    config = load_config(
+        None, environ={"STATE_DIRECTORY": "/var/lib/aiflowd", "LOGS_DIRECTORY": "/var/log/aiflowd", "RUNTIME_DIRECTORY": "/run/aiflowd"}
+    )
+    assert (config.state_dir, config.log_dir, config.run_dir, config.control_socket) == (
+        "/var/lib/aiflowd",
+        "/var/log/aiflowd",
+        "/run/aiflowd",
+        "/run/aiflowd/aiflowd.sock",
+    )
+
+
+def test_bad_keys_are_located(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.yaml", "stop_grace_perod: 5\nmax_concurrent_jobs: 0\nplugin_modules: notalist\n")
+    with pytest.raises(LoadError) as info:
+        load_config(str(path))
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:1:1: stop_grace_perod: unknown key (did you mean 'stop_grace_period'?)",
+        f"{path}:3:1: plugin_modules: must be a list of names",
+        f"{path}:2:1: max_concurrent_jobs: must be a whole number >= 1, got 0",
+    ]
