@@ -206,7 +206,8 @@ class Workflow:
     periodic_config: PeriodicConfig | None = None
     properties: dict[str, Any] = field(default_factory=dict)
     dependencies: dict[str, Any] = field(default_factory=dict)
-    on_change: ChangePolicy = ChangePolicy.RESTART
+    #: None: ``restart`` for change-triggered workflows, ``wait`` for scheduled ones.
+    on_change: ChangePolicy | None = None
     start_on_events: list[EventCondition] = field(default_factory=list)
 
     def rules_for(self, job: str) -> list[Rule]:

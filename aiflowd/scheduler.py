@@ -6,15 +6,28 @@ each match asks for its action: START (nothing if the job runs), RESTART (stop, 
 start), STOP (nothing if it does not run), NONE. A FAILED job with retries left is
 started again after its ``retry_delay`` and its failure is not announced, as Airflow's
 "up for retry". Because decisions depend only on their arguments, the same stored state
-and events give the same decisions after a restart.
+and events give the same decisions after a restart. ``next_slot`` computes timer ticks.
 """
 
 from __future__ import annotations
 
+import datetime
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aiflowd.model import ANY, JOB_STATUS_CHANGED, Event, EventCondition, JobAction, JobStatusCondition, Rule, Status, Workflow
+from aiflowd.model import (
+    ANY,
+    JOB_STATUS_CHANGED,
+    Event,
+    EventCondition,
+    JobAction,
+    JobStatusCondition,
+    PeriodicConfig,
+    Rule,
+    Status,
+    Workflow,
+)
 
 
 @dataclass
@@ -104,3 +117,60 @@ def _describe(rule: Rule, event: Event) -> str:
     if isinstance(rule.condition, JobStatusCondition):
         return f"{rule.condition.upstream_job} {event.value}"
     return f"event {event.key}={event.value}"
+
+
+def next_slot(config: PeriodicConfig, last: float | None, now: float, anchor: float) -> float:
+    """The scheduled time of the next tick to fire (at or before ``now`` means: fire now).
+
+    ``last`` is the slot fired last (stored), ``anchor`` when the schedule began (its
+    ``start_date``, else when the workflow appeared). Missed slots are coalesced: after a
+    downtime the latest missed slot fires once, like systemd's ``Persistent=true``, so no
+    tick is lost and none is doubled.
+    """
+    if config.start_date is not None:
+        anchor = _timestamp(config.start_date, config.timezone)
+    if config.interval_seconds is not None:
+        step = config.interval_seconds
+        base = anchor if last is None else last + step
+        if base > now:
+            return base
+        return base + math.floor((now - base) / step) * step
+    cron = _Cron(config)
+    if last is None:
+        return cron.after(max(now, anchor) if config.start_date else now)
+    following = cron.after(last)
+    if following > now:
+        return following
+    return max(following, cron.at_or_before(now))
+
+
+class _Cron:
+    def __init__(self, config: PeriodicConfig) -> None:
+        from croniter import croniter
+
+        self._croniter = croniter
+        self.expression = f"{config.cron} {config.cron_seconds}"
+        self.tz = _zone(config.timezone)
+
+    def after(self, at: float) -> float:
+        start = datetime.datetime.fromtimestamp(at, self.tz)
+        return float(self._croniter(self.expression, start).get_next(float))
+
+    def at_or_before(self, at: float) -> float:
+        start = datetime.datetime.fromtimestamp(at + 1, self.tz)
+        return float(self._croniter(self.expression, start).get_prev(float))
+
+
+def _zone(name: str | None) -> datetime.tzinfo | None:
+    if name is None:
+        return datetime.datetime.now().astimezone().tzinfo
+    import zoneinfo
+
+    return zoneinfo.ZoneInfo(name)
+
+
+def _timestamp(text: str, timezone: str | None) -> float:
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_zone(timezone))
+    return moment.timestamp()

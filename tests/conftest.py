@@ -69,3 +69,49 @@ def pid_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+async def run_execution(  # type: ignore[no-untyped-def]
+    loader: WorkflowLoader,
+    path: Path,
+    tmp_path: Path,
+    *,
+    only_job: str | None = None,
+    settings: dict | None = None,
+    during=None,
+):
+    """Load a workflow and run one execution with the engine (store in memory), as run-once does.
+
+    ``during(engine, runs)`` runs beside the execution (to send events); returns the
+    ended execution and its job runs in start order.
+    """
+    import anyio
+
+    from aiflowd.engine import Engine, EnginePaths
+    from aiflowd.store import Store
+
+    runs: list = []
+
+    def changed(run) -> None:  # type: ignore[no-untyped-def]
+        if run not in runs:
+            runs.append(run)
+
+    store = Store(":memory:")
+    engine = Engine(
+        loader.registry,
+        store,
+        EnginePaths(str(tmp_path / "state"), str(tmp_path / "logs")),
+        settings={"stop_grace_period": 2.0, "run_dir": str(tmp_path / "run"), **(settings or {})},
+        keep_open_for_events=False,
+        on_job_change=changed,
+    )
+    loaded = loader.load(str(path))
+    async with anyio.create_task_group() as tg:
+        await tg.start(engine.serve)
+        execution = await engine.request(lambda e: e.run_workflow(loaded, only_job))
+        if during is not None:
+            tg.start_soon(during, engine, runs)
+        await execution.ended.wait()
+        tg.cancel_scope.cancel()
+    store.close()
+    return execution, runs

@@ -9,25 +9,16 @@ from pathlib import Path
 import anyio
 import pytest
 
-from aiflowd.execution import ExecutionPaths, WorkflowExecutionRunner
 from aiflowd.model import Event, Status
 from aiflowd.workflows.loader import WorkflowLoader
 
-from .conftest import write
+from .conftest import run_execution, write
 
 
 async def run_workflow(loader: WorkflowLoader, path: Path, tmp_path: Path) -> tuple[Status, dict[str, str], dict[str, Status]]:
-    loaded = loader.load(str(path))
-    runner = WorkflowExecutionRunner(
-        loaded,
-        loader.registry,
-        execution_id="e1",
-        paths=ExecutionPaths(str(tmp_path / "state"), str(tmp_path / "logs")),
-        settings={"stop_grace_period": 2.0},
-    )
-    result = await runner.run()
-    logs = {r.job: Path(r.log_path).read_text() for r in result.records}
-    return result.status, logs, {r.job: r.status for r in result.records}
+    execution, runs = await run_execution(loader, path, tmp_path)
+    logs = {run.job: Path(run.env.log_path).read_text() for run in runs}
+    return execution.status, logs, {run.job: run.status for run in runs}
 
 
 async def test_nodes_pass_values_over_data_edges_by_port(loader: WorkflowLoader, tmp_path: Path) -> None:
@@ -66,7 +57,7 @@ async def test_nodes_pass_values_over_data_edges_by_port(loader: WorkflowLoader,
     )
     status, logs, _ = await run_workflow(loader, folder, tmp_path)
     assert status == Status.FINISHED
-    assert logs["job"] == "open join\n['label', [10, 20, 30]] e1.job.1\nclose join\n"
+    assert logs["job"] == "open join\n['label', [10, 20, 30]] 1.job.1\nclose join\n"
 
 
 async def test_processor_that_raises_fails_the_job_with_its_traceback(loader: WorkflowLoader, tmp_path: Path) -> None:
@@ -146,13 +137,9 @@ async def test_retries_run_the_job_again(loader: WorkflowLoader, tmp_path: Path)
           retry_delay: 0.01
         """,
     )
-    loaded = loader.load(str(path))
-    runner = WorkflowExecutionRunner(
-        loaded, loader.registry, execution_id="e1", paths=ExecutionPaths(str(tmp_path / "s"), str(tmp_path / "l"))
-    )
-    result = await runner.run()
+    result, runs = await run_execution(loader, path, tmp_path)
     assert result.status == Status.FINISHED
-    assert [(r.attempt, r.status, r.reason) for r in result.records] == [
+    assert [(r.attempt, r.status, r.reason) for r in runs] == [
         (1, Status.FAILED, "execution started"),
         (2, Status.FAILED, "retry 1 of 3"),
         (3, Status.FINISHED, "retry 2 of 3"),
@@ -171,32 +158,17 @@ async def test_event_rules_stop_and_restart_a_running_job(loader: WorkflowLoader
           action_on_event: [{{event_key: go, action: {action}}}]
         """,
     )
-    loaded = loader.load(str(path))
-    running = anyio.Event()
-    runner = WorkflowExecutionRunner(
-        loaded,
-        loader.registry,
-        execution_id="e1",
-        paths=ExecutionPaths(str(tmp_path / "s"), str(tmp_path / "l")),
-        settings={"stop_grace_period": 1.0},
-        only_job="long",
-        on_record=lambda record: running.set() if record.status == Status.RUNNING else None,
-    )
-    async with anyio.create_task_group() as tg:
-        results = []
 
-        async def run() -> None:
-            results.append(await runner.run())
-
-        tg.start_soon(run)
-        await running.wait()
+    async def send_go(engine, runs) -> None:  # type: ignore[no-untyped-def]
         with anyio.fail_after(10):
             while not marker.exists():  # the command itself runs, not only its wrapper
                 await anyio.sleep(0.01)
-        runner.send_event(Event("go", "now"))
-    summary = [(r.attempt, r.status, r.reason) for r in results[0].records]
+        engine.send_event(Event("go", "now"))
+
+    result, runs = await run_execution(loader, path, tmp_path, only_job="long", settings={"stop_grace_period": 1.0}, during=send_go)
+    summary = [(r.attempt, r.status, r.reason) for r in runs]
     if action == "STOP":
         assert summary == [(1, Status.KILLED, "started alone")]
-        assert results[0].status == Status.KILLED
+        assert result.status == Status.KILLED
     else:
         assert summary == [(1, Status.KILLED, "started alone"), (2, Status.FINISHED, "event go=now")]

@@ -122,3 +122,28 @@ def test_topological_order_keeps_declaration_order_and_finds_cycles() -> None:
     graph.edges.append(DataEdge("report", "load", 0))
     with pytest.raises(ValueError, match="cycle"):
         graph.topological_order()
+
+
+def test_interval_slots_start_at_the_anchor_and_coalesce_missed_ones() -> None:
+    from aiflowd.model import PeriodicConfig
+
+    every_10s = PeriodicConfig(interval_seconds=10)
+    assert scheduler.next_slot(every_10s, None, now=1000.0, anchor=1000.0) == 1000.0  # fires at once
+    assert scheduler.next_slot(every_10s, 1000.0, now=1003.0, anchor=1000.0) == 1010.0
+    # down from 1005 to 1047: the slots 1010..1040 were missed; 1040 fires once, then 1050.
+    assert scheduler.next_slot(every_10s, 1000.0, now=1047.0, anchor=1000.0) == 1040.0
+    assert scheduler.next_slot(every_10s, 1040.0, now=1047.5, anchor=1000.0) == 1050.0
+
+
+def test_cron_slots_in_a_time_zone() -> None:
+    import datetime
+
+    from aiflowd.model import PeriodicConfig
+
+    hourly = PeriodicConfig(cron="0 * * * *", timezone="UTC")
+    t = datetime.datetime(2026, 1, 1, 10, 30, tzinfo=datetime.UTC).timestamp()
+    assert scheduler.next_slot(hourly, None, now=t, anchor=t) == t + 1800
+    # last fired at 08:00; at 10:30 the 09:00 and 10:00 slots were missed: 10:00 fires once.
+    assert scheduler.next_slot(hourly, t - 9000, now=t, anchor=t) == t - 1800
+    every_5s = PeriodicConfig(cron="* * * * *", cron_seconds="*/5", timezone="UTC")
+    assert scheduler.next_slot(every_5s, None, now=t + 1, anchor=t) == t + 5

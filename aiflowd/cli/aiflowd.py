@@ -41,8 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_once(config: DaemonConfig, path: str, only_job: str | None, verbose: bool) -> int:
     import anyio
 
-    from aiflowd.execution import ExecutionPaths, JobExecutionRecord, WorkflowExecutionRunner
+    from aiflowd.engine import Engine, EnginePaths, JobRun
     from aiflowd.logs import configure_logging
+    from aiflowd.store import Store
     from aiflowd.workflows.loader import loader_for
 
     configure_logging(logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
@@ -58,33 +59,45 @@ def run_once(config: DaemonConfig, path: str, only_job: str | None, verbose: boo
     if only_job is not None and only_job not in workflow.jobs:
         print(f"aiflowd: workflow {workflow.name} has no job '{only_job}' (jobs: {', '.join(workflow.jobs)})", file=sys.stderr)
         return 2
-    execution_id = time.strftime("run-%Y%m%dT%H%M%S") + f"-{os.getpid()}"
-    print(f"workflow {workflow.name} (version {workflow.version}), execution {execution_id}")
+    runs: list[JobRun] = []
 
-    def show(record: JobExecutionRecord) -> None:
-        line = f"  {record.job:<20} {record.status.value:<9}"
-        if record.status.is_final:
-            took = (record.ended_at or 0) - (record.started_at or 0)
-            line += f" exit {record.exit_code if record.exit_code is not None else '-'}  {took:.2f}s"
-            if record.message:
-                line += f"  ({record.message})"
-        elif record.reason:
-            line += f" ({record.reason})"
+    def show(run: JobRun) -> None:
+        if run not in runs:
+            runs.append(run)
+        line = f"  {run.job:<20} {run.status.value:<9}"
+        if run.status.is_final:
+            took = (run.ended_at or 0) - (run.started_at or run.created_at)
+            line += f" exit {run.exit_code if run.exit_code is not None else '-'}  {took:.2f}s"
+            if run.message:
+                line += f"  ({run.message})"
+        elif run.status == Status.RUNNING:
+            line += f" ({run.reason})"
+        else:
+            return
         print(line, flush=True)
 
-    runner = WorkflowExecutionRunner(
-        loaded,
+    # The daemon's own engine, with a store in memory: the same loader, plugins and controllers.
+    # Its execution ids restart at 1, so each run keeps its files in a folder of its own.
+    run_name = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+    settings = config.job_settings()
+    settings["run_dir"] = os.path.join(settings["run_dir"], "run-once", run_name)
+    store = Store(":memory:")
+    engine = Engine(
         loader.registry,
-        execution_id=execution_id,
-        paths=ExecutionPaths(config.state_dir, config.log_dir),
-        settings=config.job_settings(),
-        only_job=only_job,
-        on_record=show,
+        store,
+        EnginePaths(os.path.join(config.state_dir, "run-once", run_name), os.path.join(config.log_dir, "run-once", run_name)),
+        settings=settings,
+        max_concurrent_jobs=config.max_concurrent_jobs,
+        keep_open_for_events=False,
+        on_job_change=show,
     )
 
-    async def main() -> tuple[object, bool]:
+    async def main() -> tuple[Status, bool]:
         interrupted = False
         async with anyio.create_task_group() as tg:
+            await tg.start(engine.serve)
+            execution = await engine.request(lambda e: e.run_workflow(loaded, only_job))
+            print(f"workflow {workflow.name} (version {workflow.version}), execution {execution.id}", flush=True)
 
             async def watch_signals() -> None:
                 nonlocal interrupted
@@ -96,22 +109,24 @@ def run_once(config: DaemonConfig, path: str, only_job: str | None, verbose: boo
                             return
                         interrupted = True
                         print("aiflowd: stopping every running job (again to hurry)", file=sys.stderr, flush=True)
-                        runner.stop("interrupted")
+                        await engine.stop_all("interrupted")
 
             tg.start_soon(watch_signals)
-            result = await runner.run()
+            await execution.ended.wait()
             tg.cancel_scope.cancel()
-        return result, interrupted
+        return execution.status, interrupted
 
-    result, interrupted = anyio.run(main)
-    for record in result.records:  # type: ignore[attr-defined]
-        print(f"--- {record.job} (attempt {record.attempt}) log: {record.log_path}")
-        for line in _tail(record.log_path, TAIL_LINES):
+    status, interrupted = anyio.run(main)
+    store.close()
+    for run in runs:
+        print(f"--- {run.job} (attempt {run.attempt}) log: {run.env.log_path}")
+        for line in _tail(run.env.log_path, TAIL_LINES):
             print(f"    {line}")
-    for job in result.never_started:  # type: ignore[attr-defined]
-        print(f"  {job:<20} not started (its rules did not fire)")
-    status = result.status  # type: ignore[attr-defined]
-    print(f"execution {execution_id}: {status.value}")
+    started = {run.job for run in runs}
+    for job in workflow.jobs:
+        if job not in started and (only_job is None or job == only_job):
+            print(f"  {job:<20} not started (its rules did not fire)")
+    print(f"execution of {workflow.name}: {status.value}")
     if interrupted:
         return 130
     return 0 if status == Status.FINISHED else 1

@@ -123,6 +123,13 @@ class ProcessGroup:
         group._returncode = read_exit_status(status_path)
         return group
 
+    @classmethod
+    def ended(cls, status_path: str) -> ProcessGroup:
+        """A job known only by the status file it left."""
+        group = cls(0, 0, status_path, _ended=True)
+        group._returncode = read_exit_status(status_path)
+        return group
+
     @property
     def returncode(self) -> int | None:
         """The exit status once ended (None while running, or when it was lost)."""
@@ -160,6 +167,8 @@ class ProcessGroup:
 
     def signal_group(self, signum: int) -> bool:
         """Send a signal to every process of the group; False when none is left."""
+        if self.pid <= 0:
+            return False  # known only by its status file: killpg(0) would hit our own group
         try:
             os.killpg(self.pid, signum)
         except ProcessLookupError:
@@ -203,6 +212,32 @@ class ProcessGroup:
             returncode = recorded if recorded is not None else returncode
         self._returncode = returncode
         self.close()
+
+
+def find_wrapper(status_path: str) -> tuple[int, int] | None:
+    """The (pid, start time) of the wrapper recording into ``status_path``, if one runs.
+
+    Finds a job whose start was decided but whose pid was never recorded (the starter
+    died in between): the wrapper's command line names its status file.
+    """
+    needle = b"\0" + os.fsencode(status_path) + b"\0"
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        if cmdline.startswith(b"/bin/sh\0-c\0") and needle in cmdline:
+            start = process_start_time(int(entry))
+            if start is not None:
+                return int(entry), start
+    return None
 
 
 def _group_has_live_member(pgid: int) -> bool:

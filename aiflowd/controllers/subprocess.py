@@ -7,6 +7,7 @@ job type only says which command to run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 import anyio
 
 import aiflowd
-from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, ProcessGroup
+from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, ProcessGroup, find_wrapper, read_exit_status
 from aiflowd.model import Status
 from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
 
@@ -123,12 +124,15 @@ class SubprocessController(JobController):
         if command.cwd is not None:
             cwd = os.path.join(env.working_dir, command.cwd)
             os.makedirs(cwd, exist_ok=True)
+        status = status_path(env)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(status)  # a stale file from an earlier life of the state folder would lie
         return ProcessGroup.spawn(
             command.argv,
             env=job_environment(env, command.env),
             cwd=cwd,
             log_path=env.log_path,
-            status_path=status_path(env),
+            status_path=status,
         )
 
     async def stop_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
@@ -162,18 +166,30 @@ class SubprocessController(JobController):
         return Status.FINISHED if handle.group.returncode == 0 else Status.FAILED
 
     async def reattach(self, handle_record: dict[str, Any], job_runtime_env: JobRuntimeEnv) -> JobHandle | None:
+        """Find the execution again: by its recorded pid and start time, else by its status file.
+
+        Without a recorded pid (the starter died before recording it) the wrapper is looked
+        for by the status file its command line names; a status file alone means it ended.
+        None means it never started.
+        """
+        env = job_runtime_env
+        recorded_status = handle_record.get("status_path")
+        status = str(recorded_status) if recorded_status else status_path(env)
         try:
-            pid, start_time, status_path = int(handle_record["pid"]), int(handle_record["start_time"]), str(handle_record["status_path"])
+            pid, start_time = int(handle_record["pid"]), int(handle_record["start_time"])
         except (KeyError, TypeError, ValueError):
-            return None
-        group = ProcessGroup.attach(pid, start_time, status_path)
+            found = find_wrapper(status)
+            if found is None and read_exit_status(status) is None:
+                return None
+            pid, start_time = found if found is not None else (0, 0)
+        group = ProcessGroup.attach(pid, start_time, status) if pid else ProcessGroup.ended(status)
         handle = SubprocessJobHandle(
             None,  # type: ignore[arg-type] - the caller sets the job it regenerated
-            job_runtime_env.job_execution_info,
+            env.job_execution_info,
             pid,
             start_time,
-            status_path,
-            str(handle_record.get("log_path", job_runtime_env.log_path)),
+            status,
+            str(handle_record.get("log_path", env.log_path)),
         )
         handle.stopped = bool(handle_record.get("stopped", False))
         handle._group = group
