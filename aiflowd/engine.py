@@ -14,6 +14,7 @@ others. ``run-once`` drives the same engine with an in-memory store.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import os
 import time
@@ -351,6 +352,7 @@ class Engine:
             entry.timers.cancel()
         entry.status = RETIRED
         entry.loaded = None
+        entry.problems = []
         self.store.save_workflow(name, entry.path, None, RETIRED, [])
         log.info("workflow retired", workflow=name)
 
@@ -402,14 +404,15 @@ class Engine:
         self.store.record_tick(workflow, job, slot)
         if entry.paused:
             return
+        trigger = f"periodic {datetime.datetime.fromtimestamp(slot).isoformat(timespec='milliseconds')}"
         if not job:
-            self._start_execution(entry, "periodic")
+            self._start_execution(entry, trigger)
             return
         open_executions = [e for e in self.executions.values() if e.workflow == workflow and e.stop_reason is None]
         if open_executions:
-            self._apply(open_executions[-1], [scheduler.Decision(job, JobAction.START, "periodic")])
+            self._apply(open_executions[-1], [scheduler.Decision(job, JobAction.START, trigger)])
         else:
-            self._start_execution(entry, "periodic", only_job=job)
+            self._start_execution(entry, trigger, only_job=job)
 
     # -- executions ------------------------------------------------------------------
 
@@ -578,6 +581,9 @@ class Engine:
     def _job_running(self, run: JobRun, handle_record: dict[str, Any]) -> None:
         if run.status.is_final:
             return
+        if run.recovered and run.status == Status.RUNNING:
+            self.store.update_job_execution(run.id, handle=handle_record)
+            return  # reattached: its RUNNING was announced before the restart, rules fired then
         run.status = Status.RUNNING
         run.started_at = time.time()
         execution = run.execution
@@ -678,6 +684,7 @@ class Engine:
                 if not state.status.is_final:
                     run = self._job_run(execution, job, job_row["job_type"], job_row["attempt"], job_row["reason"])
                     run.id, run.status, run.recovered, run.recovered_handle = job_row["id"], state.status, True, job_row["handle"]
+                    run.created_at, run.started_at = job_row["created_at"], job_row["started_at"]
                     execution.running[job] = run
                     self._to_launch.append(run)
             for job, state in execution.states.items():

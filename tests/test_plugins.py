@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from aiflowd.plugin_interface import ENTRY_POINT_GROUP, PluginError, PluginRegistry
 
-from .conftest import cli_env, write
+from .conftest import write
 
 PLUGINS = Path(__file__).parent / "plugins"
 
@@ -130,22 +128,23 @@ def test_entry_points_of_an_installed_distribution(plugin_dir: Path, tmp_path: P
 
 
 def test_aiflowctl_plugins_lists_where_each_comes_from(tmp_path: Path) -> None:
-    config = write(tmp_path / "aiflowd.yaml", f"plugin_paths: [{PLUGINS}]\nplugin_modules: [touch_plugin]\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "aiflowd.cli.aiflowctl", "--config", str(config), "--json", "plugins"],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        check=True,
-    )
-    import json
+    from .daemon_harness import Daemon
 
-    rows = {row["job_type"]: row for row in json.loads(out.stdout)}
-    assert rows["touch"] == {
-        "job_type": "touch",
-        "class": "touch_plugin.TouchJobPluginFactory",
-        "module": "touch_plugin",
-        "distribution": None,
-        "version": None,
-    }
-    assert rows["bash"]["distribution"] == "aiflowd"
+    daemon = Daemon(tmp_path, config=f"plugin_paths: [{PLUGINS}]\nplugin_modules: [touch_plugin, no_such_plugin]\n")
+    try:
+        daemon.start()
+        rows = {row["job_type"]: row for row in daemon.json("plugins")}
+        assert rows["touch"] == {
+            "job_type": "touch",
+            "class": "touch_plugin.TouchJobPluginFactory",
+            "module": "touch_plugin",
+            "distribution": None,
+            "version": None,
+        }
+        assert rows["bash"]["distribution"] == "aiflowd"
+        table = daemon.ctl("plugins").stdout.splitlines()
+        assert table[0].split() == ["JOB_TYPE", "CLASS", "MODULE", "DISTRIBUTION", "VERSION"]
+        # The broken module is named in the daemon's log; the daemon and the other plugins serve on.
+        assert "no_such_plugin" in daemon.log() and "ModuleNotFoundError" in daemon.log()
+    finally:
+        daemon.close()

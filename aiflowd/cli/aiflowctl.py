@@ -1,6 +1,8 @@
-"""``aiflowctl``: validate workflows and list plugins (more commands talk to the daemon).
+"""``aiflowctl``: drive a running aiflowd through its control socket, or validate workflows.
 
-Exit codes: 0 done, 1 refused or failed (an invalid workflow), 2 usage, 3 daemon unreachable.
+Human tables by default, ``--json`` for scripts. Exit codes: 0 done, 1 refused or
+failed, 2 usage, 3 daemon unreachable. The socket is found through ``--socket``, then
+``$AIFLOWD_SOCKET``, then ``--config``, then the default (``./.aiflowd/aiflowd.sock``).
 """
 
 from __future__ import annotations
@@ -9,52 +11,216 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiflowd.workflows.errors import LoadError, Problem
+DONE, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiflowctl", description="Control and inspect aiflowd.")
+    parser.add_argument("--socket", metavar="PATH", help="the daemon's control socket")
+    parser.add_argument("--config", metavar="FILE", help="daemon config (its socket and plugins)")
+    parser.add_argument("--json", action="store_true", help="print answers as JSON for scripts")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="the daemon's state")
+
+    workflow = sub.add_parser("workflow", help="workflows").add_subparsers(dest="action", required=True)
+    workflow.add_parser("list", help="list workflows").add_argument("--all", action="store_true", help="include retired ones")
+    for name, text in (
+        ("show", "one workflow, with its jobs and problems"),
+        ("list-executions", "its executions"),
+        ("start-execution", "start an execution now"),
+        ("pause-scheduling", "stop starting executions (timers, events, file changes)"),
+        ("resume-scheduling", "start executions again"),
+    ):
+        workflow.add_parser(name, help=text).add_argument("workflow", metavar="WF")
+    stop = workflow.add_parser("stop-execution", help="stop its running executions (or one)")
+    stop.add_argument("workflow", metavar="WF")
+    stop.add_argument("execution", metavar="EXECUTION", nargs="?", type=int)
+
+    job = sub.add_parser("job", help="jobs").add_subparsers(dest="action", required=True)
+    listing = job.add_parser("list-executions", help="job executions of a workflow")
+    listing.add_argument("workflow", metavar="WF")
+    listing.add_argument("job", metavar="JOB", nargs="?")
+    for name, text in (
+        ("start-execution", "start the job (in the open execution, or a new one)"),
+        ("stop-execution", "stop the running job"),
+        ("restart-execution", "stop and start the job"),
+    ):
+        action = job.add_parser(name, help=text)
+        action.add_argument("workflow", metavar="WF")
+        action.add_argument("job", metavar="JOB")
+    logs = job.add_parser("logs", help="a job execution's log")
+    logs.add_argument("workflow", metavar="WF")
+    logs.add_argument("job", metavar="JOB")
+    logs.add_argument("--execution", type=int, metavar="ID", help="the workflow execution (default: the latest)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+
+    event = sub.add_parser("event", help="events").add_subparsers(dest="action", required=True)
+    send = event.add_parser("send", help="send an event to the rules")
+    send.add_argument("key")
+    send.add_argument("value")
+    send.add_argument("--type", dest="event_type", default="*")
+    send.add_argument("--sender", default="aiflowctl")
+    send.add_argument("--namespace", default="default")
+    event.add_parser("list", help="recent events")
+
+    sub.add_parser("plugins", help="job types and where their plugins come from")
+    validate = sub.add_parser("validate", help="check workflows with the daemon's loader, without a daemon")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="workflow files or folders, or folders of workflows")
+    sub.add_parser("reload", help="read the config again (as SIGHUP)")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aiflowctl", description="Control and inspect aiflowd.")
-    parser.add_argument("--config", metavar="FILE", help="daemon config, for its plugins and socket")
-    parser.add_argument("--json", action="store_true", help="print answers as JSON for scripts")
-    sub = parser.add_subparsers(dest="command", required=True)
-    validate = sub.add_parser("validate", help="check workflows with the daemon's loader, without a daemon")
-    validate.add_argument("paths", nargs="+", metavar="PATH", help="workflow files or folders, or folders of workflows")
-    sub.add_parser("plugins", help="list job types and where their plugins come from")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "validate":
+        return cmd_validate(args)
+    from aiflowd.control.client import ControlClient, Unreachable
+    from aiflowd.control.protocol import ControlError
+
     try:
-        if args.command == "validate":
-            return cmd_validate(args)
-        return cmd_plugins(args)
-    except LoadError as err:  # a bad --config file
-        print(err, file=sys.stderr)
-        return 2
+        path = socket_path(args)
+    except Exception as err:  # noqa: BLE001 - a bad --config file; its message says what
+        print(f"aiflowctl: {err}", file=sys.stderr)
+        return USAGE
+    try:
+        with ControlClient(path, timeout=None if getattr(args, "follow", False) else 60.0) as client:
+            return run_command(client, args)
+    except Unreachable as err:
+        print(f"aiflowctl: {err}", file=sys.stderr)
+        return UNREACHABLE
+    except ControlError as err:
+        if args.json:
+            print(json.dumps({"error": {"code": err.code, "message": err.message}}))
+        print(f"aiflowctl: {err.message}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt:
+        return 130
 
 
-def _loader(args: argparse.Namespace) -> Any:
+def socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return str(args.socket)
+    if os.environ.get("AIFLOWD_SOCKET"):
+        return os.environ["AIFLOWD_SOCKET"]
     from aiflowd.config import load_config
-    from aiflowd.workflows.loader import loader_for
 
-    config = load_config(args.config)
-    loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
-    for error in plugin_errors:
-        print(f"aiflowctl: {error}", file=sys.stderr)
-    return loader
+    return load_config(args.config).control_socket
+
+
+def run_command(client: Any, args: argparse.Namespace) -> int:
+    command = args.command if args.command in ("status", "plugins", "reload") else f"{args.command}.{args.action}"
+    if command == "job.logs":
+        return job_logs(client, args)
+    method = {
+        "workflow.list": "workflow.list",
+        "workflow.show": "workflow.show",
+        "workflow.list-executions": "workflow.list_executions",
+        "workflow.start-execution": "workflow.start_execution",
+        "workflow.stop-execution": "workflow.stop_execution",
+        "workflow.pause-scheduling": "workflow.pause_scheduling",
+        "workflow.resume-scheduling": "workflow.resume_scheduling",
+        "job.list-executions": "job.list_executions",
+        "job.start-execution": "job.start_execution",
+        "job.stop-execution": "job.stop_execution",
+        "job.restart-execution": "job.restart_execution",
+        "event.send": "event.send",
+        "event.list": "event.list",
+    }.get(command, command)
+    params = {k: v for k, v in vars(args).items() if k not in ("command", "action", "socket", "config", "json") and v is not None}
+    result = client.call(method, **params)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_human(command, result)
+    return DONE
+
+
+def job_logs(client: Any, args: argparse.Namespace) -> int:
+    params = {"workflow": args.workflow, "job": args.job, "follow": args.follow}
+    if args.execution is not None:
+        params["execution"] = args.execution
+    for chunk in client.stream("job.logs", **params):
+        if args.json:
+            print(json.dumps(chunk), flush=True)
+        else:
+            sys.stdout.write(chunk["text"])
+            sys.stdout.flush()
+    return DONE
+
+
+def print_human(command: str, result: Any) -> None:
+    if command == "status":
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(result["workflows"].items())) or "none"
+        print(f"aiflowd {result['version']} (pid {result['pid']}), up {result['uptime']:.0f}s")
+        print(f"workflows: {counts} in {result['workflows_dir']}")
+        print(f"running: {result['executions_running']} executions, {result['jobs_running']} jobs")
+    elif command == "workflow.list":
+        table(result, ["workflow", "status", "version", "paused", "problems", "executions_running"])
+    elif command == "workflow.show":
+        for key in ("workflow", "status", "path", "version", "paused"):
+            print(f"{key + ':':<9} {result[key]}")
+        if result["problems"]:
+            print("problems:")
+            for problem in result["problems"]:
+                print(f"  {problem}")
+        if result["jobs"]:
+            print("jobs:")
+            table(result["jobs"], ["job", "job_type", "rules"], indent="  ")
+        if result["executions"]:
+            print("recent executions:")
+            table([_times(e) for e in result["executions"]], ["id", "status", "trigger", "started_at", "ended_at"], indent="  ")
+    elif command == "workflow.list-executions":
+        table([_times(e) for e in result], ["id", "status", "trigger", "version", "started_at", "ended_at"])
+    elif command == "job.list-executions":
+        table([_times(e) for e in result], ["execution_id", "job", "attempt", "status", "exit_code", "started_at", "ended_at", "message"])
+    elif command == "plugins":
+        table(result, ["job_type", "class", "module", "distribution", "version"])
+    elif command == "event.list":
+        table([_times(e, ("time",)) for e in result], ["id", "key", "value", "event_type", "namespace", "sender", "time"])
+    elif isinstance(result, dict):
+        print(" ".join(f"{k}={v}" for k, v in result.items()))
+    elif result is not None:
+        print(result)
+
+
+def _times(row: dict[str, Any], keys: tuple[str, ...] = ("started_at", "ended_at")) -> dict[str, Any]:
+    row = dict(row)
+    for key in keys:
+        if row.get(key):
+            row[key] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row[key]))
+    return row
+
+
+def table(rows: list[dict[str, Any]], columns: list[str], indent: str = "") -> None:
+    cells = [[("" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    print(indent + "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in cells:
+        print(indent + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from aiflowd.workflows.loader import discover, is_workflow_folder
+    from aiflowd.config import load_config
+    from aiflowd.workflows.errors import LoadError, Problem
+    from aiflowd.workflows.loader import discover, is_workflow_folder, loader_for
 
-    loader = _loader(args)
+    try:
+        config = load_config(args.config)
+    except LoadError as err:
+        print(err, file=sys.stderr)
+        return USAGE
+    loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
+    for error in plugin_errors:
+        print(f"aiflowctl: {error}", file=sys.stderr)
     targets: list[str] = []
     for path in args.paths:
         if os.path.isdir(path) and not is_workflow_folder(path):
             found = discover(path)
-            targets.extend(found)
-            if not found:
-                targets.append(path)  # reported as "no workflow here"
+            targets.extend(found or [path])  # an empty folder is reported as "no workflow here"
         else:
             targets.append(path)
     report = []
@@ -71,24 +237,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if not args.json:
             for problem in problems:
                 print(problem)
+    valid = all(entry["valid"] for entry in report)
     if args.json:
         print(json.dumps(report, indent=2))
-    elif all(entry["valid"] for entry in report):
+    elif valid:
         print(f"{len(report)} workflow(s) valid")
-    return 0 if all(entry["valid"] for entry in report) else 1
-
-
-def cmd_plugins(args: argparse.Namespace) -> int:
-    loader = _loader(args)
-    rows = [info.describe() for info in loader.registry]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'JOB TYPE':<12} {'CLASS':<50} {'DISTRIBUTION':<20} VERSION")
-    for row in rows:
-        dist = row["distribution"] or f"(module {row['module']})"
-        print(f"{row['job_type']:<12} {row['class']:<50} {dist:<20} {row['version'] or '-'}")
-    return 0
+    return DONE if valid else FAILED
 
 
 if __name__ == "__main__":

@@ -34,8 +34,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "run-once":
         return run_once(config, args.path, args.job, args.verbose)
-    print("aiflowd: the daemon is not available in this version; use 'aiflowd run-once PATH'", file=sys.stderr)
-    return 2
+    return serve(config)
+
+
+def serve(config: DaemonConfig) -> int:
+    import anyio
+
+    from aiflowd.daemon import Daemon
+    from aiflowd.logs import configure_logging
+    from aiflowd.systemd import ServiceManager
+
+    manager = ServiceManager.from_environment()  # first: nothing started later may see its variables
+    configure_logging(logging.INFO)
+    try:
+        return anyio.run(Daemon(config, manager).run)
+    except RuntimeError as err:  # another daemon on the socket, an unusable folder
+        print(f"aiflowd: {err}", file=sys.stderr)
+        return 1
 
 
 def run_once(config: DaemonConfig, path: str, only_job: str | None, verbose: bool) -> int:

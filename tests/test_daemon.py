@@ -1,0 +1,370 @@
+"""End to end: a real aiflowd process on a temporary folder, driven only with the real aiflowctl."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import cli_env, pid_alive, wait_for
+from .daemon_harness import Daemon
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    running = Daemon(tmp_path)
+    try:
+        yield running.start()
+    finally:
+        running.close()
+
+
+def statuses(rows: list[dict]) -> list[tuple[str, str]]:
+    return sorted((row["job"], row["status"]) for row in rows)
+
+
+def test_dropped_workflow_runs_and_is_listed(daemon: Daemon) -> None:
+    daemon.write_workflow(
+        "etl.yaml",
+        """
+        extract:
+          job_type: bash
+          bash_command: echo extracted; exit 0
+        load:
+          job_type: bash
+          bash_command: echo loading; exit 3
+          action_on_job_status: [{upstream_job: extract}]
+        """,
+    )
+    rows = daemon.wait_jobs("etl", lambda rows: len(rows) == 2 and all(r["ended_at"] for r in rows))
+    assert statuses(rows) == [("extract", "FINISHED"), ("load", "FAILED")]
+    load = next(r for r in rows if r["job"] == "load")
+    assert {"workflow", "job", "execution_id", "status", "started_at", "ended_at", "exit_code"} <= set(load)
+    assert load["exit_code"] == 3
+    assert daemon.ctl("job", "logs", "etl", "load").stdout == "loading\n"
+    [execution] = daemon.json("workflow", "list-executions", "etl")
+    assert (execution["status"], execution["trigger"]) == ("FAILED", "file added")
+    human = daemon.ctl("job", "list-executions", "etl").stdout
+    assert human.splitlines()[0].split()[:4] == ["EXECUTION_ID", "JOB", "ATTEMPT", "STATUS"]
+
+
+def test_change_restarts_a_running_execution_and_invalid_versions_never_replace_valid_ones(daemon: Daemon) -> None:
+    path = daemon.write_workflow("svc.yaml", "serve:\n  job_type: bash\n  bash_command: echo v1; sleep 30\n")
+    daemon.wait_jobs("svc", lambda rows: statuses(rows) == [("serve", "RUNNING")])
+    version = daemon.json("workflow", "show", "svc")["version"]
+
+    path.write_text("serve:\n  job_tpye: bash\n")  # a broken edit
+    wait_for(lambda: daemon.json("workflow", "show", "svc")["problems"], timeout=10)
+    show = daemon.json("workflow", "show", "svc")
+    assert show["version"] == version and show["status"] == "active"
+    assert show["problems"] == [f"{path}:2:3: serve.job_tpye: unknown key (did you mean 'job_type'?)"]
+    assert statuses(daemon.jobs("svc")) == [("serve", "RUNNING")]
+
+    # An editor's atomic save: write a temporary file, rename it over the original.
+    temporary = path.with_name(".svc.yaml.swp")
+    temporary.write_text("serve:\n  job_type: bash\n  bash_command: echo v2; sleep 30\n")
+    os.replace(temporary, path)
+    rows = daemon.wait_jobs("svc", lambda rows: len(rows) == 2 and rows[0]["status"] == "RUNNING" and rows[1]["status"] == "KILLED")
+    assert rows[1]["message"] == "workflow changed"
+    assert daemon.json("workflow", "show", "svc")["problems"] == []
+    wait_for(lambda: daemon.ctl("job", "logs", "svc", "serve").stdout == "v2\n")
+
+
+def test_no_op_saves_start_nothing_and_removal_retires(daemon: Daemon) -> None:
+    path = daemon.write_workflow("quiet.yaml", "a:\n  job_type: bash\n  bash_command: sleep 30\n")
+    daemon.wait_jobs("quiet", lambda rows: statuses(rows) == [("a", "RUNNING")])
+    path.write_text(path.read_text())  # same content
+    os.utime(path)
+    daemon.write_workflow("marker.yaml", "m:\n  job_type: bash\n  bash_command: 'true'\n")
+    daemon.wait_jobs("marker", lambda rows: statuses(rows) == [("m", "FINISHED")])  # the no-op events were handled before this
+    assert len(daemon.jobs("quiet")) == 1
+    path.unlink()
+    rows = daemon.wait_jobs("quiet", lambda rows: statuses(rows) == [("a", "KILLED")])
+    assert rows[0]["message"] == "workflow removed"
+    listed = {row["workflow"]: row["status"] for row in daemon.json("workflow", "list", "--all")}
+    assert listed["quiet"] == "retired"
+    assert "quiet" not in {row["workflow"] for row in daemon.json("workflow", "list")}
+
+
+def test_folder_workflow_assets_and_the_whole_folder_recreated(daemon: Daemon) -> None:
+    daemon.write_workflow("pipe/pipe.yaml", "job:\n  job_type: python\n  processor: steps:Say\n  args: {word: one}\n")
+    daemon.write_workflow(
+        "pipe/steps.py",
+        "from aiflowd import PythonProcessor\nclass Say(PythonProcessor):\n    def __init__(self, word):\n        self.word = word\n    def process(self, ctx, inputs):\n        print(self.word)\n        return []\n",
+    )
+    daemon.wait_jobs("pipe", lambda rows: rows and rows[0]["status"] == "FINISHED")
+    daemon.write_workflow(
+        "pipe/steps.py", (daemon.workflows / "pipe" / "steps.py").read_text().replace("print(self.word)", "print(self.word * 2)")
+    )
+    daemon.wait_jobs("pipe", lambda rows: len(rows) == 2 and rows[0]["status"] == "FINISHED")
+    assert daemon.ctl("job", "logs", "pipe", "job").stdout == "oneone\n"
+
+    import shutil
+
+    shutil.rmtree(daemon.workflows)
+    wait_for(lambda: all(r["status"] == "retired" for r in daemon.json("workflow", "list", "--all")), timeout=10)
+    daemon.workflows.mkdir()
+    daemon.write_workflow("back.yaml", "b:\n  job_type: bash\n  bash_command: echo back\n")
+    daemon.wait_jobs("back", lambda rows: statuses(rows) == [("b", "FINISHED")])
+
+
+def test_events_rules_and_manual_control(daemon: Daemon) -> None:
+    daemon.write_workflow(
+        "model.yaml",
+        """
+        train:
+          job_type: bash
+          bash_command: echo trained
+        serve:
+          job_type: bash
+          bash_command: sleep 30
+          action_on_event:
+            - {event_key: model_updated, action: RESTART}
+        """,
+    )
+    daemon.wait_jobs("model", lambda rows: statuses(rows) == [("train", "FINISHED")])
+    daemon.ctl("event", "send", "model_updated", "v1")
+    daemon.wait_jobs("model", lambda rows: ("serve", "RUNNING") in statuses(rows))
+    daemon.ctl("event", "send", "model_updated", "v2")
+    rows = daemon.wait_jobs("model", lambda rows: statuses(rows).count(("serve", "KILLED")) == 1 and ("serve", "RUNNING") in statuses(rows))
+    assert rows[0]["reason"] == "event model_updated=v2"
+    daemon.ctl("job", "stop-execution", "model", "serve")
+    daemon.wait_jobs("model", lambda rows: statuses(rows).count(("serve", "KILLED")) == 2)
+    refused = daemon.ctl("job", "stop-execution", "model", "serve", check=False)
+    assert refused.returncode == 1 and "not running" in refused.stderr
+    assert daemon.ctl("workflow", "show", "nope", check=False).returncode == 1
+    events = daemon.json("event", "list")
+    assert [(e["key"], e["value"]) for e in events] == [("model_updated", "v1"), ("model_updated", "v2")]
+
+
+def test_periodic_runs_and_pausing(daemon: Daemon) -> None:
+    daemon.write_workflow("tick.yaml", "periodic_config: {interval: 0.3s}\nt:\n  job_type: bash\n  bash_command: 'true'\n")
+    daemon.wait_jobs("tick", lambda rows: len(rows) >= 3)
+    daemon.ctl("workflow", "pause-scheduling", "tick")
+    paused_at = len(daemon.json("workflow", "list-executions", "tick"))
+    daemon.write_workflow("marker.yaml", "m:\n  job_type: bash\n  bash_command: sleep 0.7\n")
+    daemon.wait_jobs("marker", lambda rows: statuses(rows) == [("m", "FINISHED")])
+    assert len(daemon.json("workflow", "list-executions", "tick")) <= paused_at + 1  # one tick may have been in flight
+    assert all(e["trigger"].startswith("periodic ") for e in daemon.json("workflow", "list-executions", "tick"))
+
+
+def test_stop_a_job_whose_children_trap_sigterm(daemon: Daemon, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    daemon.write_workflow(
+        "stubborn.yaml",
+        f"""
+        s:
+          job_type: bash
+          bash_command: "for i in 1 2; do (trap '' TERM; sleep 300) & echo $! >> {pids}; done; trap '' TERM; wait"
+        """,
+    )
+    children = wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2 and [int(p) for p in pids.read_text().split()])
+    daemon.ctl("job", "stop-execution", "stubborn", "s")
+    rows = daemon.wait_jobs("stubborn", lambda rows: rows[0]["status"] == "KILLED")
+    assert rows[0]["exit_code"] == 137  # SIGTERM was ignored; SIGKILL after the 1 s grace
+    wait_for(lambda: not any(pid_alive(pid) for pid in children), timeout=5)
+
+
+def test_kill_9_mid_run_then_restart(daemon: Daemon, tmp_path: Path) -> None:
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    daemon.write_workflow(
+        "crash.yaml",
+        f"""
+        slow:
+          job_type: bash
+          bash_command: echo slow >> {runs}; while [ ! -e {gate} ]; do sleep 0.02; done; exit 4
+        survivor:
+          job_type: bash
+          bash_command: echo survivor >> {runs}; while [ ! -e {gate}.2 ]; do sleep 0.02; done
+        after_failure:
+          job_type: bash
+          bash_command: echo after >> {runs}
+          action_on_job_status: [{{upstream_job: slow, upstream_job_status: FAILED}}]
+        """,
+    )
+    daemon.wait_jobs("crash", lambda rows: statuses(rows) == [("slow", "RUNNING"), ("survivor", "RUNNING")])
+    wait_for(lambda: runs.exists() and len(runs.read_text().split()) == 2)
+    slow = _pid_of(daemon, "slow")
+    daemon.kill9()
+    gate.touch()  # 'slow' ends while no daemon runs: its exit status must not be lost
+    wait_for(lambda: not pid_alive(slow), timeout=10)
+    daemon.start()
+    rows = daemon.wait_jobs("crash", lambda rows: ("after_failure", "FINISHED") in statuses(rows))
+    assert statuses(rows) == [("after_failure", "FINISHED"), ("slow", "FAILED"), ("survivor", "RUNNING")]
+    assert next(r for r in rows if r["job"] == "slow")["exit_code"] == 4
+    (tmp_path / "gate.2").touch()
+    daemon.wait_jobs("crash", lambda rows: ("survivor", "FINISHED") in statuses(rows))
+    assert sorted(runs.read_text().split()) == ["after", "slow", "survivor"]  # nothing ran twice
+    [execution] = daemon.json("workflow", "list-executions", "crash")
+    assert execution["status"] == "FAILED"
+
+
+def _pid_of(daemon: Daemon, job: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(daemon.state / "aiflowd.db") as db:
+        (handle,) = db.execute("SELECT handle FROM job_executions WHERE job = ? ORDER BY id DESC LIMIT 1", (job,)).fetchone()
+    import json
+
+    return int(json.loads(handle)["pid"])
+
+
+def test_periodic_ticks_survive_kill_9_without_loss_or_double(daemon: Daemon) -> None:
+    import datetime
+
+    daemon.write_workflow("beat.yaml", "periodic_config: {interval: 1s}\nb:\n  job_type: bash\n  bash_command: 'true'\n")
+    daemon.wait_jobs("beat", lambda rows: len(rows) >= 2)
+    daemon.kill9()
+    down = time.time()
+    time.sleep(1.5)  # the downtime itself is the subject: at least one slot falls inside it
+    up = time.time()
+    daemon.start()
+    daemon.wait_jobs("beat", lambda rows: len(rows) >= 5)
+    triggers = [e["trigger"] for e in reversed(daemon.json("workflow", "list-executions", "beat"))]
+    slots = [datetime.datetime.fromisoformat(t.removeprefix("periodic ")).timestamp() for t in triggers]
+    assert len(set(slots)) == len(slots), triggers  # never two executions for one tick
+    assert all(abs((b - a) - round(b - a)) < 0.01 for a, b in itertools.pairwise(slots)), slots  # on the 1 s grid
+    assert any(down < slot < up for slot in slots), (down, up, slots)  # the tick missed while down fired on restart
+
+
+def test_sigterm_stops_jobs_and_exits_0(daemon: Daemon) -> None:
+    daemon.write_workflow("long.yaml", "l:\n  job_type: bash\n  bash_command: sleep 300\n")
+    daemon.wait_jobs("long", lambda rows: statuses(rows) == [("l", "RUNNING")])
+    pid = _pid_of(daemon, "l")
+    assert daemon.stop() == 0
+    assert not pid_alive(pid)
+    assert daemon.notifications is not None and daemon.notifications.count("STOPPING=1") == 1
+    assert not daemon.socket.exists()
+    daemon.start()
+    [row] = daemon.jobs("long")
+    assert (row["status"], row["message"]) == ("KILLED", "aiflowd stopped")
+
+
+def test_job_environment_has_no_service_manager_variables(daemon: Daemon) -> None:
+    daemon.write_workflow(
+        "env.yaml",
+        "e:\n  job_type: bash\n  bash_command: 'echo notify=${NOTIFY_SOCKET-none} listen=${LISTEN_FDS-none} wd=${WATCHDOG_USEC-none}'\n",
+    )
+    daemon.wait_jobs("env", lambda rows: statuses(rows) == [("e", "FINISHED")])
+    assert daemon.ctl("job", "logs", "env", "e").stdout == "notify=none listen=none wd=none\n"
+
+
+def test_logs_follow_until_the_job_ends(daemon: Daemon, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    daemon.write_workflow(
+        "talk.yaml", f"t:\n  job_type: bash\n  bash_command: 'echo first; while [ ! -e {gate} ]; do sleep 0.02; done; echo last'\n"
+    )
+    daemon.wait_jobs("talk", lambda rows: statuses(rows) == [("t", "RUNNING")])
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "aiflowd.cli.aiflowctl", "--socket", str(daemon.socket), "job", "logs", "-f", "talk", "t"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    assert follower.stdout is not None
+    assert follower.stdout.readline() == "first\n"
+    gate.touch()
+    rest, _ = follower.communicate(timeout=20)
+    assert rest == "last\n" and follower.returncode == 0
+
+
+def test_socket_permissions_and_a_stranger(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, config="control_group: nogroup\n")
+    try:
+        daemon.start()
+        mode = os.stat(daemon.socket).st_mode & 0o777
+        assert mode == 0o660
+        # uid/gid 65534 (nobody/nogroup) is in the control group: it may read, not act.
+        reader = daemon.ctl("status", user="65534", check=False)
+        assert reader.returncode == 0, reader.stderr
+        writer = daemon.ctl("workflow", "start-execution", "x", user="65534", check=False)
+        assert writer.returncode == 1 and "may only read" in writer.stderr
+        # Another uid and group cannot even open the socket.
+        stranger = daemon.ctl("status", user="65533", check=False)
+        assert stranger.returncode == 3
+    finally:
+        daemon.close()
+
+
+def test_malformed_requests_get_errors_and_the_daemon_lives(daemon: Daemon) -> None:
+    def exchange(payload: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(daemon.socket))
+            data = b""
+            try:
+                sock.sendall(payload)
+                sock.shutdown(socket.SHUT_WR)
+                while chunk := sock.recv(65536):
+                    data += chunk
+            except (ConnectionResetError, BrokenPipeError):
+                data += b"<closed>"  # the daemon hung up on us, as it may on hostile input
+            return data
+
+    assert b'"code":"bad_request"' in exchange(b"this is not json\n")
+    assert b'"code":"bad_request"' in exchange(b"[1, 2]\n")
+    assert b'"code":"unknown_method"' in exchange(b'{"id": 7, "method": "rm -rf"}\n')
+    oversized = exchange(b"x" * (200 * 1024))
+    assert b"request longer than" in oversized or oversized.endswith(b"<closed>")
+    assert exchange(b'{"id": 1, "method": "sta') == b""  # truncated: the connection just closes
+    assert b'"id":9' in exchange(b'{"id": 9, "method": "workflow.show", "params": {"workflow": 5}}\n')
+    assert daemon.json("status")["pid"] == daemon.process.pid
+
+
+def test_reload_with_sighup_and_aiflowctl_and_a_bad_config(daemon: Daemon) -> None:
+    assert daemon.notifications is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: daemon.notifications.count("READY=1") == 2)
+    reloading = [m for m in daemon.notifications.messages if "RELOADING=1" in m]
+    assert reloading and "MONOTONIC_USEC=" in reloading[0]
+    daemon.write_config("stop_grace_perod: 5\n")
+    result = daemon.ctl("reload", check=False)
+    assert result.returncode == 1 and "stop_grace_perod: unknown key" in result.stderr
+    assert daemon.json("status")["pid"] == daemon.process.pid  # still serving, old config
+
+
+def test_unreachable_daemon_exit_code(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aiflowd.cli.aiflowctl", "--socket", str(tmp_path / "none.sock"), "status"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert result.returncode == 3 and "no aiflowd answers" in result.stderr
+
+
+def test_socket_activation(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    activator = subprocess.Popen(
+        [
+            "systemd-socket-activate",
+            "-l",
+            str(daemon.socket),
+            "-E",
+            f"PATH={os.environ['PATH']}",
+            sys.executable,
+            "-m",
+            "aiflowd.cli.aiflowd",
+            "--config",
+            str(daemon.config),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cli_env(),
+    )
+    try:
+        wait_for(lambda: daemon.socket.exists())
+        status = daemon.json("status")  # the first connection starts the daemon
+        assert status["pid"] == activator.pid  # systemd-socket-activate execs the daemon in place
+        assert daemon.json("status")["workflows"] == {}
+    finally:
+        activator.send_signal(signal.SIGTERM)
+        activator.wait(timeout=20)
