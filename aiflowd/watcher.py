@@ -74,7 +74,12 @@ class FolderWatcher:
                     batches: list[set[tuple[watchfiles.Change, str]]] = []
 
                     async def prime(first: Awaitable[set[tuple[watchfiles.Change, str]]], batches: list[Any]) -> None:
-                        batches.append(await first)
+                        try:
+                            batches.append(await first)
+                        except StopAsyncIteration:  # stopped before any change
+                            pass
+                        except Exception as err:  # noqa: BLE001 - re-raised below, outside the task group
+                            batches.append(err)
 
                     tg.start_soon(prime, first, batches)
                     # The watch is set up synchronously when the generator first runs, before
@@ -83,6 +88,10 @@ class FolderWatcher:
                     if not started:
                         task_status.started()
                         started = True
+                if not batches:
+                    return
+                if isinstance(batches[0], Exception):
+                    raise batches[0]
                 await self._handle(batches[0])
                 async for batch in changes:
                     await self._handle(batch)
