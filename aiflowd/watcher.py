@@ -21,7 +21,7 @@ log = structlog.get_logger("aiflowd.watcher")
 
 #: Milliseconds without further changes before a batch is handed on, and the longest a
 #: batch may gather: small, because the time from a drop to a running job counts.
-STEP_MS = 5
+STEP_MS = 10
 DEBOUNCE_MS = 100
 
 
