@@ -35,7 +35,7 @@ class BenchDaemon:
             started = time.perf_counter()
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "aiflowd.cli.aiflowd", "--config", str(self.config)],
-                stdout=open(self.root / "daemon.log", "ab"),  # noqa: SIM115 - the child keeps it
+                stdout=open(self.root / "daemon.log", "ab"),
                 stderr=subprocess.STDOUT,
                 env=env,
             )

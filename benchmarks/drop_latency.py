@@ -11,7 +11,6 @@ Usage: python -m benchmarks.drop_latency [--drops 50]
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import tempfile
 import threading
