@@ -22,6 +22,7 @@ _EXPORTS = {
     "BashProcessor": "aiflowd.plugins.bash",
     "PythonProcessor": "aiflowd.plugins.python",
     "ExecutionContext": "aiflowd.plugins.python",
+    "FlinkJavaProcessor": "aiflowd.plugins.flink",
     # plugin authors
     "Job": "aiflowd.plugin_interface",
     "JobGenerator": "aiflowd.plugin_interface",
@@ -44,6 +45,7 @@ __all__ = [
     "BashProcessor",
     "DataEdge",
     "ExecutionContext",
+    "FlinkJavaProcessor",
     "Job",
     "JobAction",
     "JobConfig",
@@ -91,5 +93,6 @@ if TYPE_CHECKING:
         register_job_plugin_factory,
     )
     from aiflowd.plugins.bash import BashProcessor
+    from aiflowd.plugins.flink import FlinkJavaProcessor
     from aiflowd.plugins.python import ExecutionContext, PythonProcessor
     from aiflowd.workflows.dsl import action_on_event, action_on_job_status, job_config, user_define_operation

@@ -56,11 +56,13 @@ class Daemon:
         self.loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
         for error in plugin_errors:
             log.error("plugin failed", module=error.module, error=error.message)
+        settings = config.job_settings()
+        settings["instance_id"] = _instance_id(config.state_dir)
         self.engine = Engine(
             self.loader.registry,
             self.store,
             EnginePaths(config.state_dir, config.log_dir),
-            settings=config.job_settings(),
+            settings=settings,
             max_concurrent_jobs=config.max_concurrent_jobs,
         )
         sock = self.manager.sockets[0] if self.manager.sockets else bind_socket(config.control_socket, config.control_group)
@@ -383,6 +385,20 @@ class Daemon:
 
     async def m_reload(self, params: dict[str, Any]) -> dict[str, Any]:
         return await self.reload()
+
+
+def _instance_id(state_dir: str) -> str:
+    """A random id made once per state folder: Flink job ids derive from it, so that two
+    daemons (or one whose state was wiped) never choose the same id for a job."""
+    path = os.path.join(state_dir, "instance-id")
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except FileNotFoundError:
+        value = os.urandom(8).hex()
+        with open(path, "w") as fh:
+            fh.write(value + "\n")
+        return value
 
 
 def _param(params: dict[str, Any], key: str) -> str:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import importlib.metadata
 
 ENTRY_POINT_GROUP = "aiflowd.job_plugins"
-BUILTIN_PLUGIN_MODULES = ("aiflowd.plugins.bash", "aiflowd.plugins.python")
+BUILTIN_PLUGIN_MODULES = ("aiflowd.plugins.bash", "aiflowd.plugins.python", "aiflowd.plugins.flink")
 _JOB_TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 

@@ -128,7 +128,7 @@ def test_discover_skips_hidden_and_temporary_files(tmp_path: Path) -> None:
     [
         ("job_1:\n  job_tpye: bash\n", "etl.yaml:2:3: job_1.job_tpye: unknown key (did you mean 'job_type'?)"),
         ("job_1:\n  job_type: bsh\n  bash_command: x\n", "etl.yaml:2:3: job_1.job_type: unknown job type 'bsh' (did you mean 'bash'?)"),
-        ("job_1:\n  job_type: spark\n", "etl.yaml:2:3: job_1.job_type: unknown job type 'spark' (known: bash, python)"),
+        ("job_1:\n  job_type: spark\n", "etl.yaml:2:3: job_1.job_type: unknown job type 'spark' (known: bash, flink, python)"),
         (
             "job_1:\n  job_type: bash\n  bash_command: x\n  retries: many\n",
             "etl.yaml:4:3: job_1.retries: must be a whole number >= 0, got 'many'",

@@ -59,7 +59,7 @@ def test_plugin_module_registers_at_import(plugin_dir: Path, tmp_path: Path) -> 
     assert registry.discover([name], [str(plugin_dir)], entry_points=False) == []
     info = registry.get("spark")
     assert (info.module, info.class_name, info.distribution) == (name, f"{name}.Factory", None)
-    assert registry.job_types() == ["bash", "python", "spark"]
+    assert registry.job_types() == ["bash", "flink", "python", "spark"]
 
 
 def test_duplicate_job_type_is_an_error_naming_both_modules(plugin_dir: Path, tmp_path: Path) -> None:

@@ -96,6 +96,7 @@ def run_once(config: DaemonConfig, path: str, only_job: str | None, verbose: boo
     run_name = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
     settings = config.job_settings()
     settings["run_dir"] = os.path.join(settings["run_dir"], "run-once", run_name)
+    settings["instance_id"] = os.urandom(8).hex()  # Flink job ids must not repeat across runs
     store = Store(":memory:")
     engine = Engine(
         loader.registry,

@@ -38,6 +38,7 @@ from aiflowd.model import (
 )
 from aiflowd.plugin_interface import Job, JobGenerationError, PluginError, PluginRegistry, generate_job
 from aiflowd.plugins.bash import BashProcessor
+from aiflowd.plugins.flink import FlinkJavaProcessor
 from aiflowd.workflows.errors import LoadError, Problem, suggest
 from aiflowd.workflows.yamlfile import Path, YamlDocument, format_path, read_yaml
 
@@ -54,7 +55,7 @@ JOB_KEYS = {
     "action_on_job_status",
     "action_on_event",
 }
-LOGIC_KEYS = {"bash_command", "output_encoding", "processor", "args"}
+LOGIC_KEYS = {"bash_command", "output_encoding", "processor", "args", "main_jar_file", "entry_class"}
 STATUS_RULE_KEYS = {"upstream_job", "upstream_job_status", "action"}
 EVENT_KEYS = {"event_key", "event_value", "event_type", "sender", "namespace"}
 EVENT_RULE_KEYS = EVENT_KEYS | {"action"}
@@ -407,7 +408,7 @@ class _Load:
         """Run the definition and YAML ``processor:`` references in a subprocess; its graph."""
         processors = {}
         for name, job in yaml_jobs.items():
-            if "processor" not in job or "bash_command" in job:
+            if "processor" not in job or "bash_command" in job or "main_jar_file" in job:
                 continue
             ref = job["processor"]
             if not isinstance(ref, str) or not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", ref):
@@ -529,17 +530,26 @@ class _Load:
         for name, config in configs.items():
             job = yaml_jobs[name]
             graph = AISubGraph(config)
-            in_yaml = [k for k in ("bash_command", "processor") if k in job]
+            in_yaml = [k for k in ("bash_command", "processor", "main_jar_file") if k in job]
             if len(in_yaml) > 1:
                 self.problem((name, in_yaml[1]), f"give one of {' and '.join(in_yaml)}, not both")
             if "bash_command" in job:
                 command = job["bash_command"]
                 encoding = job.get("output_encoding", "utf-8")
                 graph.add_node(AINode(name, name, BashProcessor(str(command), str(encoding))))
+            if "main_jar_file" in job and len(in_yaml) == 1:
+                args = job.get("args", [])
+                if not isinstance(args, list):
+                    self.problem((name, "args"), "must be a list of arguments (never one string)")
+                    args = []
+                entry = job.get("entry_class")
+                graph.add_node(
+                    AINode(name, name, FlinkJavaProcessor(None if entry is None else str(entry), str(job["main_jar_file"]), args))
+                )
             if name in compiled_jobs and "processor" not in job:
-                if "bash_command" in job:
+                if in_yaml:
                     self.problem(
-                        (name, "bash_command"),
+                        (name, in_yaml[0]),
                         f"job '{name}' is also defined in {os.path.basename(definition)}: give its logic in one place",
                     )
                     continue
@@ -671,6 +681,8 @@ def _infer_job_type(graph: AISubGraph) -> str | None:
     for node in graph.nodes.values():
         if isinstance(node.processor, BashProcessor):
             kinds.add("bash")
+        elif isinstance(node.processor, FlinkJavaProcessor):
+            kinds.add("flink")
         elif isinstance(node.processor, ProcessorRef) and node.processor.is_a(PythonProcessor):
             kinds.add("python")
         else:

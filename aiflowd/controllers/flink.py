@@ -1,0 +1,385 @@
+"""How Flink jobs run: on a cluster through the REST API or the ``flink`` CLI, or locally.
+
+aiflowd chooses each Flink job's id itself, derived from the job execution it belongs to
+(which is stored before anything is submitted): the REST run request carries it as
+``jobId``, the CLI as ``-D$internal.pipeline.job-id``. A daemon that died between
+submitting and recording therefore finds the job again by asking the cluster for that id,
+and never submits it twice. Status comes from ``/jobs/<id>/execution-result`` (not cached)
+and ``/jobs/<id>``; a failed job's root cause goes into the job's log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import subprocess
+from typing import Any
+
+import anyio
+import httpx
+
+from aiflowd.controllers.process_group import ProcessGroup
+from aiflowd.controllers.subprocess import Command, SubprocessController, SubprocessJobHandle, job_environment
+from aiflowd.model import Status
+from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
+
+DEFAULT_REST_URL = "http://127.0.0.1:8081"
+POLL_INTERVAL = 0.2
+HTTP_TIMEOUT = 30.0
+RUNNING_STATES = {"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING", "CANCELLING", "RECONCILING", "SUSPENDED"}
+_JOB_ID = re.compile(r"JobID\s+([0-9a-f]{32})")
+
+
+def flink_settings(env: JobRuntimeEnv) -> dict[str, Any]:
+    return dict(env.settings.get("flink") or {})
+
+
+def flink_home(env: JobRuntimeEnv) -> str:
+    """The Flink distribution: the config's ``flink.flink_home``, else the one inside apache-flink."""
+    configured = flink_settings(env).get("flink_home")
+    if configured:
+        return str(configured)
+    spec = importlib.util.find_spec("pyflink")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("no Flink distribution: install aiflowd's 'flink' extra or set flink.flink_home")
+    return os.path.dirname(spec.origin)
+
+
+def java_home(env: JobRuntimeEnv) -> str:
+    """A JDK 17 (Flink's scripts fail on newer ones): the config's, $JAVA_HOME's, PATH's, or a system one."""
+    configured = flink_settings(env).get("java_home")
+    candidates = [configured, os.environ.get("JAVA_HOME")]
+    java = _which("java")
+    if java:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(java))))
+    if os.path.isdir("/usr/lib/jvm"):
+        candidates += sorted(os.path.join("/usr/lib/jvm", d) for d in os.listdir("/usr/lib/jvm") if "17" in d)
+    for candidate in candidates:
+        if candidate and _is_java17(candidate):
+            return str(candidate)
+    raise RuntimeError("Flink needs Java 17 and none was found (set flink.java_home or JAVA_HOME to a JDK 17)")
+
+
+def _which(name: str) -> str | None:
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = os.path.join(folder, name)
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+_java17_cache: dict[str, bool] = {}
+
+
+def _is_java17(home: str) -> bool:
+    if home not in _java17_cache:
+        java = os.path.join(home, "bin", "java")
+        try:
+            out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=10).stderr
+            _java17_cache[home] = '"17.' in out.splitlines()[0] if out else False
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            _java17_cache[home] = False
+    return _java17_cache[home]
+
+
+def flink_job_id(env: JobRuntimeEnv) -> str:
+    """The Flink job id of a job execution: the same for the same execution, after any restart."""
+    info = env.job_execution_info
+    seed = f"{env.settings.get('instance_id', '')}/{info.workflow_name}/{info.job_execution_id}"
+    return hashlib.md5(seed.encode()).hexdigest()
+
+
+def rest_url(env: JobRuntimeEnv) -> str:
+    return str(flink_settings(env).get("rest_url", DEFAULT_REST_URL)).rstrip("/")
+
+
+class FlinkJobHandle(JobHandle):
+    """A job on a Flink cluster, known by the id aiflowd gave it."""
+
+    def __init__(self, job: Job, job_execution: Any, job_id: str, url: str, submit_via: str, log_path: str) -> None:
+        super().__init__(job, job_execution)
+        self.job_id = job_id
+        self.rest_url = url
+        self.submit_via = submit_via
+        self.log_path = log_path
+        self.stopped = False
+        self.savepoint_path: str | None = None
+        self.final: dict[str, Any] | None = None
+
+
+class LocalFlinkController(SubprocessController):
+    """``run_mode: local``: ``flink run -t local`` runs the job in a MiniCluster inside the client."""
+
+    def command(self, job: Job, env: JobRuntimeEnv) -> Command:
+        home = flink_home(env)
+        argv = [os.path.join(home, "bin", "flink"), "run", "-t", "local", "-Drest.bind-port=0"]
+        argv += _run_options(job)
+        extra = dict(job.env)  # type: ignore[attr-defined]
+        extra.update({"JAVA_HOME": java_home(env), "FLINK_LOG_DIR": env.working_dir, "FLINK_IDENT_STRING": "aiflowd"})
+        return Command(argv, extra)
+
+
+def _run_options(job: Any) -> list[str]:
+    options: list[str] = []
+    if job.parallelism:
+        options += ["-p", str(job.parallelism)]
+    options += job.flink_run_args
+    if job.entry_class:
+        options += ["-c", job.entry_class]
+    return [*options, job.jar, *job.args]
+
+
+class FlinkJobController(JobController):
+    """Runs ``FlinkJavaJob``s: locally, or on a cluster through REST or the CLI."""
+
+    def __init__(self) -> None:
+        self.local = LocalFlinkController()
+        self._uploaded: dict[tuple[str, str], str] = {}  # (rest url, jar hash) -> jar id
+
+    # -- submission ----------------------------------------------------------------
+
+    async def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
+        env = job_runtime_env
+        if job.run_mode == "local":  # type: ignore[attr-defined]
+            return await self.local.submit_job(job, env)
+        os.makedirs(env.log_dir, exist_ok=True)
+        job_id = flink_job_id(env)
+        handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), job.submit_via, env.log_path)  # type: ignore[attr-defined]
+        if job.submit_via == "cli" or job.target:  # type: ignore[attr-defined]
+            await self._submit_cli(job, env, job_id)
+        else:
+            await self._submit_rest(job, env, handle)
+        _note(env.log_path, f"submitted Flink job {job_id} to {handle.rest_url} via {handle.submit_via}")
+        return handle
+
+    async def _submit_rest(self, job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
+        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
+            for attempt in (1, 2):
+                jar_id = await self._jar_id(client, job.jar, handle.rest_url, fresh=attempt == 2)
+                body: dict[str, Any] = {"entryClass": job.entry_class, "programArgsList": job.args, "jobId": handle.job_id}
+                if job.parallelism:
+                    body["parallelism"] = job.parallelism
+                answer = await client.post(f"/jars/{jar_id}/run", json=body)
+                if answer.status_code == 404 and attempt == 1:
+                    continue  # the cluster forgot the jar (restarted): upload it again
+                if answer.status_code >= 400:
+                    raise RuntimeError(f"the cluster refused the job: HTTP {answer.status_code}: {_errors(answer)}")
+                return
+
+    async def _jar_id(self, client: httpx.AsyncClient, jar: str, url: str, fresh: bool) -> str:
+        """The cluster's id for this jar's content, uploading it only when the cluster lacks it."""
+        digest = await anyio.to_thread.run_sync(_sha256, jar)
+        key = (url, digest)
+        if not fresh and key in self._uploaded:
+            return self._uploaded[key]
+        name = f"{digest[:16]}-{os.path.basename(jar)}"
+        if not fresh:
+            listing = await client.get("/jars")
+            listing.raise_for_status()
+            for entry in listing.json().get("files", []):
+                if entry.get("name") == name:
+                    self._uploaded[key] = entry["id"]
+                    return str(entry["id"])
+        with open(jar, "rb") as fh:
+            answer = await client.post("/jars/upload", files={"jarfile": (name, fh, "application/x-java-archive")})
+        if answer.status_code >= 400:
+            raise RuntimeError(f"jar upload failed: HTTP {answer.status_code}: {_errors(answer)}")
+        jar_id = os.path.basename(answer.json()["filename"])
+        self._uploaded[key] = jar_id
+        return jar_id
+
+    async def _submit_cli(self, job: Any, env: JobRuntimeEnv, job_id: str) -> None:
+        argv = [os.path.join(flink_home(env), "bin", "flink"), "run", "-d", f"-D$internal.pipeline.job-id={job_id}"]
+        argv += _target_options(job, env) + _run_options(job)
+        code = await self._run_cli(argv, job, env, "submit")
+        said = _read(env.log_path)
+        found = _JOB_ID.findall(said)
+        if code != 0 or job_id not in found:
+            raise RuntimeError(f"flink run failed (exit status {code}); its output is in the job's log")
+
+    async def _run_cli(self, argv: list[str], job: Any, env: JobRuntimeEnv, what: str) -> int | None:
+        os.makedirs(env.working_dir, exist_ok=True)
+        extra = dict(job.env) if job is not None else {}
+        extra.update({"JAVA_HOME": java_home(env), "FLINK_LOG_DIR": env.working_dir, "FLINK_IDENT_STRING": "aiflowd"})
+        conf_dir = flink_settings(env).get("conf_dir")
+        if conf_dir:
+            extra["FLINK_CONF_DIR"] = str(conf_dir)
+        group = ProcessGroup.spawn(
+            argv,
+            env=job_environment(env, extra),
+            cwd=env.working_dir,
+            log_path=env.log_path,
+            status_path=os.path.join(env.working_dir, f"flink-{what}.status"),
+        )
+        try:
+            return await group.wait()
+        finally:
+            # The client must not outlive its call (a detached submission leaves nothing behind).
+            with anyio.CancelScope(shield=True):
+                await group.terminate(5.0)
+
+    # -- state ---------------------------------------------------------------------
+
+    async def get_result(self, job_handle: JobHandle, blocking: bool = True) -> object:
+        if isinstance(job_handle, SubprocessJobHandle):
+            return await self.local.get_result(job_handle, blocking)
+        handle = _flink_handle(job_handle)
+        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
+            while handle.final is None:
+                answer = await client.get(f"/jobs/{handle.job_id}/execution-result")
+                if answer.status_code == 200 and answer.json().get("status", {}).get("id") == "COMPLETED":
+                    handle.final = answer.json().get("job-execution-result", {})
+                    cause = handle.final.get("failure-cause")
+                    if cause:
+                        _note(handle.log_path, f"Flink job {handle.job_id} failed:\n{cause.get('stack-trace', cause)}")
+                    break
+                if not blocking:
+                    return None
+                await anyio.sleep(POLL_INTERVAL)
+        return {"SUCCEEDED": 0, "FAILED": 1}.get(handle.final.get("application-status", ""))
+
+    async def get_job_status(self, job_handle: JobHandle) -> Status:
+        if isinstance(job_handle, SubprocessJobHandle):
+            return await self.local.get_job_status(job_handle)
+        handle = _flink_handle(job_handle)
+        if handle.final is None:
+            await self.get_result(handle, blocking=False)
+        if handle.final is None:
+            return Status.RUNNING
+        if handle.stopped:
+            return Status.KILLED
+        return {"SUCCEEDED": Status.FINISHED, "CANCELED": Status.KILLED}.get(handle.final.get("application-status", ""), Status.FAILED)
+
+    # -- stopping ------------------------------------------------------------------
+
+    async def stop_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
+        if isinstance(job_handle, SubprocessJobHandle):
+            return await self.local.stop_job(job_handle, job_runtime_env)
+        handle = _flink_handle(job_handle)
+        if await self.get_result(handle, blocking=False) is not None or handle.final is not None:
+            return
+        handle.stopped = True
+        job = handle.job
+        mode = getattr(job, "stop_mode", "cancel")
+        if handle.submit_via == "cli" and job is not None:
+            await self._stop_cli(handle, job, job_runtime_env, mode)
+        elif mode == "stop":
+            await self._stop_with_savepoint(handle, getattr(job, "savepoint_dir", None))
+        else:
+            async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
+                await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+        await self.get_result(handle, blocking=True)
+
+    async def _stop_with_savepoint(self, handle: FlinkJobHandle, directory: str | None) -> None:
+        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
+            answer = await client.post(f"/jobs/{handle.job_id}/stop", json={"targetDirectory": directory, "drain": False})
+            if answer.status_code >= 400:
+                _note(handle.log_path, f"stop with savepoint refused ({_errors(answer)}); cancelling")
+                await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+                return
+            trigger = answer.json()["request-id"]
+            while True:  # an unfinished savepoint is "unknown", never "failed": keep asking
+                state = (await client.get(f"/jobs/{handle.job_id}/savepoints/{trigger}")).json()
+                if state.get("status", {}).get("id") == "COMPLETED":
+                    operation = state.get("operation", {})
+                    if "location" in operation:
+                        handle.savepoint_path = operation["location"]
+                        _note(handle.log_path, f"stopped with savepoint {handle.savepoint_path}")
+                    else:
+                        _note(
+                            handle.log_path,
+                            f"savepoint failed ({operation.get('failure-cause', {}).get('stack-trace', '')[:500]}); cancelling",
+                        )
+                        await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+                    return
+                await anyio.sleep(POLL_INTERVAL)
+
+    async def _stop_cli(self, handle: FlinkJobHandle, job: Any, env: JobRuntimeEnv, mode: str) -> None:
+        flink = os.path.join(flink_home(env), "bin", "flink")
+        if mode == "stop":
+            argv = [flink, "stop", *_target_options(job, env), *job.flink_stop_args]
+            if job.savepoint_dir:
+                argv += ["--savepointPath", job.savepoint_dir]
+            argv.append(handle.job_id)
+        else:
+            argv = [flink, "cancel", *_target_options(job, env), handle.job_id]
+        await self._run_cli(argv, job, env, "stop")
+        said = re.findall(r"Savepoint completed\. Path: (\S+)", _read(handle.log_path))
+        if said:
+            handle.savepoint_path = said[-1]
+
+    async def cleanup_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
+        if isinstance(job_handle, SubprocessJobHandle):
+            await self.local.cleanup_job(job_handle, job_runtime_env)
+
+    async def get_job_log(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> str:
+        return job_runtime_env.log_path
+
+    async def reattach(self, handle_record: dict[str, Any], job_runtime_env: JobRuntimeEnv) -> JobHandle | None:
+        """A cluster job by its id (recorded, or derived again); a local one by its process."""
+        if "pid" in handle_record:
+            return await self.local.reattach(handle_record, job_runtime_env)
+        env = job_runtime_env
+        job_id = str(handle_record.get("job_id") or flink_job_id(env))
+        url = str(handle_record.get("rest_url") or rest_url(env))
+        try:
+            async with httpx.AsyncClient(base_url=url, timeout=HTTP_TIMEOUT) as client:
+                answer = await client.get(f"/jobs/{job_id}")
+        except httpx.HTTPError:
+            answer = None
+        if answer is None or answer.status_code == 404:
+            if "job_id" not in handle_record:
+                return await self.local.reattach(handle_record, env)  # a local job, or one never submitted
+            return None
+        handle = FlinkJobHandle(None, env.job_execution_info, job_id, url, str(handle_record.get("submit_via", "rest")), env.log_path)  # type: ignore[arg-type]
+        handle.stopped = bool(handle_record.get("stopped", False))
+        handle.savepoint_path = handle_record.get("savepoint_path")
+        return handle
+
+
+def _target_options(job: Any, env: JobRuntimeEnv) -> list[str]:
+    if job.target:  # YARN or Kubernetes application mode: the cluster comes from the user's flink_run_args
+        return ["-t", job.target]
+    url = httpx.URL(rest_url(env))
+    return ["-t", "remote", f"-Drest.address={url.host}", f"-Drest.port={url.port or 8081}"]
+
+
+def _flink_handle(job_handle: JobHandle) -> FlinkJobHandle:
+    if not isinstance(job_handle, FlinkJobHandle):
+        raise TypeError(f"expected a FlinkJobHandle, got {type(job_handle).__name__}")
+    return job_handle
+
+
+def _errors(answer: httpx.Response) -> str:
+    try:
+        errors = answer.json().get("errors", [])
+        return "; ".join(str(e).splitlines()[0] for e in errors)[:1000] or answer.text[:1000]
+    except ValueError:
+        return answer.text[:1000]
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def _note(log_path: str, message: str) -> None:
+    try:
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(f"aiflowd: {message}\n")
+    except OSError:
+        pass

@@ -1,0 +1,139 @@
+"""The ``flink`` job type: Java jobs (a jar and its entry class) on Flink.
+
+``run_mode: local`` runs the jar with ``flink run -t local`` (a MiniCluster inside the
+client process, no cluster needed); ``run_mode: cluster`` submits it to the cluster of the
+daemon's ``flink.rest_url`` through the REST API (``submit_via: rest``, the default) or
+the ``flink`` CLI (``submit_via: cli``). Properties: ``run_mode``, ``submit_via``,
+``parallelism``, ``flink_run_args`` (CLI and local), ``stop_mode`` (``cancel`` or
+``stop`` with a savepoint), ``savepoint_dir``, ``flink_stop_args``, ``env``, ``target``
+(passed to the CLI for YARN or Kubernetes application mode; untested here).
+This module needs only the stdlib: workflow definitions import its processor.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aiflowd.model import AISubGraph, JobConfig
+from aiflowd.plugin_interface import Job, JobController, JobGenerationError, JobGenerator, JobPluginFactory
+from aiflowd.plugins.common import environment_property
+from aiflowd.workflows.errors import suggest
+
+PROPERTIES = {
+    "run_mode",
+    "submit_via",
+    "parallelism",
+    "flink_run_args",
+    "stop_mode",
+    "savepoint_dir",
+    "flink_stop_args",
+    "env",
+    "target",
+    "timeout",
+}
+
+
+class FlinkJavaProcessor:
+    """A Flink program in a jar: ``entry_class`` (or the jar's manifest), ``main_jar_file``, ``args``."""
+
+    def __init__(self, entry_class: str | None, main_jar_file: str, args: list[str] | None = None) -> None:
+        self.entry_class = entry_class
+        self.main_jar_file = main_jar_file
+        self.args = list(args or [])
+
+    def __repr__(self) -> str:
+        return f"FlinkJavaProcessor({self.entry_class!r}, {self.main_jar_file!r})"
+
+
+class FlinkJavaJob(Job):
+    """A Flink jar job ready to run: absolute jar path, entry class, arguments, properties."""
+
+    def __init__(self, job_config: JobConfig, jar: str, entry_class: str | None, args: list[str], options: dict[str, Any]) -> None:
+        super().__init__(job_config)
+        self.jar = jar
+        self.entry_class = entry_class
+        self.args = args
+        self.run_mode: str = options["run_mode"]
+        self.submit_via: str = options["submit_via"]
+        self.parallelism: int | None = options.get("parallelism")
+        self.flink_run_args: list[str] = options.get("flink_run_args", [])
+        self.stop_mode: str = options["stop_mode"]
+        self.savepoint_dir: str | None = options.get("savepoint_dir")
+        self.flink_stop_args: list[str] = options.get("flink_stop_args", [])
+        self.env: dict[str, str] = options.get("env", {})
+        self.target: str | None = options.get("target")
+
+
+class FlinkJobGenerator(JobGenerator):
+    def generate(self, sub_graph: AISubGraph, job_config: JobConfig, resource_dir: str | None = None) -> Job:
+        options = flink_options(job_config.properties)
+        nodes = list(sub_graph.nodes.values())
+        if len(nodes) != 1:
+            raise JobGenerationError(f"a flink jar job runs exactly one FlinkJavaProcessor; this one has {len(nodes)} nodes")
+        node = nodes[0]
+        processor = node.processor
+        if not isinstance(processor, FlinkJavaProcessor):
+            kind = getattr(processor, "class_name", type(processor).__name__)
+            raise JobGenerationError(f"node '{node.node_id}' has a {kind}; job type flink needs a FlinkJavaProcessor", node=node.node_id)
+        jar = processor.main_jar_file
+        if not isinstance(jar, str) or not jar:
+            raise JobGenerationError("main_jar_file must name a jar", node=node.node_id, key="main_jar_file")
+        path = jar if os.path.isabs(jar) else os.path.join(resource_dir or "", jar)
+        if not os.path.isfile(path):
+            raise JobGenerationError(f"jar file '{jar}' does not exist (looked for {path})", node=node.node_id, key="main_jar_file")
+        if processor.entry_class is not None and not isinstance(processor.entry_class, str):
+            raise JobGenerationError("entry_class must be a class name", node=node.node_id, key="entry_class")
+        if not isinstance(processor.args, list) or not all(isinstance(a, (str, int, float)) for a in processor.args):
+            raise JobGenerationError("args must be a list of arguments (never one string)", node=node.node_id, key="args")
+        return FlinkJavaJob(job_config, os.path.abspath(path), processor.entry_class, [str(a) for a in processor.args], options)
+
+
+def flink_options(properties: dict[str, Any]) -> dict[str, Any]:
+    """The job's Flink properties, checked, with their defaults."""
+    for key in properties:
+        if key not in PROPERTIES:
+            raise JobGenerationError(f"unknown property '{key}' ({suggest(key, PROPERTIES)})", key=f"properties.{key}")
+    options: dict[str, Any] = {
+        "run_mode": properties.get("run_mode", "cluster"),
+        "submit_via": properties.get("submit_via", "rest"),
+        "stop_mode": properties.get("stop_mode", "cancel"),
+        "env": environment_property(properties.get("env")),
+    }
+    for key, allowed in (("run_mode", ("local", "cluster")), ("submit_via", ("rest", "cli")), ("stop_mode", ("cancel", "stop"))):
+        if options[key] not in allowed:
+            raise JobGenerationError(f"must be one of {', '.join(allowed)}; got {options[key]!r}", key=f"properties.{key}")
+    if "parallelism" in properties:
+        value = properties["parallelism"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise JobGenerationError(f"must be a whole number >= 1, got {value!r}", key="properties.parallelism")
+        options["parallelism"] = value
+    for key in ("flink_run_args", "flink_stop_args"):
+        if key in properties:
+            value = properties[key]
+            if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+                raise JobGenerationError("must be a list of arguments (never one string)", key=f"properties.{key}")
+            options[key] = [str(v) for v in value]
+    for key in ("savepoint_dir", "target"):
+        if key in properties:
+            if not isinstance(properties[key], str) or not properties[key]:
+                raise JobGenerationError("must be a non-empty string", key=f"properties.{key}")
+            options[key] = properties[key]
+    return options
+
+
+class FlinkJobPluginFactory(JobPluginFactory):
+    def job_type(self) -> str:
+        return "flink"
+
+    def get_job_generator(self) -> JobGenerator:
+        return FlinkJobGenerator()
+
+    def get_job_controller(self) -> JobController:
+        from aiflowd.controllers.flink import FlinkJobController  # the OS- and network-facing part loads only in the daemon
+
+        return FlinkJobController()
+
+
+def plugin_factory() -> JobPluginFactory:
+    return FlinkJobPluginFactory()
