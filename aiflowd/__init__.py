@@ -23,6 +23,8 @@ _EXPORTS = {
     "PythonProcessor": "aiflowd.plugins.python",
     "ExecutionContext": "aiflowd.plugins.python",
     "FlinkJavaProcessor": "aiflowd.plugins.flink",
+    "FlinkPythonProcessor": "aiflowd.plugins.flink",
+    "FlinkSqlProcessor": "aiflowd.plugins.flink",
     # plugin authors
     "Job": "aiflowd.plugin_interface",
     "JobGenerator": "aiflowd.plugin_interface",
@@ -46,6 +48,8 @@ __all__ = [
     "DataEdge",
     "ExecutionContext",
     "FlinkJavaProcessor",
+    "FlinkPythonProcessor",
+    "FlinkSqlProcessor",
     "Job",
     "JobAction",
     "JobConfig",
@@ -93,6 +97,6 @@ if TYPE_CHECKING:
         register_job_plugin_factory,
     )
     from aiflowd.plugins.bash import BashProcessor
-    from aiflowd.plugins.flink import FlinkJavaProcessor
+    from aiflowd.plugins.flink import FlinkJavaProcessor, FlinkPythonProcessor, FlinkSqlProcessor
     from aiflowd.plugins.python import ExecutionContext, PythonProcessor
     from aiflowd.workflows.dsl import action_on_event, action_on_job_status, job_config, user_define_operation

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import subprocess
+import sys
 from typing import Any
 
 import anyio
 import httpx
 
 from aiflowd.controllers.process_group import ProcessGroup
-from aiflowd.controllers.subprocess import Command, SubprocessController, SubprocessJobHandle, job_environment
+from aiflowd.controllers.subprocess import Command, SubprocessController, SubprocessJobHandle, aiflowd_import_path, job_environment
 from aiflowd.model import Status
 from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
+from aiflowd.plugins.flink import FlinkPythonJob
 
 DEFAULT_REST_URL = "http://127.0.0.1:8081"
 POLL_INTERVAL = 0.2
@@ -110,15 +113,64 @@ class FlinkJobHandle(JobHandle):
 
 
 class LocalFlinkController(SubprocessController):
-    """``run_mode: local``: ``flink run -t local`` runs the job in a MiniCluster inside the client."""
+    """``run_mode: local``: a MiniCluster inside the client process, no cluster needed.
+
+    A jar runs with ``flink run -t local``; Python and SQL nodes with the PyFlink runner.
+    """
 
     def command(self, job: Job, env: JobRuntimeEnv) -> Command:
+        if isinstance(job, FlinkPythonJob):
+            spec = write_pyflink_spec(job, env, "local", flink_job_id(env))
+            python = job.python_executable or sys.executable
+            extra = dict(job.env)
+            extra.update(aiflowd_import_path(python, env.working_dir, extra.get("PYTHONPATH")))
+            extra.update({"JAVA_HOME": java_home(env), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+            return Command([python, "-m", "aiflowd.runners.flink_job", spec], extra)
         home = flink_home(env)
         argv = [os.path.join(home, "bin", "flink"), "run", "-t", "local", "-Drest.bind-port=0"]
         argv += _run_options(job)
         extra = dict(job.env)  # type: ignore[attr-defined]
         extra.update({"JAVA_HOME": java_home(env), "FLINK_LOG_DIR": env.working_dir, "FLINK_IDENT_STRING": "aiflowd"})
         return Command(argv, extra)
+
+
+RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runners", "flink_job.py")
+PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
+
+
+def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_id: str) -> str:
+    """The runner's instructions, in the execution's working folder (the JobManager reads it there for REST)."""
+    os.makedirs(env.working_dir, exist_ok=True)
+    info = env.job_execution_info
+    spec = {
+        "mode": mode,
+        "job_id": job_id,
+        "name": f"{info.workflow_name}.{info.job_name}",
+        "parallelism": job.parallelism,
+        "workflow_dir": env.workflow_dir,
+        "working_dir": env.working_dir,
+        "job_config": {"job_name": job.job_name, "job_type": job.job_type, "properties": job.job_config.properties},
+        "job_execution_info": {
+            "workflow_name": info.workflow_name,
+            "job_name": info.job_name,
+            "workflow_execution_id": info.workflow_execution_id,
+            "job_execution_id": info.job_execution_id,
+            "attempt": info.attempt,
+        },
+        "nodes": job.nodes,
+    }
+    path = os.path.join(env.working_dir, "flink-job.json")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(spec, fh)
+    return path
+
+
+def _python_options(job: FlinkPythonJob, env: JobRuntimeEnv, spec: str) -> list[str]:
+    python = job.python_executable or sys.executable
+    options = ["-py", RUNNER, "-pyfs", env.workflow_dir, "-pyexec", python, "-pyclientexec", python]
+    if job.parallelism:
+        options = ["-p", str(job.parallelism), *options]
+    return [*job.flink_run_args, *options, spec]
 
 
 def _run_options(job: Any) -> list[str]:
@@ -149,6 +201,8 @@ class FlinkJobController(JobController):
         handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), job.submit_via, env.log_path)  # type: ignore[attr-defined]
         if job.submit_via == "cli" or job.target:  # type: ignore[attr-defined]
             await self._submit_cli(job, env, job_id)
+        elif isinstance(job, FlinkPythonJob):
+            await self._submit_rest_python(job, env, handle)
         else:
             await self._submit_rest(job, env, handle)
         _note(env.log_path, f"submitted Flink job {job_id} to {handle.rest_url} via {handle.submit_via}")
@@ -164,6 +218,24 @@ class FlinkJobController(JobController):
                 answer = await client.post(f"/jars/{jar_id}/run", json=body)
                 if answer.status_code == 404 and attempt == 1:
                     continue  # the cluster forgot the jar (restarted): upload it again
+                if answer.status_code >= 400:
+                    raise RuntimeError(f"the cluster refused the job: HTTP {answer.status_code}: {_errors(answer)}")
+                return
+
+    async def _submit_rest_python(self, job: FlinkPythonJob, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
+        """Python and SQL through REST: the runner runs inside the JobManager under Flink's Python driver."""
+        spec = write_pyflink_spec(job, env, "cluster", handle.job_id)
+        driver = _python_driver_jar(env)
+        args = ["-py", RUNNER, "-pyfs", env.workflow_dir, spec]
+        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
+            for attempt in (1, 2):
+                jar_id = await self._jar_id(client, driver, handle.rest_url, fresh=attempt == 2)
+                body: dict[str, Any] = {"entryClass": PYTHON_DRIVER, "programArgsList": args, "jobId": handle.job_id}
+                if job.parallelism:
+                    body["parallelism"] = job.parallelism
+                answer = await client.post(f"/jars/{jar_id}/run", json=body)
+                if answer.status_code == 404 and attempt == 1:
+                    continue
                 if answer.status_code >= 400:
                     raise RuntimeError(f"the cluster refused the job: HTTP {answer.status_code}: {_errors(answer)}")
                 return
@@ -192,7 +264,10 @@ class FlinkJobController(JobController):
 
     async def _submit_cli(self, job: Any, env: JobRuntimeEnv, job_id: str) -> None:
         argv = [os.path.join(flink_home(env), "bin", "flink"), "run", "-d", f"-D$internal.pipeline.job-id={job_id}"]
-        argv += _target_options(job, env) + _run_options(job)
+        if isinstance(job, FlinkPythonJob):
+            argv += _target_options(job, env) + _python_options(job, env, write_pyflink_spec(job, env, "cluster", job_id))
+        else:
+            argv += _target_options(job, env) + _run_options(job)
         code = await self._run_cli(argv, job, env, "submit")
         said = _read(env.log_path)
         found = _JOB_ID.findall(said)
@@ -337,6 +412,14 @@ class FlinkJobController(JobController):
         handle.stopped = bool(handle_record.get("stopped", False))
         handle.savepoint_path = handle_record.get("savepoint_path")
         return handle
+
+
+def _python_driver_jar(env: JobRuntimeEnv) -> str:
+    opt = os.path.join(flink_home(env), "opt")
+    jars = sorted(f for f in os.listdir(opt) if f.startswith("flink-python") and f.endswith(".jar")) if os.path.isdir(opt) else []
+    if not jars:
+        raise RuntimeError(f"no flink-python jar in {opt}: Python and SQL jobs need it to run through REST")
+    return os.path.join(opt, jars[-1])
 
 
 def _target_options(job: Any, env: JobRuntimeEnv) -> list[str]:

@@ -1,4 +1,4 @@
-"""The ``flink`` job type: Java jobs (a jar and its entry class) on Flink.
+"""The ``flink`` job type: jar jobs, and PyFlink jobs made of Python and SQL nodes.
 
 ``run_mode: local`` runs the jar with ``flink run -t local`` (a MiniCluster inside the
 client process, no cluster needed); ``run_mode: cluster`` submits it to the cluster of the
@@ -6,7 +6,8 @@ daemon's ``flink.rest_url`` through the REST API (``submit_via: rest``, the defa
 the ``flink`` CLI (``submit_via: cli``). Properties: ``run_mode``, ``submit_via``,
 ``parallelism``, ``flink_run_args`` (CLI and local), ``stop_mode`` (``cancel`` or
 ``stop`` with a savepoint), ``savepoint_dir``, ``flink_stop_args``, ``env``, ``target``
-(passed to the CLI for YARN or Kubernetes application mode; untested here).
+(passed to the CLI for YARN or Kubernetes application mode; untested here),
+``python_executable_path`` (the interpreter with pyflink for Python and SQL jobs).
 This module needs only the stdlib: workflow definitions import its processor.
 """
 
@@ -31,6 +32,7 @@ PROPERTIES = {
     "env",
     "target",
     "timeout",
+    "python_executable_path",
 }
 
 
@@ -44,6 +46,99 @@ class FlinkJavaProcessor:
 
     def __repr__(self) -> str:
         return f"FlinkJavaProcessor({self.entry_class!r}, {self.main_jar_file!r})"
+
+
+class FlinkPythonProcessor:
+    """User logic of a PyFlink job node; subclass it and implement ``process``.
+
+    ``execution_context`` carries ``table_env``, ``statement_set`` and
+    ``stream_execution_env``, shared by all nodes of the job: add INSERTs to the
+    statement set (aiflowd executes it once, after the last node), or build tables and
+    return them for the next nodes (``input_list`` holds the upstream outputs).
+    """
+
+    def open(self, execution_context: Any) -> None:
+        """Acquire what ``process`` needs."""
+
+    def process(self, execution_context: Any, input_list: list[Any]) -> list[Any] | None:
+        raise NotImplementedError(f"{type(self).__name__} must implement process(execution_context, input_list)")
+
+    def close(self, execution_context: Any) -> None:
+        """Release what ``open`` acquired."""
+
+
+class FlinkSqlProcessor:
+    """A node given as SQL: ``sql_statements`` (DDL, then INSERTs) and the UDFs they use.
+
+    ``udf_list`` returns ``(name, function)`` pairs (or objects with ``name`` and
+    ``udf``), registered before the statements run. INSERT statements of all nodes go
+    into one statement set: one Flink job.
+    """
+
+    def udf_list(self, execution_context: Any) -> list[Any]:
+        return []
+
+    def sql_statements(self, execution_context: Any) -> list[str]:
+        raise NotImplementedError(f"{type(self).__name__} must implement sql_statements(execution_context)")
+
+
+class SqlStatementsProcessor(FlinkSqlProcessor):
+    """The ``sql`` / ``sql_file`` YAML form: statements split at load time."""
+
+    def __init__(self, statements: list[str], source: str = "sql") -> None:
+        self.statements = list(statements)
+        self.source = source
+
+    def sql_statements(self, execution_context: Any) -> list[str]:
+        return list(self.statements)
+
+
+def split_sql(text: str) -> list[str]:
+    """SQL statements of a script: split at ``;`` outside quotes and comments.
+
+    Raises ValueError for an unterminated quote or comment, or a script with no statement.
+    """
+    statements: list[str] = []
+    current: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char in ("'", '"', "`"):
+            end = i + 1
+            while True:
+                end = text.find(char, end)
+                if end < 0:
+                    line = text.count("\n", 0, i) + 1
+                    raise ValueError(f"unterminated {char} quote starting on line {line}")
+                if end + 1 < n and text[end + 1] == char:  # a doubled quote stands for itself
+                    end += 2
+                    continue
+                break
+            current.append(text[i : end + 1])
+            i = end + 1
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            if end < 0:
+                raise ValueError(f"unterminated /* comment starting on line {text.count(chr(10), 0, i) + 1}")
+            i = end + 2
+        elif char == ";":
+            statement = "".join(current).strip()
+            if statement:
+                statements.append(statement)
+            current = []
+            i += 1
+        else:
+            current.append(char)
+            i += 1
+    tail = "".join(current).strip()
+    if tail:
+        statements.append(tail)
+    if not statements:
+        raise ValueError("no SQL statement found")
+    return statements
 
 
 class FlinkJavaJob(Job):
@@ -65,10 +160,30 @@ class FlinkJavaJob(Job):
         self.target: str | None = options.get("target")
 
 
+class FlinkPythonJob(Job):
+    """A PyFlink job (Python and SQL nodes) ready to run: its nodes in order, properties."""
+
+    def __init__(self, job_config: JobConfig, nodes: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        super().__init__(job_config)
+        self.nodes = nodes
+        self.run_mode: str = options["run_mode"]
+        self.submit_via: str = options["submit_via"]
+        self.parallelism: int | None = options.get("parallelism")
+        self.flink_run_args: list[str] = options.get("flink_run_args", [])
+        self.stop_mode: str = options["stop_mode"]
+        self.savepoint_dir: str | None = options.get("savepoint_dir")
+        self.flink_stop_args: list[str] = options.get("flink_stop_args", [])
+        self.env: dict[str, str] = options.get("env", {})
+        self.target: str | None = options.get("target")
+        self.python_executable: str | None = options.get("python_executable_path")
+
+
 class FlinkJobGenerator(JobGenerator):
     def generate(self, sub_graph: AISubGraph, job_config: JobConfig, resource_dir: str | None = None) -> Job:
         options = flink_options(job_config.properties)
         nodes = list(sub_graph.nodes.values())
+        if nodes and not any(isinstance(node.processor, FlinkJavaProcessor) for node in nodes):
+            return _python_job(sub_graph, job_config, options)
         if len(nodes) != 1:
             raise JobGenerationError(f"a flink jar job runs exactly one FlinkJavaProcessor; this one has {len(nodes)} nodes")
         node = nodes[0]
@@ -87,6 +202,39 @@ class FlinkJobGenerator(JobGenerator):
         if not isinstance(processor.args, list) or not all(isinstance(a, (str, int, float)) for a in processor.args):
             raise JobGenerationError("args must be a list of arguments (never one string)", node=node.node_id, key="args")
         return FlinkJavaJob(job_config, os.path.abspath(path), processor.entry_class, [str(a) for a in processor.args], options)
+
+
+def _python_job(sub_graph: AISubGraph, job_config: JobConfig, options: dict[str, Any]) -> Job:
+    from aiflowd.model import ProcessorRef
+
+    try:
+        order = sub_graph.topological_order()
+    except ValueError as err:
+        raise JobGenerationError(str(err)) from err
+    nodes = []
+    for node_id in order:
+        node = sub_graph.nodes[node_id]
+        processor = node.processor
+        entry: dict[str, Any] = {
+            "node_id": node_id,
+            "name": node.name,
+            "output_num": node.output_num,
+            "inputs": [[e.source, e.port] for e in sub_graph.inputs_of(node_id)],
+        }
+        if isinstance(processor, SqlStatementsProcessor):
+            entry.update({"kind": "sql_statements", "statements": processor.statements, "class": "sql"})
+        elif isinstance(processor, ProcessorRef) and (processor.is_a(FlinkPythonProcessor) or processor.is_a(FlinkSqlProcessor)):
+            kind = "python" if processor.is_a(FlinkPythonProcessor) else "sql"
+            entry.update({"kind": kind, "payload": processor.payload, "class": processor.class_name})
+        else:
+            kind = getattr(processor, "class_name", type(processor).__name__)
+            raise JobGenerationError(
+                f"node '{node_id}' has a {kind}; a flink job's nodes are FlinkPythonProcessor or FlinkSqlProcessor"
+                " (or one FlinkJavaProcessor alone)",
+                node=node_id,
+            )
+        nodes.append(entry)
+    return FlinkPythonJob(job_config, nodes, options)
 
 
 def flink_options(properties: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +262,7 @@ def flink_options(properties: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
                 raise JobGenerationError("must be a list of arguments (never one string)", key=f"properties.{key}")
             options[key] = [str(v) for v in value]
-    for key in ("savepoint_dir", "target"):
+    for key in ("savepoint_dir", "target", "python_executable_path"):
         if key in properties:
             if not isinstance(properties[key], str) or not properties[key]:
                 raise JobGenerationError("must be a non-empty string", key=f"properties.{key}")

@@ -38,7 +38,7 @@ from aiflowd.model import (
 )
 from aiflowd.plugin_interface import Job, JobGenerationError, PluginError, PluginRegistry, generate_job
 from aiflowd.plugins.bash import BashProcessor
-from aiflowd.plugins.flink import FlinkJavaProcessor
+from aiflowd.plugins.flink import FlinkJavaProcessor, FlinkPythonProcessor, FlinkSqlProcessor, SqlStatementsProcessor, split_sql
 from aiflowd.workflows.errors import LoadError, Problem, suggest
 from aiflowd.workflows.yamlfile import Path, YamlDocument, format_path, read_yaml
 
@@ -55,7 +55,7 @@ JOB_KEYS = {
     "action_on_job_status",
     "action_on_event",
 }
-LOGIC_KEYS = {"bash_command", "output_encoding", "processor", "args", "main_jar_file", "entry_class"}
+LOGIC_KEYS = {"bash_command", "output_encoding", "processor", "args", "main_jar_file", "entry_class", "sql", "sql_file"}
 STATUS_RULE_KEYS = {"upstream_job", "upstream_job_status", "action"}
 EVENT_KEYS = {"event_key", "event_value", "event_type", "sender", "namespace"}
 EVENT_RULE_KEYS = EVENT_KEYS | {"action"}
@@ -408,7 +408,7 @@ class _Load:
         """Run the definition and YAML ``processor:`` references in a subprocess; its graph."""
         processors = {}
         for name, job in yaml_jobs.items():
-            if "processor" not in job or "bash_command" in job or "main_jar_file" in job:
+            if "processor" not in job or any(k in job for k in ("bash_command", "main_jar_file", "sql", "sql_file")):
                 continue
             ref = job["processor"]
             if not isinstance(ref, str) or not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", ref):
@@ -530,13 +530,17 @@ class _Load:
         for name, config in configs.items():
             job = yaml_jobs[name]
             graph = AISubGraph(config)
-            in_yaml = [k for k in ("bash_command", "processor", "main_jar_file") if k in job]
+            in_yaml = [k for k in ("bash_command", "processor", "main_jar_file", "sql", "sql_file") if k in job]
             if len(in_yaml) > 1:
                 self.problem((name, in_yaml[1]), f"give one of {' and '.join(in_yaml)}, not both")
             if "bash_command" in job:
                 command = job["bash_command"]
                 encoding = job.get("output_encoding", "utf-8")
                 graph.add_node(AINode(name, name, BashProcessor(str(command), str(encoding))))
+            if in_yaml in (["sql"], ["sql_file"]):
+                processor = self.sql_processor(name, job, in_yaml[0])
+                if processor is not None:
+                    graph.add_node(AINode(name, name, processor))
             if "main_jar_file" in job and len(in_yaml) == 1:
                 args = job.get("args", [])
                 if not isinstance(args, list):
@@ -585,6 +589,26 @@ class _Load:
             graph.config.job_type = job_type
             graphs[name] = graph
         return graphs
+
+    def sql_processor(self, name: str, job: dict[str, Any], key: str) -> SqlStatementsProcessor | None:
+        """The ``sql`` or ``sql_file`` form, split into statements now so that a bad script fails the load."""
+        text = job[key]
+        if not isinstance(text, str) or not text.strip():
+            self.problem((name, key), "must be SQL text" if key == "sql" else "must name a SQL file in the workflow folder")
+            return None
+        if key == "sql_file":
+            path = os.path.join(self.source.workflow_dir, text)
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as err:
+                self.problem((name, key), f"cannot read '{job[key]}': {err.strerror or err}")
+                return None
+        try:
+            return SqlStatementsProcessor(split_sql(text), source=str(job[key]) if key == "sql_file" else "sql")
+        except ValueError as err:
+            self.problem((name, key), f"SQL does not split into statements: {err}")
+            return None
 
     def add_compiled_nodes(self, graph: AISubGraph, nodes: list[dict[str, Any]]) -> None:
         for node in nodes:
@@ -681,7 +705,11 @@ def _infer_job_type(graph: AISubGraph) -> str | None:
     for node in graph.nodes.values():
         if isinstance(node.processor, BashProcessor):
             kinds.add("bash")
-        elif isinstance(node.processor, FlinkJavaProcessor):
+        elif isinstance(node.processor, (FlinkJavaProcessor, SqlStatementsProcessor)):
+            kinds.add("flink")
+        elif isinstance(node.processor, ProcessorRef) and (
+            node.processor.is_a(FlinkPythonProcessor) or node.processor.is_a(FlinkSqlProcessor)
+        ):
             kinds.add("flink")
         elif isinstance(node.processor, ProcessorRef) and node.processor.is_a(PythonProcessor):
             kinds.add("python")
