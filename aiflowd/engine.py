@@ -37,6 +37,7 @@ from aiflowd.workflows.loader import LoadedWorkflow
 log = structlog.get_logger("aiflowd.engine")
 
 ACTIVE, INVALID, RETIRED = "active", "invalid", "retired"
+CHANGED = "workflow changed"
 
 
 @dataclass
@@ -67,6 +68,8 @@ class WorkflowEntry:
     anchor: float = field(default_factory=time.time)
     start_when_idle: bool = False
     timers: anyio.CancelScope | None = None
+    #: Savepoints the jobs of a stopped older version left, for the new version to start from.
+    restore: dict[str, str] = field(default_factory=dict)
 
     @property
     def change_triggered(self) -> bool:
@@ -338,7 +341,10 @@ class Engine:
         policy = entry.policy
         if policy == ChangePolicy.RESTART:
             for execution in running:
-                self._stop_execution(execution, "workflow changed")
+                self._stop_execution(execution, CHANGED)
+            # The new version starts once the old one has stopped: no overlap, and a
+            # streaming job can start from the savepoint its stop produced.
+            entry.start_when_idle = entry.change_triggered
         elif policy == ChangePolicy.WAIT and entry.change_triggered:
             entry.start_when_idle = True
 
@@ -514,6 +520,11 @@ class Engine:
         state.status = Status.INIT
         generated = execution.loaded.jobs[job]
         run = self._job_run(execution, job, generated.job_type, state.attempt, reason)
+        entry = self.workflows.get(execution.workflow)
+        if entry is not None and job in entry.restore:
+            run.env.restore_savepoint = entry.restore.pop(job)
+            reason = f"{reason}, from savepoint {run.env.restore_savepoint}"
+            run.reason = reason
         run.id = self.store.create_job_execution(
             execution_id=execution.id,
             workflow=execution.workflow,
@@ -606,6 +617,10 @@ class Engine:
         )
         self.on_job_change(run)
         execution = run.execution
+        savepoint = (outcome.handle_record or {}).get("savepoint_path")
+        entry = self.workflows.get(execution.workflow)
+        if savepoint and execution.stop_reason == CHANGED and entry is not None:
+            entry.restore[run.job] = str(savepoint)
         if execution.running.get(run.job) is run:
             del execution.running[run.job]
         state = execution.states[run.job]

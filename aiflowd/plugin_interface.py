@@ -60,6 +60,9 @@ class JobRuntimeEnv:
     workflow_dir: str
     job_execution_info: JobExecutionInfo
     settings: dict[str, Any] = field(default_factory=dict)
+    #: A savepoint the job should start from: its previous version's, when a changed
+    #: workflow restarted it (controllers that know savepoints honour it).
+    restore_savepoint: str | None = None
 
     @property
     def workflow_name(self) -> str:

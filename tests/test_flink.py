@@ -173,3 +173,146 @@ def test_streaming_job_stopped_with_a_savepoint_and_kill_9_leaves_one_copy(daemo
     assert any(savepoints.iterdir())
     assert running_copies(f"aiflowd-test-{out.name}") == 0
     assert rows[0]["message"].startswith("stopped")
+
+
+SQL = """
+CREATE TABLE src (n BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '5',
+    'fields.n.kind' = 'sequence', 'fields.n.start' = '1', 'fields.n.end' = '5');  -- a comment; with a semicolon
+CREATE TABLE dst (n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');
+INSERT INTO dst SELECT n * 10 FROM src;
+"""
+
+
+def csv_numbers(folder: Path) -> list[int]:
+    return sorted(int(line.split(",")[0]) for f in folder.iterdir() if not f.name.startswith(".") for line in f.read_text().split())
+
+
+@pytest.mark.parametrize(("run_mode", "submit_via"), [("cluster", "rest"), ("cluster", "cli"), ("local", "rest")])
+async def test_sql_job(loader, cluster: str, tmp_path: Path, run_mode: str, submit_via: str) -> None:
+    out = tmp_path / "sql_out"
+    write(tmp_path / "report" / "report.sql", SQL.format(out=out))
+    write(
+        tmp_path / "report" / "report.yaml",
+        f"report:\n  job_type: flink\n  sql_file: report.sql\n  properties: {{run_mode: {run_mode}, submit_via: {submit_via}}}\n",
+    )
+    execution, runs = await run_execution(
+        loader, tmp_path / "report", tmp_path, settings={"flink": {"rest_url": cluster}, "instance_id": os.urandom(8).hex()}
+    )
+    log = Path(runs[0].env.log_path).read_text()
+    assert execution.status.value == "FINISHED", log[-3000:]
+    assert csv_numbers(out) == [10, 20, 30, 40, 50]
+    if run_mode == "cluster":
+        job_id = log.split("submitted Flink job ")[1].split()[0]
+        assert rest(f"/jobs/{job_id}")["state"] == "FINISHED"  # the id aiflowd chose is the cluster's
+
+
+async def test_python_processors_share_a_table_env_and_pass_tables(loader, cluster: str, tmp_path: Path) -> None:
+    out = tmp_path / "py_out"
+    folder = tmp_path / "words"
+    write(folder / "words.yaml", "words:\n  job_type: flink\n  properties: {run_mode: cluster}\n")
+    write(
+        folder / "words.py",
+        f"""
+        from pyflink.table.udf import udf
+        from aiflowd import FlinkPythonProcessor, FlinkSqlProcessor, job_config, user_define_operation
+
+        class Source(FlinkPythonProcessor):
+            def process(self, ctx, inputs):
+                ctx.table_env.create_temporary_view("words", ctx.table_env.from_elements([(1, "a"), (2, "bb")], ["id", "word"]))
+                return [ctx.table_env.from_path("words")]
+
+        @udf(result_type="BIGINT")
+        def word_length(word):
+            return len(word) * 100
+
+        class Lengths(FlinkSqlProcessor):
+            def udf_list(self, ctx):
+                return [("word_length", word_length)]
+            def sql_statements(self, ctx):
+                return [
+                    "CREATE TABLE out_t (id BIGINT, n BIGINT) WITH ('connector'='filesystem','path'='{out}','format'='csv')",
+                    "INSERT INTO out_t SELECT id, word_length(word) FROM words",
+                ]
+
+        with job_config("words"):
+            table = user_define_operation(processor=Source())
+            user_define_operation(processor=Lengths(), input=table)
+        """,
+    )
+    execution, runs = await run_execution(
+        loader, folder, tmp_path, settings={"flink": {"rest_url": cluster}, "instance_id": os.urandom(8).hex()}
+    )
+    assert execution.status.value == "FINISHED", Path(runs[0].env.log_path).read_text()[-3000:]
+    rows = sorted(line for f in out.iterdir() if not f.name.startswith(".") for line in f.read_text().split())
+    assert rows == ["1,100", "2,200"]
+
+
+@pytest.mark.parametrize(
+    ("yaml", "expected"),
+    [
+        (
+            'j:\n  job_type: flink\n  sql: "select \'x"\n',
+            "j.sql: SQL does not split into statements: unterminated ' quote starting on line 1",
+        ),
+        ("j:\n  job_type: flink\n  sql_file: nope.sql\n", "j.sql_file: cannot read 'nope.sql': No such file or directory"),
+        ("j:\n  job_type: flink\n  sql: '-- only a comment'\n", "j.sql: SQL does not split into statements: no SQL statement found"),
+        (
+            "j:\n  job_type: flink\n  sql: 'select 1'\n  properties: {run_mode: remote}\n",
+            "j.properties.run_mode: must be one of local, cluster; got 'remote'",
+        ),
+        (
+            "j:\n  job_type: flink\n  main_jar_file: x.jar\n  args: --input /data\n",
+            "j.args: must be a list of arguments (never one string)",
+        ),
+    ],
+)
+def test_flink_load_errors(loader, tmp_path: Path, yaml: str, expected: str) -> None:
+    from aiflowd.workflows.errors import LoadError
+
+    path = write(tmp_path / "bad.yaml", yaml)
+    with pytest.raises(LoadError) as info:
+        loader.load(str(path))
+    assert next(p.split(": ", 1)[1] for p in str(info.value).splitlines()) == expected
+
+
+def test_mixing_a_jar_with_python_nodes_is_a_load_error(loader, jar: Path, tmp_path: Path) -> None:
+    from aiflowd.workflows.errors import LoadError
+
+    folder = prepare(tmp_path, "mixed", jar)
+    write(folder / "mixed.yaml", "j:\n  job_type: flink\n")
+    write(
+        folder / "mixed.py",
+        """
+        from aiflowd import FlinkJavaProcessor, FlinkPythonProcessor, job_config, user_define_operation
+        class P(FlinkPythonProcessor):
+            def process(self, ctx, inputs):
+                return []
+        with job_config("j"):
+            user_define_operation(processor=FlinkJavaProcessor("x.Y", "wordcount.jar"))
+            user_define_operation(processor=P())
+        """,
+    )
+    with pytest.raises(LoadError) as info:
+        loader.load(str(folder))
+    assert "a flink jar job runs exactly one FlinkJavaProcessor; this one has 2 nodes" in str(info.value)
+
+
+def test_changed_workflow_restarts_a_streaming_job_from_its_savepoint(daemon: Daemon, jar: Path, tmp_path: Path) -> None:
+    folder = daemon.workflows / "evolving"
+    folder.mkdir()
+    shutil.copy(jar, folder / "wordcount.jar")
+    out = tmp_path / "evolving.txt"
+    savepoints = tmp_path / "savepoints"
+    jar_workflow(folder, jar, out, 10**9, f"{{run_mode: cluster, stop_mode: stop, savepoint_dir: 'file://{savepoints}'}}", pause_ms=20)
+    daemon.wait_jobs("evolving", lambda rows: rows and rows[0]["status"] == "RUNNING")
+    wait_for(lambda: out.exists(), timeout=60)
+    (folder / "NOTES.txt").write_text("a new asset makes a new version\n")
+    rows = daemon.wait_jobs("evolving", lambda rows: len(rows) == 2 and rows[0]["status"] == "RUNNING", timeout=60)
+    old, new = rows[1], rows[0]
+    assert (old["status"], old["message"]) == ("KILLED", "workflow changed")
+    assert f"from savepoint file:{savepoints}" in new["reason"]
+    wait_for(lambda: running_copies(f"aiflowd-test-{out.name}") == 1, timeout=30)
+    log = daemon.ctl("job", "logs", "evolving", "count").stdout
+    assert f"from savepoint file:{savepoints}" in log
+    daemon.ctl("workflow", "stop-execution", "evolving")
+    daemon.wait_jobs("evolving", lambda rows: rows[0]["status"] == "KILLED", timeout=60)

@@ -205,7 +205,8 @@ class FlinkJobController(JobController):
             await self._submit_rest_python(job, env, handle)
         else:
             await self._submit_rest(job, env, handle)
-        _note(env.log_path, f"submitted Flink job {job_id} to {handle.rest_url} via {handle.submit_via}")
+        restored = f" from savepoint {env.restore_savepoint}" if env.restore_savepoint else ""
+        _note(env.log_path, f"submitted Flink job {job_id} to {handle.rest_url} via {handle.submit_via}{restored}")
         return handle
 
     async def _submit_rest(self, job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
@@ -215,6 +216,8 @@ class FlinkJobController(JobController):
                 body: dict[str, Any] = {"entryClass": job.entry_class, "programArgsList": job.args, "jobId": handle.job_id}
                 if job.parallelism:
                     body["parallelism"] = job.parallelism
+                if env.restore_savepoint:
+                    body["savepointPath"] = env.restore_savepoint
                 answer = await client.post(f"/jars/{jar_id}/run", json=body)
                 if answer.status_code == 404 and attempt == 1:
                     continue  # the cluster forgot the jar (restarted): upload it again
@@ -233,6 +236,8 @@ class FlinkJobController(JobController):
                 body: dict[str, Any] = {"entryClass": PYTHON_DRIVER, "programArgsList": args, "jobId": handle.job_id}
                 if job.parallelism:
                     body["parallelism"] = job.parallelism
+                if env.restore_savepoint:
+                    body["savepointPath"] = env.restore_savepoint
                 answer = await client.post(f"/jars/{jar_id}/run", json=body)
                 if answer.status_code == 404 and attempt == 1:
                     continue
@@ -264,6 +269,8 @@ class FlinkJobController(JobController):
 
     async def _submit_cli(self, job: Any, env: JobRuntimeEnv, job_id: str) -> None:
         argv = [os.path.join(flink_home(env), "bin", "flink"), "run", "-d", f"-D$internal.pipeline.job-id={job_id}"]
+        if env.restore_savepoint:
+            argv += ["-s", env.restore_savepoint]
         if isinstance(job, FlinkPythonJob):
             argv += _target_options(job, env) + _python_options(job, env, write_pyflink_spec(job, env, "cluster", job_id))
         else:
