@@ -150,6 +150,10 @@ class JobController(ABC):
     async def get_job_status(self, job_handle: JobHandle) -> Status:
         """The job execution's status as of now."""
 
+    def stop_timeout(self, job_runtime_env: JobRuntimeEnv) -> float:
+        """How long ``stop_job`` may take before aiflowd stops waiting for it (a savepoint may take long)."""
+        return float(job_runtime_env.settings.get("stop_grace_period", 10.0))
+
     async def get_job_log(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> str:
         """The path of the execution's log file (controllers with remote logs may fetch them there)."""
         return job_runtime_env.log_path

@@ -37,6 +37,7 @@ EXPECTED_LOGS = {
 
 
 def example_names() -> list[str]:
+    """The examples that need no Flink cluster (tests/test_flink.py runs the others)."""
     return sorted(p.name for p in EXAMPLES.iterdir() if not p.name.startswith(("flink", "README", ".", "_")))
 
 

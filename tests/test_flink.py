@@ -6,13 +6,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, run_execution, wait_for, write
+from .conftest import REPO, cli_env, run_execution, wait_for, write
 from .daemon_harness import Daemon
 
 REST = "http://127.0.0.1:" + os.environ.get("FLINK_REST_PORT", "8081")
@@ -316,3 +317,49 @@ def test_changed_workflow_restarts_a_streaming_job_from_its_savepoint(daemon: Da
     assert f"from savepoint file:{savepoints}" in log
     daemon.ctl("workflow", "stop-execution", "evolving")
     daemon.wait_jobs("evolving", lambda rows: rows[0]["status"] == "KILLED", timeout=60)
+
+
+EXAMPLES = REPO / "examples" / "workflows"
+
+
+def test_flink_examples_are_tested() -> None:
+    assert sorted(p.name for p in EXAMPLES.iterdir() if p.name.startswith("flink")) == ["flink_streaming", "flink_wordcount"]
+
+
+def test_aiflow_flink_demo_example_runs_once(cluster: str, tmp_path: Path) -> None:
+    out = Path("/tmp/aiflowd-examples")
+    shutil.rmtree(out, ignore_errors=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "aiflowd.cli.aiflowd", "run-once", str(EXAMPLES / "flink_wordcount")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for job in ("count_local", "count_cluster"):
+        counts = {
+            json.loads(line)["word"]: json.loads(line)["n"]
+            for f in (out / job).iterdir()
+            if not f.name.startswith(".")
+            for line in f.read_text().split("\n")
+            if line
+        }
+        assert counts["hello"] == 2 and counts["schedules"] == 1 and len(counts) == 7
+    assert "".join(f.read_text() for f in (out / "count_sql").iterdir() if not f.name.startswith(".")).strip() == "7,10"
+
+
+def test_streaming_example_starts_and_restarts_on_events(daemon: Daemon) -> None:
+    shutil.copytree(EXAMPLES / "flink_streaming", daemon.workflows / "flink_streaming")
+    wait_for(lambda: daemon.known("flink_streaming"))
+    assert daemon.jobs("flink_streaming") == []  # waits for its event
+    daemon.ctl("event", "send", "model_updated", "v1")
+    daemon.wait_jobs("flink_streaming", lambda rows: rows and rows[0]["status"] == "RUNNING", timeout=60)
+    daemon.ctl("event", "send", "model_updated", "v2")
+    rows = daemon.wait_jobs(
+        "flink_streaming", lambda rows: len(rows) == 2 and rows[0]["status"] == "RUNNING" and rows[1]["status"] == "KILLED", timeout=60
+    )
+    assert rows[0]["reason"] == "event model_updated=v2"
+    daemon.ctl("workflow", "stop-execution", "flink_streaming")
+    daemon.wait_jobs("flink_streaming", lambda rows: rows[0]["status"] == "KILLED", timeout=60)

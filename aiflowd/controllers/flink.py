@@ -147,6 +147,7 @@ def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_i
         "job_id": job_id,
         "name": f"{info.workflow_name}.{info.job_name}",
         "parallelism": job.parallelism,
+        "execution_mode": job.execution_mode,
         "workflow_dir": env.workflow_dir,
         "working_dir": env.working_dir,
         "job_config": {"job_name": job.job_name, "job_type": job.job_type, "properties": job.job_config.properties},
@@ -335,6 +336,10 @@ class FlinkJobController(JobController):
         return {"SUCCEEDED": Status.FINISHED, "CANCELED": Status.KILLED}.get(handle.final.get("application-status", ""), Status.FAILED)
 
     # -- stopping ------------------------------------------------------------------
+
+    def stop_timeout(self, job_runtime_env: JobRuntimeEnv) -> float:
+        """A savepoint of large state takes time: ``flink.stop_timeout`` (default 300 s)."""
+        return float(flink_settings(job_runtime_env).get("stop_timeout", 300.0))
 
     async def stop_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
         if isinstance(job_handle, SubprocessJobHandle):

@@ -75,6 +75,13 @@ class JobSupervisor:
 
     @property
     def grace(self) -> float:
+        """How long a stop may take: the controller's say (AIFlow-style controllers have none)."""
+        stop_timeout = getattr(self.controller, "stop_timeout", None)
+        if callable(stop_timeout):
+            try:
+                return float(stop_timeout(self.env))
+            except Exception:  # noqa: BLE001 - a plugin's bug must not block stopping
+                pass
         return float(self.env.settings.get("stop_grace_period", 10.0))
 
     def request_stop(self, reason: str = "stopped") -> None:
@@ -124,6 +131,11 @@ class JobSupervisor:
         if timed_out or self._stop_reason is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace + CONTROLLER_SLACK):
                 await self._stop(handle)
+            if await self._still_running(handle):
+                # The stop did not finish in time: the job may still run, so it is not
+                # reported ended until it is (a Flink savepoint can take long).
+                self.note("the stop did not finish in time; waiting for the job to end")
+                await call(self.controller.get_result, handle, True, abandon_on_cancel=True)
         try:
             status = await call(self.controller.get_job_status, handle)
             result = await call(self.controller.get_result, handle, False)
@@ -138,6 +150,12 @@ class JobSupervisor:
             message = "the job ended, but its exit status was lost"
         self.log.info("job ended", status=status.value, exit_code=exit_code)
         return JobOutcome(status, exit_code, message, _record(handle), started)
+
+    async def _still_running(self, handle: JobHandle) -> bool:
+        try:
+            return bool(await call(self.controller.get_job_status, handle) == Status.RUNNING)
+        except Exception:  # noqa: BLE001 - unknown counts as ended; the status call below reports it
+            return False
 
     async def _stop(self, handle: JobHandle) -> None:
         try:

@@ -7,7 +7,8 @@ the ``flink`` CLI (``submit_via: cli``). Properties: ``run_mode``, ``submit_via`
 ``parallelism``, ``flink_run_args`` (CLI and local), ``stop_mode`` (``cancel`` or
 ``stop`` with a savepoint), ``savepoint_dir``, ``flink_stop_args``, ``env``, ``target``
 (passed to the CLI for YARN or Kubernetes application mode; untested here),
-``python_executable_path`` (the interpreter with pyflink for Python and SQL jobs).
+``python_executable_path`` (the interpreter with pyflink for Python and SQL jobs),
+``execution_mode`` (``streaming`` or ``batch``, for Python and SQL jobs).
 This module needs only the stdlib: workflow definitions import its processor.
 """
 
@@ -33,6 +34,7 @@ PROPERTIES = {
     "target",
     "timeout",
     "python_executable_path",
+    "execution_mode",
 }
 
 
@@ -176,6 +178,7 @@ class FlinkPythonJob(Job):
         self.env: dict[str, str] = options.get("env", {})
         self.target: str | None = options.get("target")
         self.python_executable: str | None = options.get("python_executable_path")
+        self.execution_mode: str = options["execution_mode"]
 
 
 class FlinkJobGenerator(JobGenerator):
@@ -248,7 +251,14 @@ def flink_options(properties: dict[str, Any]) -> dict[str, Any]:
         "stop_mode": properties.get("stop_mode", "cancel"),
         "env": environment_property(properties.get("env")),
     }
-    for key, allowed in (("run_mode", ("local", "cluster")), ("submit_via", ("rest", "cli")), ("stop_mode", ("cancel", "stop"))):
+    options["execution_mode"] = properties.get("execution_mode", "streaming")
+    checks = (
+        ("run_mode", ("local", "cluster")),
+        ("submit_via", ("rest", "cli")),
+        ("stop_mode", ("cancel", "stop")),
+        ("execution_mode", ("streaming", "batch")),
+    )
+    for key, allowed in checks:
         if options[key] not in allowed:
             raise JobGenerationError(f"must be one of {', '.join(allowed)}; got {options[key]!r}", key=f"properties.{key}")
     if "parallelism" in properties:

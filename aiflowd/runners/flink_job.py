@@ -64,7 +64,11 @@ def run(spec: dict[str, Any]) -> None:
     from aiflowd.plugin_interface import JobExecutionInfo
     from aiflowd.plugins.flink import SqlStatementsProcessor
 
-    settings = {"$internal.pipeline.job-id": spec["job_id"], "pipeline.name": spec["name"]}
+    settings = {
+        "$internal.pipeline.job-id": spec["job_id"],
+        "pipeline.name": spec["name"],
+        "execution.runtime-mode": spec.get("execution_mode", "streaming"),
+    }
     if spec["mode"] == "local":
         settings["python.executable"] = sys.executable  # UDF workers: this interpreter, which has pyflink
         settings["python.files"] = spec["workflow_dir"]  # ... and the workflow's modules (flink run's -pyfs)
