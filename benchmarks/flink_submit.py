@@ -1,0 +1,114 @@
+"""Flink submission latency: the same jar job through REST (jar cached) and through the CLI.
+
+From ``submit_job`` to the cluster reporting the job RUNNING, measured in one run against
+the project's cluster (scripts/flink-cluster.sh start). Target: REST at least 10 times
+faster than the CLI. Also: a workflow file dropped into the watched folder -> its Flink
+job RUNNING on the cluster, through a real daemon.
+
+Usage: python -m benchmarks.flink_submit [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pyflink
+
+from aiflowd.controllers.flink import FlinkJobController
+from aiflowd.model import JobConfig
+from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
+from aiflowd.plugins.flink import FlinkJavaJob, flink_options
+from benchmarks.daemon_process import BenchDaemon
+
+REST = "http://127.0.0.1:" + os.environ.get("FLINK_REST_PORT", "8081")
+SOURCE = Path(__file__).resolve().parent.parent / "tests" / "flink" / "WordCount.java"
+
+
+def state(job_id: str) -> str | None:
+    try:
+        with urllib.request.urlopen(f"{REST}/jobs/{job_id}", timeout=5) as answer:
+            return json.load(answer)["state"]
+    except Exception:  # noqa: BLE001 - not there (yet)
+        return None
+
+
+def build_jar(folder: Path) -> Path:
+    lib = Path(pyflink.__file__).parent / "lib"
+    subprocess.run(["javac", "-d", str(folder / "classes"), "-cp", f"{lib}/*", str(SOURCE)], check=True)
+    subprocess.run(["jar", "cf", str(folder / "wordcount.jar"), "-C", str(folder / "classes"), "."], check=True)
+    return folder / "wordcount.jar"
+
+
+async def submit_to_running(controller: FlinkJobController, jar: Path, root: Path, via: str, i: int) -> float:
+    options = flink_options({"run_mode": "cluster", "submit_via": via})
+    job = FlinkJavaJob(JobConfig("bench", "flink"), str(jar), "org.example.WordCount", [str(root / f"{via}{i}"), "1000000000", "50"], options)
+    info = JobExecutionInfo("bench", "bench", "1", f"{via}.{i}.{time.time_ns()}")
+    env = JobRuntimeEnv(str(root / "work" / f"{via}{i}"), str(root / "logs" / f"{via}{i}.log"), str(root), info, {"flink": {"rest_url": REST}})
+    started = time.perf_counter()
+    handle = await controller.submit_job(job, env)
+    while state(handle.job_id) != "RUNNING":  # type: ignore[attr-defined]
+        await asyncio.sleep(0.005)
+    took = time.perf_counter() - started
+    await controller.stop_job(handle, env)
+    return took
+
+
+def drop_to_running(jar: Path, root: Path, drops: int) -> list[float]:
+    daemon = BenchDaemon(root / "daemon", f"flink: {{rest_url: '{REST}'}}\n")
+    daemon.start()
+    samples = []
+    try:
+        for i in range(drops):
+            folder = root / "staging" / f"stream{i}"
+            folder.mkdir(parents=True)
+            shutil.copy(jar, folder / "wordcount.jar")
+            (folder / f"stream{i}.yaml").write_text(
+                f"count:\n  job_type: flink\n  main_jar_file: wordcount.jar\n  entry_class: org.example.WordCount\n"
+                f"  args: ['{root}/drop{i}', '1000000000', '50']\n"
+            )
+            started = time.perf_counter()
+            os.rename(folder, daemon.workflows / folder.name)  # the whole folder appears at once
+            name = f"aiflowd-test-drop{i}"
+            while True:
+                with urllib.request.urlopen(f"{REST}/jobs/overview", timeout=5) as answer:
+                    if any(j["name"] == name and j["state"] == "RUNNING" for j in json.load(answer)["jobs"]):
+                        break
+                time.sleep(0.005)
+            samples.append(time.perf_counter() - started)
+            os.rename(daemon.workflows / folder.name, root / "staging" / f"done{i}")  # removal stops the job
+    finally:
+        daemon.stop()
+    return samples
+
+
+async def main(rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        jar = build_jar(root)
+        controller = FlinkJobController()
+        await submit_to_running(controller, jar, root, "rest", -1)  # uploads the jar once: later runs use the cache
+        rest = [await submit_to_running(controller, jar, root, "rest", i) for i in range(rounds)]
+        cli = [await submit_to_running(controller, jar, root, "cli", i) for i in range(rounds)]
+        drops = drop_to_running(jar, root, rounds)
+    r, c = statistics.median(rest) * 1000, statistics.median(cli) * 1000
+    print(f"the same jar job, submit_job -> RUNNING on the cluster, median of {rounds}")
+    print(f"  REST (jar upload cached): {r:7.1f} ms")
+    print(f"  CLI (flink run -d)      : {c:7.1f} ms")
+    print(f"  CLI / REST              : {c / r:7.1f} x  (target >= 10)")
+    print(f"  file dropped -> Flink job RUNNING (daemon, REST): median {statistics.median(drops) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    asyncio.run(main(parser.parse_args().rounds))
