@@ -374,7 +374,7 @@ class Daemon:
             namespace=str(params.get("namespace") or "default"),
             sender=str(params.get("sender") or ""),
         )
-        await self._ask(lambda engine: engine._user_event(event))
+        await self._ask(lambda engine: engine.user_event(event))
         return {"sent": True}
 
     async def m_event_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:

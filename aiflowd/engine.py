@@ -659,6 +659,10 @@ class Engine:
     def send_event(self, event: Event) -> None:
         self.post("event", event)
 
+    def user_event(self, event: Event) -> None:
+        """Record a user event and let every open execution's rules and every start trigger see it."""
+        self._user_event(event)
+
     def _user_event(self, event: Event) -> None:
         self.store.add_event(event.key, event.value, event.event_type, event.namespace, event.sender, event.time)
         for execution in list(self.executions.values()):

@@ -7,7 +7,7 @@
 #   scripts/flink-cluster.sh status
 #
 # Bound to 127.0.0.1, REST on $FLINK_REST_PORT (default 8081), 8 task slots, memory small
-# enough for a 2-core machine running tests beside it. Its config, logs, pids, temporary
+# enough for a 2-core machine running tests beside it (JobManager 768m, TaskManager 1280m). Its config, logs, pids, temporary
 # files and savepoints live under $AIFLOWD_FLINK_WORKDIR (default: .flink in the repository).
 # Needs the `flink` extra installed (scripts/setup.sh --flink) and Java 17.
 set -euo pipefail
@@ -75,15 +75,20 @@ settings = {
     "rest.port": $port,
     "taskmanager.numberOfTaskSlots": 8,
     "parallelism.default": 1,
-    "jobmanager.memory.process.size": "512m",
-    "jobmanager.memory.jvm-metaspace.size": "160m",
+    "jobmanager.memory.process.size": "768m",
+    "jobmanager.memory.jvm-metaspace.size": "256m",
     "jobmanager.memory.jvm-overhead.min": "64m",
     "jobmanager.memory.off-heap.size": "32m",
-    "taskmanager.memory.process.size": "768m",
-    "taskmanager.memory.jvm-metaspace.size": "160m",
+    "taskmanager.memory.process.size": "1280m",
+    # Every job's classes load in a class loader of their own; 160m of metaspace ran out
+    # after about 30 jobs (OutOfMemoryError: Metaspace), a test run submits more.
+    "taskmanager.memory.jvm-metaspace.size": "384m",
     "taskmanager.memory.jvm-overhead.min": "64m",
     "taskmanager.memory.framework.heap.size": "64m",
     "taskmanager.memory.framework.off-heap.size": "48m",
+    # Python UDF workers talk to the TaskManager over gRPC buffers in direct memory; without
+    # room for them a few jobs in, tasks fail with "Cannot reserve ... direct buffer memory".
+    "taskmanager.memory.task.off-heap.size": "192m",
     "taskmanager.memory.network.min": "32m",
     "taskmanager.memory.managed.fraction": 0.25,
     # Without it, batch jobs fail on direct memory or hang at this size.

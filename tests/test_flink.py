@@ -207,10 +207,11 @@ async def test_sql_job(loader, cluster: str, tmp_path: Path, run_mode: str, subm
         assert rest(f"/jobs/{job_id}")["state"] == "FINISHED"  # the id aiflowd chose is the cluster's
 
 
-async def test_python_processors_share_a_table_env_and_pass_tables(loader, cluster: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("submit_via", ["rest", "cli"])
+async def test_python_processors_share_a_table_env_and_pass_tables(loader, cluster: str, tmp_path: Path, submit_via: str) -> None:
     out = tmp_path / "py_out"
     folder = tmp_path / "words"
-    write(folder / "words.yaml", "words:\n  job_type: flink\n  properties: {run_mode: cluster}\n")
+    write(folder / "words.yaml", f"words:\n  job_type: flink\n  properties: {{run_mode: cluster, submit_via: {submit_via}}}\n")
     write(
         folder / "words.py",
         f"""
@@ -363,3 +364,60 @@ def test_streaming_example_starts_and_restarts_on_events(daemon: Daemon) -> None
     assert rows[0]["reason"] == "event model_updated=v2"
     daemon.ctl("workflow", "stop-execution", "flink_streaming")
     daemon.wait_jobs("flink_streaming", lambda rows: rows[0]["status"] == "KILLED", timeout=60)
+
+
+async def test_cli_submission_failure_is_clear_and_keeps_the_clients_output(loader, cluster: str, jar: Path, tmp_path: Path) -> None:
+    folder = prepare(tmp_path, "badclass", jar)
+    write(
+        folder / "badclass.yaml",
+        "j:\n  job_type: flink\n  main_jar_file: wordcount.jar\n  entry_class: org.example.NoSuchClass\n  args: []\n  properties: {submit_via: cli}\n",
+    )
+    execution, runs = await run_execution(
+        loader, folder, tmp_path, settings={"flink": {"rest_url": cluster}, "instance_id": os.urandom(8).hex()}
+    )
+    assert execution.status.value == "FAILED"
+    assert runs[0].message == "submission failed: RuntimeError: flink run failed (exit status 1); its output is in the job's log"
+    assert "org.example.NoSuchClass" in Path(runs[0].env.log_path).read_text()
+
+
+async def test_yaml_processor_reference_for_a_flink_python_node(loader, cluster: str, tmp_path: Path) -> None:
+    out = tmp_path / "ref_out"
+    folder = tmp_path / "byref"
+    write(
+        folder / "byref.yaml",
+        f"j:\n  job_type: flink\n  processor: steps:Numbers\n  args: {{path: '{out}'}}\n  properties: {{execution_mode: batch}}\n",
+    )
+    write(
+        folder / "steps.py",
+        """
+        from aiflowd import FlinkPythonProcessor
+
+        class Numbers(FlinkPythonProcessor):
+            def __init__(self, path):
+                self.path = path
+            def process(self, ctx, inputs):
+                ctx.table_env.execute_sql(f"CREATE TABLE o (n BIGINT) WITH ('connector'='filesystem','path'='{self.path}','format'='csv')")
+                ctx.statement_set.add_insert("o", ctx.table_env.from_elements([(7,), (8,)], ["n"]))
+                return []
+        """,
+    )
+    execution, runs = await run_execution(
+        loader, folder, tmp_path, settings={"flink": {"rest_url": cluster}, "instance_id": os.urandom(8).hex()}
+    )
+    assert execution.status.value == "FINISHED", Path(runs[0].env.log_path).read_text()[-2000:]
+    assert csv_numbers(out) == [7, 8]
+
+
+async def test_a_python_job_refused_through_rest_names_its_cause(loader, cluster: str, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "mismatch.yaml",
+        "x:\n  job_type: flink\n  sql: \"CREATE TABLE o (n INT) WITH ('connector'='blackhole'); INSERT INTO o SELECT 'text'\"\n",
+    )
+    execution, runs = await run_execution(
+        loader, path, tmp_path, settings={"flink": {"rest_url": cluster}, "instance_id": os.urandom(8).hex()}
+    )
+    assert execution.status.value == "FAILED"
+    assert runs[0].message.startswith(
+        "submission failed: RuntimeError: the cluster refused the job: ValidationException: Column types of query result and sink"
+    )
+    assert "Traceback" in Path(runs[0].env.log_path).read_text()

@@ -223,6 +223,7 @@ class FlinkJobController(JobController):
                 if answer.status_code == 404 and attempt == 1:
                     continue  # the cluster forgot the jar (restarted): upload it again
                 if answer.status_code >= 400:
+                    _note(env.log_path, f"the cluster refused the job (HTTP {answer.status_code}):\n{answer.text}")
                     raise RuntimeError(f"the cluster refused the job: HTTP {answer.status_code}: {_errors(answer)}")
                 return
 
@@ -243,7 +244,9 @@ class FlinkJobController(JobController):
                 if answer.status_code == 404 and attempt == 1:
                     continue
                 if answer.status_code >= 400:
-                    raise RuntimeError(f"the cluster refused the job: HTTP {answer.status_code}: {_errors(answer)}")
+                    cause = _read(os.path.join(env.working_dir, "runner-error.txt"))
+                    _note(env.log_path, f"the job's Python program failed in the JobManager:\n{cause}" if cause else answer.text)
+                    raise RuntimeError(f"the cluster refused the job: {_cause_line(cause) or _errors(answer)}")
                 return
 
     async def _jar_id(self, client: httpx.AsyncClient, jar: str, url: str, fresh: bool) -> str:
@@ -453,6 +456,17 @@ def _errors(answer: httpx.Response) -> str:
         return "; ".join(str(e).splitlines()[0] for e in errors)[:1000] or answer.text[:1000]
     except ValueError:
         return answer.text[:1000]
+
+
+_EXCEPTION_LINE = re.compile(r"^(?::\s)?([\w.$]+(?:Exception|Error)): (.+)$")
+
+
+def _cause_line(traceback_text: str) -> str | None:
+    """The line that says what went wrong in a Python (or Py4J-wrapped Java) traceback."""
+    found = [m for line in traceback_text.splitlines() if (m := _EXCEPTION_LINE.match(line.strip()))]
+    useful = [m for m in found if not m.group(1).endswith("Py4JJavaError")]
+    chosen = useful[0] if useful else (found[-1] if found else None)
+    return None if chosen is None else f"{chosen.group(1).rsplit('.', 1)[-1]}: {chosen.group(2)}"
 
 
 def _sha256(path: str) -> str:

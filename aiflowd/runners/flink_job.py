@@ -17,7 +17,10 @@ import json
 import os
 import pickle
 import sys
+import traceback
 from typing import Any
+
+RUNNER_ERROR = "runner-error.txt"
 
 
 class FlinkExecutionContext:
@@ -124,7 +127,14 @@ def main(argv: list[str]) -> int:
     with open(argv[-1], encoding="utf-8") as fh:
         spec = json.load(fh)
     os.chdir(spec["working_dir"])
-    run(spec)
+    try:
+        run(spec)
+    except BaseException:
+        # Under the REST API's Python driver this process's output lands in the JobManager's
+        # log; the file lets aiflowd put the real cause in the job's own log.
+        with open(RUNNER_ERROR, "w", encoding="utf-8") as fh:
+            traceback.print_exc(file=fh)
+        raise
     return 0
 
 
