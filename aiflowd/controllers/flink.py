@@ -202,8 +202,6 @@ class FlinkJobController(JobController):
         handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), job.submit_via, env.log_path)  # type: ignore[attr-defined]
         if job.submit_via == "cli" or job.target:  # type: ignore[attr-defined]
             await self._submit_cli(job, env, job_id)
-        elif isinstance(job, FlinkPythonJob):
-            await self._submit_rest_python(job, env, handle)
         else:
             await self._submit_rest(job, env, handle)
         restored = f" from savepoint {env.restore_savepoint}" if env.restore_savepoint else ""
@@ -211,43 +209,30 @@ class FlinkJobController(JobController):
         return handle
 
     async def _submit_rest(self, job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
+        """A jar through REST; Python and SQL as the runner under Flink's Python driver, in the JobManager."""
+        if isinstance(job, FlinkPythonJob):
+            spec = write_pyflink_spec(job, env, "cluster", handle.job_id)
+            jar, entry_class, args = _python_driver_jar(env), PYTHON_DRIVER, ["-py", RUNNER, "-pyfs", env.workflow_dir, spec]
+        else:
+            jar, entry_class, args = job.jar, job.entry_class, job.args
+        body: dict[str, Any] = {"entryClass": entry_class, "programArgsList": args, "jobId": handle.job_id}
+        if job.parallelism:
+            body["parallelism"] = job.parallelism
+        if env.restore_savepoint:
+            body["savepointPath"] = env.restore_savepoint
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
             for attempt in (1, 2):
-                jar_id = await self._jar_id(client, job.jar, handle.rest_url, fresh=attempt == 2)
-                body: dict[str, Any] = {"entryClass": job.entry_class, "programArgsList": job.args, "jobId": handle.job_id}
-                if job.parallelism:
-                    body["parallelism"] = job.parallelism
-                if env.restore_savepoint:
-                    body["savepointPath"] = env.restore_savepoint
+                jar_id = await self._jar_id(client, jar, handle.rest_url, fresh=attempt == 2)
                 answer = await client.post(f"/jars/{jar_id}/run", json=body)
                 if answer.status_code == 404 and attempt == 1:
                     continue  # the cluster forgot the jar (restarted): upload it again
-                if answer.status_code >= 400:
-                    _note(env.log_path, f"the cluster refused the job (HTTP {answer.status_code}):\n{answer.text}")
-                    raise RuntimeError(f"the cluster refused the job: HTTP {answer.status_code}: {_errors(answer)}")
-                return
-
-    async def _submit_rest_python(self, job: FlinkPythonJob, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
-        """Python and SQL through REST: the runner runs inside the JobManager under Flink's Python driver."""
-        spec = write_pyflink_spec(job, env, "cluster", handle.job_id)
-        driver = _python_driver_jar(env)
-        args = ["-py", RUNNER, "-pyfs", env.workflow_dir, spec]
-        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
-            for attempt in (1, 2):
-                jar_id = await self._jar_id(client, driver, handle.rest_url, fresh=attempt == 2)
-                body: dict[str, Any] = {"entryClass": PYTHON_DRIVER, "programArgsList": args, "jobId": handle.job_id}
-                if job.parallelism:
-                    body["parallelism"] = job.parallelism
-                if env.restore_savepoint:
-                    body["savepointPath"] = env.restore_savepoint
-                answer = await client.post(f"/jars/{jar_id}/run", json=body)
-                if answer.status_code == 404 and attempt == 1:
-                    continue
-                if answer.status_code >= 400:
-                    cause = _read(os.path.join(env.working_dir, "runner-error.txt"))
-                    _note(env.log_path, f"the job's Python program failed in the JobManager:\n{cause}" if cause else answer.text)
-                    raise RuntimeError(f"the cluster refused the job: {_cause_line(cause) or _errors(answer)}")
-                return
+                if answer.status_code < 400:
+                    return
+                # A Python program's own output goes to the JobManager's log: the runner
+                # leaves its traceback in the working folder for the job's log instead.
+                cause = _read(os.path.join(env.working_dir, "runner-error.txt"))
+                _note(env.log_path, f"the job's Python program failed in the JobManager:\n{cause}" if cause else answer.text)
+                raise RuntimeError(f"the cluster refused the job: {_cause_line(cause) or _errors(answer)}")
 
     async def _jar_id(self, client: httpx.AsyncClient, jar: str, url: str, fresh: bool) -> str:
         """The cluster's id for this jar's content, uploading it only when the cluster lacks it."""

@@ -221,35 +221,32 @@ def find_wrapper(status_path: str) -> tuple[int, int] | None:
     died in between): the wrapper's command line names its status file.
     """
     needle = b"\0" + os.fsencode(status_path) + b"\0"
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    for pid in _pids():
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmdline = fh.read()
         except OSError:
             continue
         if cmdline.startswith(b"/bin/sh\0-c\0") and needle in cmdline:
-            start = process_start_time(int(entry))
+            start = process_start_time(pid)
             if start is not None:
-                return int(entry), start
+                return pid, start
     return None
 
 
-def _group_has_live_member(pgid: int) -> bool:
+def _pids() -> list[int]:
     try:
-        entries = os.listdir("/proc")
+        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
     except OSError:
+        return []
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    if not os.path.isdir("/proc"):
         return True  # no /proc: trust kill(0), which counts zombies too
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    for pid in _pids():
         try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
                 stat = fh.read()
         except OSError:
             continue

@@ -143,40 +143,38 @@ def split_sql(text: str) -> list[str]:
     return statements
 
 
-class FlinkJavaJob(Job):
-    """A Flink jar job ready to run: absolute jar path, entry class, arguments, properties."""
+class FlinkJob(Job):
+    """What every Flink job carries: how and where it runs, and how it stops."""
+
+    def __init__(self, job_config: JobConfig, options: dict[str, Any]) -> None:
+        super().__init__(job_config)
+        self.run_mode: str = options["run_mode"]
+        self.submit_via: str = options["submit_via"]
+        self.parallelism: int | None = options.get("parallelism")
+        self.flink_run_args: list[str] = options.get("flink_run_args", [])
+        self.stop_mode: str = options["stop_mode"]
+        self.savepoint_dir: str | None = options.get("savepoint_dir")
+        self.flink_stop_args: list[str] = options.get("flink_stop_args", [])
+        self.env: dict[str, str] = options.get("env", {})
+        self.target: str | None = options.get("target")
+
+
+class FlinkJavaJob(FlinkJob):
+    """A Flink jar job ready to run: absolute jar path, entry class, arguments."""
 
     def __init__(self, job_config: JobConfig, jar: str, entry_class: str | None, args: list[str], options: dict[str, Any]) -> None:
-        super().__init__(job_config)
+        super().__init__(job_config, options)
         self.jar = jar
         self.entry_class = entry_class
         self.args = args
-        self.run_mode: str = options["run_mode"]
-        self.submit_via: str = options["submit_via"]
-        self.parallelism: int | None = options.get("parallelism")
-        self.flink_run_args: list[str] = options.get("flink_run_args", [])
-        self.stop_mode: str = options["stop_mode"]
-        self.savepoint_dir: str | None = options.get("savepoint_dir")
-        self.flink_stop_args: list[str] = options.get("flink_stop_args", [])
-        self.env: dict[str, str] = options.get("env", {})
-        self.target: str | None = options.get("target")
 
 
-class FlinkPythonJob(Job):
-    """A PyFlink job (Python and SQL nodes) ready to run: its nodes in order, properties."""
+class FlinkPythonJob(FlinkJob):
+    """A PyFlink job (Python and SQL nodes) ready to run: its nodes in order."""
 
     def __init__(self, job_config: JobConfig, nodes: list[dict[str, Any]], options: dict[str, Any]) -> None:
-        super().__init__(job_config)
+        super().__init__(job_config, options)
         self.nodes = nodes
-        self.run_mode: str = options["run_mode"]
-        self.submit_via: str = options["submit_via"]
-        self.parallelism: int | None = options.get("parallelism")
-        self.flink_run_args: list[str] = options.get("flink_run_args", [])
-        self.stop_mode: str = options["stop_mode"]
-        self.savepoint_dir: str | None = options.get("savepoint_dir")
-        self.flink_stop_args: list[str] = options.get("flink_stop_args", [])
-        self.env: dict[str, str] = options.get("env", {})
-        self.target: str | None = options.get("target")
         self.python_executable: str | None = options.get("python_executable_path")
         self.execution_mode: str = options["execution_mode"]
 
