@@ -104,7 +104,8 @@ class Daemon:
                 if signum == signal.SIGHUP:
                     await self.reload()
                 elif self.stopping.is_set():
-                    log.warning("second stop signal: not waiting for jobs any longer")
+                    killed = self.engine.kill_all()
+                    log.warning("second stop signal: not waiting for jobs any longer", killed=killed)
                     if self.watcher is not None:
                         self.watcher.close()
                     scope.cancel()  # job tasks still stop their process groups, shielded and bounded

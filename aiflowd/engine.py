@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import math
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -237,6 +238,20 @@ class Engine:
         await self.request(lambda engine: engine._stop_everything(reason))
         while self.executions:
             await next(iter(self.executions.values())).ended.wait()
+
+    def kill_all(self) -> int:
+        """SIGKILL every local job's process group now (a second stop signal: no more waiting).
+
+        Jobs elsewhere (on a Flink cluster) are left to the stop already under way.
+        """
+        killed = 0
+        for execution in self.executions.values():
+            for run in execution.running.values():
+                handle = run.supervisor.handle if run.supervisor is not None else None
+                group = getattr(handle, "_group", None)
+                if group is not None and group.signal_group(signal.SIGKILL):
+                    killed += 1
+        return killed
 
     def _flush(self) -> None:
         self.store.commit()

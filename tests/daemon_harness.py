@@ -81,7 +81,10 @@ class Daemon:
         control_socket: {self.socket}
         stop_grace_period: 1s
         """
-        self.config.write_text(textwrap.dedent(base) + textwrap.dedent(extra))
+        extra = textwrap.dedent(extra)
+        overridden = {line.split(":", 1)[0] for line in extra.splitlines() if line and not line.startswith(" ")}
+        kept = [line for line in textwrap.dedent(base).splitlines() if line.split(":", 1)[0] not in overridden]
+        self.config.write_text("\n".join(kept) + "\n" + extra)
 
     def start(self, wait: bool = True, extra_env: dict[str, str] | None = None) -> Daemon:
         self.notifications = Notifications(str(self.socket_dir / f"notify-{len(os.listdir(self.socket_dir))}"))

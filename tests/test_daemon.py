@@ -368,3 +368,22 @@ def test_socket_activation(tmp_path: Path) -> None:
     finally:
         activator.send_signal(signal.SIGTERM)
         activator.wait(timeout=20)
+
+
+def test_a_second_sigterm_stops_waiting_and_kills_the_jobs(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, config="stop_grace_period: 60s\n")
+    try:
+        daemon.start()
+        daemon.write_workflow("deaf.yaml", "d:\n  job_type: bash\n  bash_command: \"trap '' TERM; while true; do sleep 0.05; done\"\n")
+        daemon.wait_jobs("deaf", lambda rows: statuses(rows) == [("d", "RUNNING")])
+        pid = _pid_of(daemon, "d")
+        assert daemon.process is not None and daemon.notifications is not None
+        daemon.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: daemon.notifications.count("STOPPING=1") == 1)
+        started = time.monotonic()
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=20) == 0
+        assert time.monotonic() - started < 10  # not the 60 s grace
+        wait_for(lambda: not pid_alive(pid), timeout=5)
+    finally:
+        daemon.close()
