@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -341,6 +342,7 @@ def test_unreachable_daemon_exit_code(tmp_path: Path) -> None:
     assert result.returncode == 3 and "no aiflowd answers" in result.stderr
 
 
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate is not installed")
 def test_socket_activation(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path)
     activator = subprocess.Popen(
