@@ -378,8 +378,23 @@ class Daemon:
         await self._ask(lambda engine: engine.user_event(event))
         return {"sent": True}
 
-    async def m_event_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return await self._ask(lambda engine: engine.store.events(int(params.get("after", 0)), int(params.get("limit", 100))))
+    async def m_event_list(self, params: dict[str, Any]) -> Any:
+        after, limit = int(params.get("after", 0)), int(params.get("limit", 100))
+        if not params.get("follow"):
+            return await self._ask(lambda engine: engine.store.events(after, limit))
+        return self._follow_events(after, limit)
+
+    async def _follow_events(self, after: int, limit: int) -> AsyncIterator[dict[str, Any]]:
+        def since(last: int, count: int) -> Any:
+            return lambda engine: engine.store.events(last, count)
+
+        rows = await self._ask(since(after, limit))
+        while True:
+            for row in rows:
+                yield row
+            after = rows[-1]["id"] if rows else after
+            await anyio.sleep(0.1)  # events arrive through the engine's loop; the store is where they are kept
+            rows = await self._ask(since(after, 1000))
 
     async def m_plugins(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         return [info.describe() for info in self.loader.registry]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -197,10 +198,13 @@ def test_kill_9_mid_run_then_restart(daemon: Daemon, tmp_path: Path) -> None:
     daemon.kill9()
     gate.touch()  # 'slow' ends while no daemon runs: its exit status must not be lost
     wait_for(lambda: not pid_alive(slow), timeout=10)
+    restarted = time.time()
     daemon.start()
     rows = daemon.wait_jobs("crash", lambda rows: ("after_failure", "FINISHED") in statuses(rows))
     assert statuses(rows) == [("after_failure", "FINISHED"), ("slow", "FAILED"), ("survivor", "RUNNING")]
-    assert next(r for r in rows if r["job"] == "slow")["exit_code"] == 4
+    slow_row = next(r for r in rows if r["job"] == "slow")
+    assert slow_row["exit_code"] == 4
+    assert slow_row["ended_at"] < restarted  # when it really ended, not when the daemon learned it
     (tmp_path / "gate.2").touch()
     daemon.wait_jobs("crash", lambda rows: ("survivor", "FINISHED") in statuses(rows))
     assert sorted(runs.read_text().split()) == ["after", "slow", "survivor"]  # nothing ran twice
@@ -389,3 +393,21 @@ def test_a_second_sigterm_stops_waiting_and_kills_the_jobs(tmp_path: Path) -> No
         wait_for(lambda: not pid_alive(pid), timeout=5)
     finally:
         daemon.close()
+
+
+def test_event_list_follow_streams_new_events(daemon: Daemon) -> None:
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "aiflowd.cli.aiflowctl", "--socket", str(daemon.socket), "--json", "event", "list", "-f"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert follower.stdout is not None
+        daemon.ctl("event", "send", "k1", "v1")
+        daemon.ctl("event", "send", "k2", "v2", "--namespace", "ns")
+        first, second = json.loads(follower.stdout.readline()), json.loads(follower.stdout.readline())
+        assert (first["key"], first["value"], second["key"], second["namespace"]) == ("k1", "v1", "k2", "ns")
+    finally:
+        follower.kill()
+        follower.communicate()

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--type", dest="event_type", default="*")
     send.add_argument("--sender", default="aiflowctl")
     send.add_argument("--namespace", default="default")
-    event.add_parser("list", help="recent events")
+    events = event.add_parser("list", help="recent events")
+    events.add_argument("-f", "--follow", action="store_true", help="keep printing events as they come")
 
     sub.add_parser("plugins", help="job types and where their plugins come from")
     validate = sub.add_parser("validate", help="check workflows with the daemon's loader, without a daemon")
@@ -115,6 +116,11 @@ def run_command(client: Any, args: argparse.Namespace) -> int:
     command = args.command if args.command in ("status", "plugins", "reload") else f"{args.command}.{args.action}"
     if command == "job.logs":
         return job_logs(client, args)
+    if command == "event.list" and args.follow:
+        for event in client.stream("event.list", follow=True):
+            human = f"{event['id']}  {event['key']}={event['value']}  type={event['event_type']} namespace={event['namespace']}"
+            print(json.dumps(event) if args.json else f"{human} sender={event['sender']}", flush=True)
+        return DONE
     method = {
         "workflow.list": "workflow.list",
         "workflow.show": "workflow.show",

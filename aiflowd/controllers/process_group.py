@@ -75,6 +75,7 @@ class ProcessGroup:
     _returncode: int | None = None
     _ended: bool = False
     _lock: anyio.Lock | None = None
+    ended_at: float | None = None
 
     @classmethod
     def spawn(
@@ -121,13 +122,22 @@ class ProcessGroup:
             return group  # no pidfd support: wait() polls
         group._ended = True
         group._returncode = read_exit_status(status_path)
+        group.ended_at = group._status_time()
         return group
+
+    def _status_time(self) -> float | None:
+        """When the job ended, as its status file says (it ended while nobody watched)."""
+        try:
+            return os.stat(self.status_path).st_mtime
+        except OSError:
+            return None
 
     @classmethod
     def ended(cls, status_path: str) -> ProcessGroup:
         """A job known only by the status file it left."""
         group = cls(0, 0, status_path, _ended=True)
         group._returncode = read_exit_status(status_path)
+        group.ended_at = group._status_time()
         return group
 
     @property
@@ -205,6 +215,7 @@ class ProcessGroup:
 
     def _finish(self, returncode: int | None) -> None:
         self._ended = True
+        self.ended_at = self._status_time() if self._popen is None else time.time()
         # The wrapper exits with the command's status. Only when it was killed itself (or
         # is not our child) does the file it leaves tell more than its exit code.
         if returncode is None or returncode > 128:

@@ -96,6 +96,11 @@ class SubprocessJobHandle(JobHandle):
         self._group: ProcessGroup | None = None
 
     @property
+    def ended_at(self) -> float | None:
+        """When the job ended (for one that ended while no daemon watched: when its status file was written)."""
+        return self._group.ended_at if self._group is not None else None
+
+    @property
     def group(self) -> ProcessGroup:
         assert self._group is not None, "handle was not made by submit_job or reattach"
         return self._group

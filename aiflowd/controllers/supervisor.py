@@ -149,7 +149,11 @@ class JobSupervisor:
         if status == Status.FAILED and exit_code is None and message is None:
             message = "the job ended, but its exit status was lost"
         self.log.info("job ended", status=status.value, exit_code=exit_code)
-        return JobOutcome(status, exit_code, message, _record(handle), started)
+        ended_at = getattr(handle, "ended_at", None)
+        outcome = JobOutcome(status, exit_code, message, _record(handle), started)
+        if isinstance(ended_at, float):
+            outcome.ended_at = ended_at
+        return outcome
 
     async def _still_running(self, handle: JobHandle) -> bool:
         try:
