@@ -421,3 +421,23 @@ async def test_a_python_job_refused_through_rest_names_its_cause(loader, cluster
         "submission failed: RuntimeError: the cluster refused the job: ValidationException: Column types of query result and sink"
     )
     assert "Traceback" in Path(runs[0].env.log_path).read_text()
+
+
+async def test_a_recorded_job_the_cluster_does_not_know_fails_with_a_note(cluster: str, tmp_path: Path) -> None:
+    from aiflowd.controllers.flink import FlinkJobController
+    from aiflowd.model import Status
+    from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
+
+    env = JobRuntimeEnv(
+        str(tmp_path / "w"),
+        str(tmp_path / "job.log"),
+        str(tmp_path),
+        JobExecutionInfo("wf", "j", "1", "1.j.1"),
+        {"flink": {"rest_url": cluster}},
+    )
+    controller = FlinkJobController()
+    handle = await controller.reattach({"job_id": os.urandom(16).hex(), "rest_url": cluster, "submit_via": "rest"}, env)
+    assert handle is not None
+    assert await controller.get_result(handle) is None
+    assert await controller.get_job_status(handle) == Status.FAILED
+    assert "the cluster does not know Flink job" in (tmp_path / "job.log").read_text()

@@ -184,31 +184,13 @@ def _run_options(job: Any) -> list[str]:
     return [*options, job.jar, *job.args]
 
 
-class FlinkJobController(JobController):
-    """Runs ``FlinkJavaJob``s: locally, or on a cluster through REST or the CLI."""
+class FlinkRestController:
+    """The Flink REST API: jar upload (cached by content), run, state, cancel, stop with savepoint."""
 
     def __init__(self) -> None:
-        self.local = LocalFlinkController()
         self._uploaded: dict[tuple[str, str], str] = {}  # (rest url, jar hash) -> jar id
 
-    # -- submission ----------------------------------------------------------------
-
-    async def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
-        env = job_runtime_env
-        if job.run_mode == "local":  # type: ignore[attr-defined]
-            return await self.local.submit_job(job, env)
-        os.makedirs(env.log_dir, exist_ok=True)
-        job_id = flink_job_id(env)
-        handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), job.submit_via, env.log_path)  # type: ignore[attr-defined]
-        if job.submit_via == "cli" or job.target:  # type: ignore[attr-defined]
-            await self._submit_cli(job, env, job_id)
-        else:
-            await self._submit_rest(job, env, handle)
-        restored = f" from savepoint {env.restore_savepoint}" if env.restore_savepoint else ""
-        _note(env.log_path, f"submitted Flink job {job_id} to {handle.rest_url} via {handle.submit_via}{restored}")
-        return handle
-
-    async def _submit_rest(self, job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
+    async def submit(self, job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
         """A jar through REST; Python and SQL as the runner under Flink's Python driver, in the JobManager."""
         if isinstance(job, FlinkPythonJob):
             spec = write_pyflink_spec(job, env, "cluster", handle.job_id)
@@ -256,7 +238,79 @@ class FlinkJobController(JobController):
         self._uploaded[key] = jar_id
         return jar_id
 
-    async def _submit_cli(self, job: Any, env: JobRuntimeEnv, job_id: str) -> None:
+    async def result(self, handle: FlinkJobHandle, blocking: bool) -> dict[str, Any] | None:
+        """The job's final result (``/execution-result`` is not cached, unlike ``/jobs/<id>``).
+
+        A cluster that does not answer is asked again: the job may well still run there.
+        """
+        unreachable_noted = False
+        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
+            while handle.final is None:
+                try:
+                    answer = await client.get(f"/jobs/{handle.job_id}/execution-result")
+                except httpx.TransportError as err:
+                    if not unreachable_noted:
+                        _note(handle.log_path, f"the Flink cluster does not answer ({err}); asking again")
+                        unreachable_noted = True
+                    if not blocking:
+                        return None
+                    await anyio.sleep(1.0)
+                    continue
+                if answer.status_code == 404:
+                    handle.final = {"application-status": "UNKNOWN"}
+                    _note(handle.log_path, f"the cluster does not know Flink job {handle.job_id} (was it restarted?)")
+                    break
+                if answer.status_code == 200 and answer.json().get("status", {}).get("id") == "COMPLETED":
+                    handle.final = answer.json().get("job-execution-result", {})
+                    cause = handle.final.get("failure-cause")
+                    if cause:
+                        _note(handle.log_path, f"Flink job {handle.job_id} failed:\n{cause.get('stack-trace', cause)}")
+                    break
+                if not blocking:
+                    return None
+                await anyio.sleep(POLL_INTERVAL)
+        return handle.final
+
+    async def cancel(self, handle: FlinkJobHandle) -> None:
+        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
+            await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+
+    async def stop_with_savepoint(self, handle: FlinkJobHandle, directory: str | None) -> None:
+        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
+            answer = await client.post(f"/jobs/{handle.job_id}/stop", json={"targetDirectory": directory, "drain": False})
+            if answer.status_code >= 400:
+                _note(handle.log_path, f"stop with savepoint refused ({_errors(answer)}); cancelling")
+                await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+                return
+            trigger = answer.json()["request-id"]
+            while True:  # an unfinished savepoint is "unknown", never "failed": keep asking
+                state = (await client.get(f"/jobs/{handle.job_id}/savepoints/{trigger}")).json()
+                if state.get("status", {}).get("id") == "COMPLETED":
+                    operation = state.get("operation", {})
+                    if "location" in operation:
+                        handle.savepoint_path = operation["location"]
+                        _note(handle.log_path, f"stopped with savepoint {handle.savepoint_path}")
+                    else:
+                        failure = operation.get("failure-cause", {}).get("stack-trace", "")[:500]
+                        _note(handle.log_path, f"savepoint failed ({failure}); cancelling")
+                        await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+                    return
+                await anyio.sleep(POLL_INTERVAL)
+
+    async def known(self, url: str, job_id: str) -> bool | None:
+        """Whether the cluster knows the job; None when it does not answer."""
+        try:
+            async with httpx.AsyncClient(base_url=url, timeout=HTTP_TIMEOUT) as client:
+                answer = await client.get(f"/jobs/{job_id}")
+        except httpx.HTTPError:
+            return None
+        return answer.status_code != 404
+
+
+class FlinkCliController:
+    """The ``flink`` CLI: ``flink run -d``, ``flink cancel``, ``flink stop``; no client outlives its call."""
+
+    async def submit(self, job: Any, env: JobRuntimeEnv, job_id: str) -> None:
         argv = [os.path.join(flink_home(env), "bin", "flink"), "run", "-d", f"-D$internal.pipeline.job-id={job_id}"]
         if env.restore_savepoint:
             argv += ["-s", env.restore_savepoint]
@@ -264,13 +318,27 @@ class FlinkJobController(JobController):
             argv += _target_options(job, env) + _python_options(job, env, write_pyflink_spec(job, env, "cluster", job_id))
         else:
             argv += _target_options(job, env) + _run_options(job)
-        code = await self._run_cli(argv, job, env, "submit")
-        said = _read(env.log_path)
-        found = _JOB_ID.findall(said)
-        if code != 0 or job_id not in found:
+        code = await self._run(argv, job, env, "submit")
+        # The client prints "Job has been submitted with JobID <id>" (attached or detached,
+        # on either stream): the id must be the one aiflowd chose.
+        if code != 0 or job_id not in _JOB_ID.findall(_read(env.log_path)):
             raise RuntimeError(f"flink run failed (exit status {code}); its output is in the job's log")
 
-    async def _run_cli(self, argv: list[str], job: Any, env: JobRuntimeEnv, what: str) -> int | None:
+    async def stop(self, handle: FlinkJobHandle, job: Any, env: JobRuntimeEnv, mode: str) -> None:
+        flink = os.path.join(flink_home(env), "bin", "flink")
+        if mode == "stop":
+            argv = [flink, "stop", *_target_options(job, env), *job.flink_stop_args]
+            if job.savepoint_dir:
+                argv += ["--savepointPath", job.savepoint_dir]
+            argv.append(handle.job_id)
+        else:
+            argv = [flink, "cancel", *_target_options(job, env), handle.job_id]
+        await self._run(argv, job, env, "stop")
+        said = re.findall(r"Savepoint completed\. Path: (\S+)", _read(handle.log_path))
+        if said:
+            handle.savepoint_path = said[-1]
+
+    async def _run(self, argv: list[str], job: Any, env: JobRuntimeEnv, what: str) -> int | None:
         os.makedirs(env.working_dir, exist_ok=True)
         extra = dict(job.env) if job is not None else {}
         extra.update({"JAVA_HOME": java_home(env), "FLINK_LOG_DIR": env.working_dir, "FLINK_IDENT_STRING": "aiflowd"})
@@ -287,43 +355,50 @@ class FlinkJobController(JobController):
         try:
             return await group.wait()
         finally:
-            # The client must not outlive its call (a detached submission leaves nothing behind).
             with anyio.CancelScope(shield=True):
                 await group.terminate(5.0)
 
-    # -- state ---------------------------------------------------------------------
+
+class FlinkJobController(JobController):
+    """Runs Flink jobs: locally, or on a cluster through the REST API or the CLI."""
+
+    def __init__(self) -> None:
+        self.local = LocalFlinkController()
+        self.rest = FlinkRestController()
+        self.cli = FlinkCliController()
+
+    async def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
+        env = job_runtime_env
+        if job.run_mode == "local":  # type: ignore[attr-defined]
+            return await self.local.submit_job(job, env)
+        os.makedirs(env.log_dir, exist_ok=True)
+        job_id = flink_job_id(env)
+        via = "cli" if job.submit_via == "cli" or job.target else "rest"  # type: ignore[attr-defined]
+        handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), via, env.log_path)
+        if via == "cli":
+            await self.cli.submit(job, env, job_id)
+        else:
+            await self.rest.submit(job, env, handle)
+        restored = f" from savepoint {env.restore_savepoint}" if env.restore_savepoint else ""
+        _note(env.log_path, f"submitted Flink job {job_id} to {handle.rest_url} via {via}{restored}")
+        return handle
 
     async def get_result(self, job_handle: JobHandle, blocking: bool = True) -> object:
         if isinstance(job_handle, SubprocessJobHandle):
             return await self.local.get_result(job_handle, blocking)
-        handle = _flink_handle(job_handle)
-        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
-            while handle.final is None:
-                answer = await client.get(f"/jobs/{handle.job_id}/execution-result")
-                if answer.status_code == 200 and answer.json().get("status", {}).get("id") == "COMPLETED":
-                    handle.final = answer.json().get("job-execution-result", {})
-                    cause = handle.final.get("failure-cause")
-                    if cause:
-                        _note(handle.log_path, f"Flink job {handle.job_id} failed:\n{cause.get('stack-trace', cause)}")
-                    break
-                if not blocking:
-                    return None
-                await anyio.sleep(POLL_INTERVAL)
-        return {"SUCCEEDED": 0, "FAILED": 1}.get(handle.final.get("application-status", ""))
+        final = await self.rest.result(_flink_handle(job_handle), blocking)
+        return None if final is None else {"SUCCEEDED": 0, "FAILED": 1}.get(final.get("application-status", ""))
 
     async def get_job_status(self, job_handle: JobHandle) -> Status:
         if isinstance(job_handle, SubprocessJobHandle):
             return await self.local.get_job_status(job_handle)
         handle = _flink_handle(job_handle)
-        if handle.final is None:
-            await self.get_result(handle, blocking=False)
-        if handle.final is None:
+        final = await self.rest.result(handle, blocking=False)
+        if final is None:
             return Status.RUNNING
         if handle.stopped:
             return Status.KILLED
-        return {"SUCCEEDED": Status.FINISHED, "CANCELED": Status.KILLED}.get(handle.final.get("application-status", ""), Status.FAILED)
-
-    # -- stopping ------------------------------------------------------------------
+        return {"SUCCEEDED": Status.FINISHED, "CANCELED": Status.KILLED}.get(final.get("application-status", ""), Status.FAILED)
 
     def stop_timeout(self, job_runtime_env: JobRuntimeEnv) -> float:
         """A savepoint of large state takes time: ``flink.stop_timeout`` (default 300 s)."""
@@ -333,64 +408,22 @@ class FlinkJobController(JobController):
         if isinstance(job_handle, SubprocessJobHandle):
             return await self.local.stop_job(job_handle, job_runtime_env)
         handle = _flink_handle(job_handle)
-        if await self.get_result(handle, blocking=False) is not None or handle.final is not None:
+        if await self.rest.result(handle, blocking=False) is not None:
             return
         handle.stopped = True
         job = handle.job
         mode = getattr(job, "stop_mode", "cancel")
         if handle.submit_via == "cli" and job is not None:
-            await self._stop_cli(handle, job, job_runtime_env, mode)
+            await self.cli.stop(handle, job, job_runtime_env, mode)
         elif mode == "stop":
-            await self._stop_with_savepoint(handle, getattr(job, "savepoint_dir", None))
+            await self.rest.stop_with_savepoint(handle, getattr(job, "savepoint_dir", None))
         else:
-            async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
-                await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
-        await self.get_result(handle, blocking=True)
-
-    async def _stop_with_savepoint(self, handle: FlinkJobHandle, directory: str | None) -> None:
-        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
-            answer = await client.post(f"/jobs/{handle.job_id}/stop", json={"targetDirectory": directory, "drain": False})
-            if answer.status_code >= 400:
-                _note(handle.log_path, f"stop with savepoint refused ({_errors(answer)}); cancelling")
-                await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
-                return
-            trigger = answer.json()["request-id"]
-            while True:  # an unfinished savepoint is "unknown", never "failed": keep asking
-                state = (await client.get(f"/jobs/{handle.job_id}/savepoints/{trigger}")).json()
-                if state.get("status", {}).get("id") == "COMPLETED":
-                    operation = state.get("operation", {})
-                    if "location" in operation:
-                        handle.savepoint_path = operation["location"]
-                        _note(handle.log_path, f"stopped with savepoint {handle.savepoint_path}")
-                    else:
-                        _note(
-                            handle.log_path,
-                            f"savepoint failed ({operation.get('failure-cause', {}).get('stack-trace', '')[:500]}); cancelling",
-                        )
-                        await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
-                    return
-                await anyio.sleep(POLL_INTERVAL)
-
-    async def _stop_cli(self, handle: FlinkJobHandle, job: Any, env: JobRuntimeEnv, mode: str) -> None:
-        flink = os.path.join(flink_home(env), "bin", "flink")
-        if mode == "stop":
-            argv = [flink, "stop", *_target_options(job, env), *job.flink_stop_args]
-            if job.savepoint_dir:
-                argv += ["--savepointPath", job.savepoint_dir]
-            argv.append(handle.job_id)
-        else:
-            argv = [flink, "cancel", *_target_options(job, env), handle.job_id]
-        await self._run_cli(argv, job, env, "stop")
-        said = re.findall(r"Savepoint completed\. Path: (\S+)", _read(handle.log_path))
-        if said:
-            handle.savepoint_path = said[-1]
+            await self.rest.cancel(handle)
+        await self.rest.result(handle, blocking=True)
 
     async def cleanup_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
         if isinstance(job_handle, SubprocessJobHandle):
             await self.local.cleanup_job(job_handle, job_runtime_env)
-
-    async def get_job_log(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> str:
-        return job_runtime_env.log_path
 
     async def reattach(self, handle_record: dict[str, Any], job_runtime_env: JobRuntimeEnv) -> JobHandle | None:
         """A cluster job by its id (recorded, or derived again); a local one by its process."""
@@ -399,16 +432,18 @@ class FlinkJobController(JobController):
         env = job_runtime_env
         job_id = str(handle_record.get("job_id") or flink_job_id(env))
         url = str(handle_record.get("rest_url") or rest_url(env))
-        try:
-            async with httpx.AsyncClient(base_url=url, timeout=HTTP_TIMEOUT) as client:
-                answer = await client.get(f"/jobs/{job_id}")
-        except httpx.HTTPError:
-            answer = None
-        if answer is None or answer.status_code == 404:
+        known = await self.rest.known(url, job_id)
+        if known is False:
             if "job_id" not in handle_record:
                 return await self.local.reattach(handle_record, env)  # a local job, or one never submitted
-            return None
-        handle = FlinkJobHandle(None, env.job_execution_info, job_id, url, str(handle_record.get("submit_via", "rest")), env.log_path)  # type: ignore[arg-type]
+            known = True  # recorded as submitted: polling will say what became of it
+        if known is None and "job_id" not in handle_record:
+            local = await self.local.reattach(handle_record, env)
+            if local is not None:
+                return local
+        # Known, or the cluster does not answer now: keep the job and keep asking.
+        via = str(handle_record.get("submit_via", "rest"))
+        handle = FlinkJobHandle(None, env.job_execution_info, job_id, url, via, env.log_path)  # type: ignore[arg-type]
         handle.stopped = bool(handle_record.get("stopped", False))
         handle.savepoint_path = handle_record.get("savepoint_path")
         return handle
