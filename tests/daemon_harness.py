@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -170,6 +171,7 @@ class Daemon:
         if self.notifications is not None:
             self.notifications.close()
         kill_jobs_under(str(self.root))
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 def kill_jobs_under(root: str) -> None:

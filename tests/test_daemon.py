@@ -374,6 +374,7 @@ def test_socket_activation(tmp_path: Path) -> None:
     finally:
         activator.send_signal(signal.SIGTERM)
         activator.wait(timeout=20)
+        daemon.close()
 
 
 def test_a_second_sigterm_stops_waiting_and_kills_the_jobs(tmp_path: Path) -> None:
