@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --flink
-.venv/bin/ruff check aiflowd tests benchmarks
+.venv/bin/ruff check .
 started_cluster=0
 if ! scripts/flink-cluster.sh status >/dev/null 2>&1; then
   scripts/flink-cluster.sh start

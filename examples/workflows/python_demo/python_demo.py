@@ -1,12 +1,10 @@
 """AIFlow's python demo: one PythonProcessor that prints a greeting."""
 
-from typing import List
-
 from aiflowd import ExecutionContext, PythonProcessor, job_config, user_define_operation
 
 
 class PrintHelloWorld(PythonProcessor):
-    def process(self, execution_context: ExecutionContext, input_list: List) -> List:
+    def process(self, execution_context: ExecutionContext, input_list: list) -> list:
         print("Hello World!")
         return []
 
