@@ -20,18 +20,18 @@ import sys
 import traceback
 from typing import Any
 
+from aiflowd.plugins.python import ExecutionContext
+
 RUNNER_ERROR = "runner-error.txt"
 
 
-class FlinkExecutionContext:
+class FlinkExecutionContext(ExecutionContext):
     """What a Flink processor sees: AIFlow's ExecutionContext plus the shared Flink environments."""
 
     def __init__(
         self, config: dict[str, Any], name: str, job_execution_info: Any, table_env: Any, statement_set: Any, stream_env: Any
     ) -> None:
-        self.config = config
-        self.name = name
-        self.job_execution_info = job_execution_info
+        super().__init__(config, name, job_execution_info)
         self.table_env = table_env
         self.statement_set = statement_set
         self.stream_execution_env = stream_env
