@@ -9,12 +9,14 @@ The daemon, ``run-once`` and ``aiflowctl validate`` all use this one loader.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,10 @@ EVENT_RULE_KEYS = EVENT_KEYS | {"action"}
 PERIODIC_KEYS = {"cron", "interval", "start_date", "timezone"}
 CONFIG_NAMES = ("workflow.yaml",)
 MAX_HASHED_FILES = 10_000
+
+
+#: A rule and how to report a problem at the place it was written.
+LocatedRule = tuple[Rule, Callable[[str], Problem]]
 
 
 @dataclass
@@ -177,9 +183,7 @@ class _Load:
         self.source = source
         self.problems: list[Problem] = []
         self.doc: YamlDocument
-        self.rule_positions: dict[int, Path] = {}
         self.job_type_misspelt: set[str] = set()
-        self.dsl_rule_positions: dict[int, tuple[str, int]] = {}
 
     def problem(self, path: Path, message: str) -> None:
         self.problems.append(self.doc.problem(path, message))
@@ -210,8 +214,9 @@ class _Load:
         compiled = self.compile(yaml_jobs)
         graphs = self.build_graphs(workflow, yaml_jobs, configs, compiled)
         workflow.jobs = graphs
-        workflow.rules = self.yaml_rules(yaml_jobs) + self.dsl_rules(compiled)
-        self.check_rules(workflow)
+        rules = self.yaml_rules(yaml_jobs) + self.dsl_rules(compiled)
+        workflow.rules = [rule for rule, _ in rules]
+        self.check_rules(workflow, rules)
         jobs = self.generate(workflow, yaml_jobs)
         if self.problems:
             raise LoadError(self.problems)
@@ -375,8 +380,8 @@ class _Load:
             self.problem(path, f"unknown action {value!r} (known: {', '.join(a.value for a in JobAction)})")
             return None
 
-    def yaml_rules(self, yaml_jobs: dict[str, dict[str, Any]]) -> list[Rule]:
-        rules: list[Rule] = []
+    def yaml_rules(self, yaml_jobs: dict[str, dict[str, Any]]) -> list[LocatedRule]:
+        rules: list[LocatedRule] = []
         for name, job in yaml_jobs.items():
             for i, item in enumerate(self.sequence((name, "action_on_job_status"), job.get("action_on_job_status"))):
                 path = (name, "action_on_job_status", i)
@@ -392,14 +397,14 @@ class _Load:
                     continue
                 action = self.action((*path, "action"), item.get("action", "START"))
                 if action is not None:
-                    rules.append(Rule(name, JobStatusCondition(str(item["upstream_job"]), status), action))
-                    self.rule_positions[len(rules) - 1] = (*path, "upstream_job")
+                    rule = Rule(name, JobStatusCondition(str(item["upstream_job"]), status), action)
+                    rules.append((rule, self.doc.problem_at((*path, "upstream_job"))))
             for i, item in enumerate(self.sequence((name, "action_on_event"), job.get("action_on_event"))):
                 path = (name, "action_on_event", i)
                 condition = self.event_condition(path, item, EVENT_RULE_KEYS)
                 action = self.action((*path, "action"), item.get("action", "START")) if condition else None
                 if condition is not None and action is not None:
-                    rules.append(Rule(name, condition, action))
+                    rules.append((Rule(name, condition, action), self.doc.problem_at(path)))
         return rules
 
     # -- the Python side -----------------------------------------------------------
@@ -495,26 +500,30 @@ class _Load:
 
     def compile_python(self, yaml_jobs: dict[str, dict[str, Any]]) -> str:
         """The interpreter for the definition: the workflow's or its jobs' ``python_executable_path``."""
-        chosen = self.doc.data.get("properties", {}) if isinstance(self.doc.data.get("properties"), dict) else {}
-        if chosen.get("python_executable_path"):
-            return str(chosen["python_executable_path"])
-        paths = {
-            str(job["properties"]["python_executable_path"])
-            for job in yaml_jobs.values()
-            if isinstance(job.get("properties"), dict) and job["properties"].get("python_executable_path")
-        }
+
+        def chosen(properties: Any) -> str | None:
+            return (
+                str(properties["python_executable_path"])
+                if isinstance(properties, dict) and properties.get("python_executable_path")
+                else None
+            )
+
+        workflow_choice = chosen(self.doc.data.get("properties"))
+        if workflow_choice:
+            return workflow_choice
+        paths = {path for job in yaml_jobs.values() if (path := chosen(job.get("properties")))}
         return paths.pop() if len(paths) == 1 else self.loader.settings.python
 
-    def dsl_rules(self, compiled: dict[str, Any]) -> list[Rule]:
-        rules = []
+    def dsl_rules(self, compiled: dict[str, Any]) -> list[LocatedRule]:
+        rules: list[LocatedRule] = []
         for item in compiled.get("rules", []):
             condition: JobStatusCondition | EventCondition
             if item["kind"] == "status":
                 condition = JobStatusCondition(item["condition"]["upstream_job"], item["condition"]["status"])
             else:
                 condition = EventCondition(**item["condition"])
-            rules.append(Rule(item["job"], condition, JobAction(item["action"])))
-            self.dsl_rule_positions[len(rules) - 1] = (item.get("file", ""), item.get("line", 0))
+            file, line = item.get("file") or self.source.definition_file or "", item.get("line", 0)
+            rules.append((Rule(item["job"], condition, JobAction(item["action"])), functools.partial(Problem, file, line, 0, "")))
         return rules
 
     def build_graphs(
@@ -563,7 +572,7 @@ class _Load:
             if not graph.config.job_type and "job_type" not in job and name not in self.job_type_misspelt:
                 self.problem(
                     (name,),
-                    "needs a job_type" + (f" ({suggest(name, WORKFLOW_KEYS)})" if suggest(name, WORKFLOW_KEYS).startswith("did") else ""),
+                    "needs a job_type" + (f" ({hint})" if (hint := suggest(name, WORKFLOW_KEYS)).startswith("did") else ""),
                 )
             graphs[name] = graph
         for name, nodes in compiled_jobs.items():
@@ -619,24 +628,13 @@ class _Load:
 
     # -- whole-workflow checks -----------------------------------------------------
 
-    def check_rules(self, workflow: Workflow) -> None:
-        yaml_count = len(self.rule_positions)
-        for index, rule in enumerate(workflow.rules):
-            where = self.rule_location(index, yaml_count, rule)
+    def check_rules(self, workflow: Workflow, rules: list[LocatedRule]) -> None:
+        for rule, problem in rules:
             if rule.job not in workflow.jobs:
-                self.problems.append(where(f"rule for unknown job '{rule.job}' ({suggest(rule.job, workflow.jobs)})"))
+                self.problems.append(problem(f"rule for unknown job '{rule.job}' ({suggest(rule.job, workflow.jobs)})"))
             if isinstance(rule.condition, JobStatusCondition) and rule.condition.upstream_job not in workflow.jobs:
                 up = rule.condition.upstream_job
-                self.problems.append(where(f"upstream job '{up}' is not a job of this workflow ({suggest(up, workflow.jobs)})"))
-
-    def rule_location(self, index: int, yaml_count: int, rule: Rule) -> Any:
-        if index < yaml_count or index in self.rule_positions:
-            path = self.rule_positions.get(index)
-            if path is not None:
-                return lambda message: self.doc.problem(path, message)
-        dsl_index = index - yaml_count
-        file, line = self.dsl_rule_positions.get(dsl_index, (self.source.definition_file or "", 0))
-        return lambda message: Problem(file, line, 0, "", message)
+                self.problems.append(problem(f"upstream job '{up}' is not a job of this workflow ({suggest(up, workflow.jobs)})"))
 
     def generate(self, workflow: Workflow, yaml_jobs: dict[str, dict[str, Any]]) -> dict[str, Job]:
         jobs: dict[str, Job] = {}

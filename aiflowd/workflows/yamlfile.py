@@ -8,7 +8,8 @@ or exhaust the reader.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Hashable
+import functools
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,10 @@ class YamlDocument:
     def problem(self, path: Path, message: str) -> Problem:
         line, column = self.position(path)
         return Problem(self.file, line, column, format_path(path), message)
+
+    def problem_at(self, path: Path) -> Callable[[str], Problem]:
+        """A reporter of problems at ``path``, for checks that come later."""
+        return functools.partial(self.problem, path)
 
 
 def format_path(path: Path) -> str:
