@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiflowd.controllers.process_group import wrappers
+
 from .conftest import cli_env, wait_for
 
 
@@ -176,17 +178,8 @@ class Daemon:
 
 def kill_jobs_under(root: str) -> None:
     """Kill the process group of any job whose wrapper names a file under ``root`` (after kill -9 tests)."""
-    needle = root.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid, _ in wrappers(root.encode()):
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read()
+            os.killpg(pid, signal.SIGKILL)
         except OSError:
-            continue
-        if cmdline.startswith(b"/bin/sh\0-c\0") and needle in cmdline:
-            try:
-                os.killpg(int(entry), signal.SIGKILL)
-            except OSError:
-                pass
+            pass

@@ -231,18 +231,24 @@ def find_wrapper(status_path: str) -> tuple[int, int] | None:
     Finds a job whose start was decided but whose pid was never recorded (the starter
     died in between): the wrapper's command line names its status file.
     """
-    needle = b"\0" + os.fsencode(status_path) + b"\0"
+    found = wrappers(b"\0" + os.fsencode(status_path) + b"\0")
+    return found[0] if found else None
+
+
+def wrappers(fragment: bytes) -> list[tuple[int, int]]:
+    """(pid, start time) of every job wrapper whose command line contains ``fragment``."""
+    found = []
     for pid in _pids():
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmdline = fh.read()
         except OSError:
             continue
-        if cmdline.startswith(b"/bin/sh\0-c\0") and needle in cmdline:
+        if cmdline.startswith(b"/bin/sh\0-c\0") and fragment in cmdline:
             start = process_start_time(pid)
             if start is not None:
-                return pid, start
-    return None
+                found.append((pid, start))
+    return found
 
 
 def _pids() -> list[int]:
