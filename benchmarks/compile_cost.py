@@ -10,16 +10,15 @@ Usage: python -m benchmarks.compile_cost [--rounds 20]
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 from aiflowd.plugin_interface import PluginRegistry
 from aiflowd.workflows.loader import WorkflowLoader
+from benchmarks.measure import median_ms
 
 DEFINITION = textwrap.dedent(
     """
@@ -41,15 +40,6 @@ DEFINITION = textwrap.dedent(
 )
 
 
-def timed(fn, rounds: int) -> float:  # type: ignore[no-untyped-def]
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
-
-
 def main(rounds: int) -> None:
     registry = PluginRegistry()
     registry.load_builtin()
@@ -61,12 +51,12 @@ def main(rounds: int) -> None:
         (folder / "flow.py").write_text(DEFINITION)
         yaml_only = Path(tmp) / "plain.yaml"
         yaml_only.write_text("".join(f"job_{i}:\n  job_type: bash\n  bash_command: echo {i}\n" for i in range(5)))
-        bare = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), rounds)
-        bare_import = timed(
+        bare = median_ms(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), rounds)
+        bare_import = median_ms(
             lambda: subprocess.run([sys.executable, "-c", "import aiflowd.workflows.dsl, aiflowd.plugins.python"], check=True), rounds
         )
-        python = timed(lambda: loader.load(str(folder)), rounds)
-        plain = timed(lambda: loader.load(str(yaml_only)), rounds)
+        python = median_ms(lambda: loader.load(str(folder)), rounds)
+        plain = median_ms(lambda: loader.load(str(yaml_only)), rounds)
     print(f"median of {rounds} loads")
     print(f"  python -c pass (reference)                      : {bare:6.1f} ms")
     print(f"  python importing aiflowd's DSL (reference)      : {bare_import:6.1f} ms")

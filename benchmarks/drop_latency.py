@@ -22,11 +22,7 @@ import watchfiles
 
 from aiflowd.watcher import DEBOUNCE_MS, STEP_MS
 from benchmarks.daemon_process import BenchDaemon
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from benchmarks.measure import percentile
 
 
 def wait_for_file(path: Path, timeout: float = 30) -> None:

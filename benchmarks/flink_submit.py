@@ -51,9 +51,13 @@ def build_jar(folder: Path) -> Path:
 
 async def submit_to_running(controller: FlinkJobController, jar: Path, root: Path, via: str, i: int) -> float:
     options = flink_options({"run_mode": "cluster", "submit_via": via})
-    job = FlinkJavaJob(JobConfig("bench", "flink"), str(jar), "org.example.WordCount", [str(root / f"{via}{i}"), "1000000000", "50"], options)
+    job = FlinkJavaJob(
+        JobConfig("bench", "flink"), str(jar), "org.example.WordCount", [str(root / f"{via}{i}"), "1000000000", "50"], options
+    )
     info = JobExecutionInfo("bench", "bench", "1", f"{via}.{i}.{time.time_ns()}")
-    env = JobRuntimeEnv(str(root / "work" / f"{via}{i}"), str(root / "logs" / f"{via}{i}.log"), str(root), info, {"flink": {"rest_url": REST}})
+    env = JobRuntimeEnv(
+        str(root / "work" / f"{via}{i}"), str(root / "logs" / f"{via}{i}.log"), str(root), info, {"flink": {"rest_url": REST}}
+    )
     started = time.perf_counter()
     handle = await controller.submit_job(job, env)
     while state(handle.job_id) != "RUNNING":  # type: ignore[attr-defined]

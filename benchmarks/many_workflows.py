@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,15 +19,7 @@ from pathlib import Path
 
 from aiflowd.watcher import STEP_MS
 from benchmarks.daemon_process import BenchDaemon
-
-
-def timed_ms(command: list[str], rounds: int = 20) -> float:
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+from benchmarks.measure import median_ms
 
 
 def main(count: int) -> None:
@@ -42,8 +33,8 @@ def main(count: int) -> None:
         idle_cpu, idle_wakeups = idle.cpu_seconds() - cpu_before, idle.wakeups() - wakeups_before
         idle_rss = idle.rss_mb()
         ctl = [sys.executable, "-m", "aiflowd.cli.aiflowctl", "--socket", str(idle.socket), "status"]
-        status_ms = timed_ms(ctl)
-        bare_ms = timed_ms([sys.executable, "-c", "pass"])
+        status_ms = median_ms(lambda: subprocess.run(ctl, check=True, capture_output=True))
+        bare_ms = median_ms(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True))
         idle.stop()
 
         daemon = BenchDaemon(root / "many")
