@@ -154,9 +154,9 @@ class Daemon:
     def _load_all(self) -> list[tuple[str, LoadedWorkflow | LoadError]]:
         return [(path, self._load(path)) for path in discover(self.config.workflows_dir)]
 
-    def _load(self, path: str) -> LoadedWorkflow | LoadError:
+    def _load(self, path: str, version: str | None = None) -> LoadedWorkflow | LoadError:
         try:
-            return self.loader.load(path)
+            return self.loader.load(path, version)
         except LoadError as err:
             return err
         except Exception as err:
@@ -175,6 +175,7 @@ class Daemon:
             if entry is not None and entry.status != RETIRED and entry.path == path:
                 self.engine.post("removed", name)
             return
+        version = None
         if entry is not None and entry.status == ACTIVE and entry.loaded is not None and not entry.problems:
             try:
                 version = await anyio.to_thread.run_sync(workflow_version, find_source(path))
@@ -182,7 +183,7 @@ class Daemon:
                 version = None
             if version == entry.loaded.workflow.version:
                 return  # the same content: a no-op save, a touch, a bytecode cache
-        result = await anyio.to_thread.run_sync(self._load, path)
+        result = await anyio.to_thread.run_sync(self._load, path, version)  # hashed once, not again
         self.engine.post("loaded", (path, result))
 
     async def _rescan(self) -> None:

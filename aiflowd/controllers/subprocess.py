@@ -8,6 +8,7 @@ job type only says which command to run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -50,13 +51,19 @@ def status_path(env: JobRuntimeEnv) -> str:
 _made_dirs: set[str] = set()
 
 
+@functools.cache
+def _inherited_environment() -> dict[str, str]:
+    """What jobs inherit from the daemon's environment, read once: every job launch needs it."""
+    return {k: v for k, v in os.environ.items() if k in INHERITED_VARIABLES or k.startswith("LC_")}
+
+
 def job_environment(env: JobRuntimeEnv, extra: Mapping[str, str]) -> dict[str, str]:
     """A job's environment: a clean base, the daemon's ``job_env``, the job's ``env``, its ids.
 
     The base keeps only what programs need to run (``PATH``, ``HOME``, locale, ...); the
     service manager's notify, watchdog and socket variables never pass.
     """
-    base = {k: v for k, v in os.environ.items() if k in INHERITED_VARIABLES or k.startswith("LC_")}
+    base = dict(_inherited_environment())
     base.update(env.settings.get("job_env") or {})
     base.update(extra)
     info = env.job_execution_info

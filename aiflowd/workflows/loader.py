@@ -170,9 +170,10 @@ class WorkflowLoader:
         self.registry = registry
         self.settings = settings or LoaderSettings()
 
-    def load(self, path: str) -> LoadedWorkflow:
+    def load(self, path: str, version: str | None = None) -> LoadedWorkflow:
+        """Load the workflow at ``path``; ``version``, when the caller hashed its files already."""
         source = find_source(path)
-        return _Load(self, source).run()
+        return _Load(self, source).run(version)
 
 
 class _Load:
@@ -188,13 +189,13 @@ class _Load:
     def problem(self, path: Path, message: str) -> None:
         self.problems.append(self.doc.problem(path, message))
 
-    def run(self) -> LoadedWorkflow:
+    def run(self, version: str | None = None) -> LoadedWorkflow:
         source = self.source
         if not NAME_RE.match(source.name):
             raise LoadError(
                 [Problem(source.path, 0, 0, "", f"'{source.name}' is not a valid workflow name (letters, digits, '_', '-', '.')")]
             )
-        version = workflow_version(source)
+        version = version or workflow_version(source)
         self.doc = read_yaml(source.config_file)
         data = self.doc.data
         if not isinstance(data, dict):
