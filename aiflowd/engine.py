@@ -248,7 +248,7 @@ class Engine:
         for execution in self.executions.values():
             for run in execution.running.values():
                 handle = run.supervisor.handle if run.supervisor is not None else None
-                group = getattr(handle, "_group", None)
+                group = getattr(handle, "group", None)  # local process groups; cluster jobs have none
                 if group is not None and group.signal_group(signal.SIGKILL):
                     killed += 1
         return killed
