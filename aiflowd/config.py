@@ -31,6 +31,8 @@ class DaemonConfig:
     plugin_paths: list[str] = field(default_factory=list)
     stop_grace_period: float = 10.0
     compile_timeout: float = 30.0
+    control_idle_timeout: float = 30.0
+    control_request_timeout: float = 5.0
     max_concurrent_jobs: int = 64
     job_env: dict[str, str] = field(default_factory=dict)
     flink: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +59,8 @@ _KEYS = {
     "plugin_paths",
     "stop_grace_period",
     "compile_timeout",
+    "control_idle_timeout",
+    "control_request_timeout",
     "max_concurrent_jobs",
     "job_env",
     "flink",
@@ -113,12 +117,15 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
         if key == "plugin_paths":
             value = [os.path.normpath(os.path.join(base, os.path.expanduser(v))) for v in value]
         setattr(config, key, value)
-    for key in ("stop_grace_period", "compile_timeout"):
+    for key in ("stop_grace_period", "compile_timeout", "control_idle_timeout", "control_request_timeout"):
         if key in data:
             try:
                 setattr(config, key, parse_duration(data[key]))
             except ValueError as err:
                 where(key, str(err))
+                continue
+            if key.startswith("control_") and getattr(config, key) <= 0:
+                where(key, f"must be longer than 0, got {data[key]!r}")
     if "max_concurrent_jobs" in data:
         value = data["max_concurrent_jobs"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -10,8 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -281,20 +282,89 @@ def test_logs_follow_until_the_job_ends(daemon: Daemon, tmp_path: Path) -> None:
     assert rest == "last\n" and follower.returncode == 0
 
 
-def test_socket_permissions_and_a_stranger(tmp_path: Path) -> None:
+#: What aiflowctl needs to talk to a daemon: the standard library and these modules.
+CLIENT_MODULES = ("__init__.py", "control/__init__.py", "control/client.py", "control/protocol.py", "cli/__init__.py", "cli/aiflowctl.py")
+
+
+@pytest.fixture
+def other_user_aiflowctl() -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    """Run the real aiflowctl as another user, wherever this checkout is.
+
+    Another user may not be able to read the checkout (a clone in a 0700 folder) or this
+    virtualenv, so aiflowctl's modules (stdlib only) are copied into a world-readable
+    folder and run with an interpreter that user can run; the socket's permissions are the
+    real ones.
+    """
+    import aiflowd
+
+    folder = Path(tempfile.mkdtemp(prefix="aiflowctl-"))
+    os.chmod(folder, 0o755)
+    source = Path(aiflowd.__file__).parent
+    for name in CLIENT_MODULES:
+        (folder / "aiflowd" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / name, folder / "aiflowd" / name)
+    launcher = folder / "aiflowctl.py"
+    launcher.write_text("import sys\nfrom aiflowd.cli.aiflowctl import main\nsys.exit(main())\n")
+    for path in folder.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+    def as_user(uid: int) -> list[str]:
+        return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+
+    candidates = [getattr(sys, "_base_executable", sys.executable), sys.executable, shutil.which("python3") or ""]
+    python = next(
+        (c for c in candidates if c and subprocess.run([*as_user(65533), c, "-c", "pass"], cwd="/", capture_output=True).returncode == 0),
+        None,
+    )
+    if python is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip("no Python interpreter that another user may run")
+
+    def run(*args: str, uid: int) -> subprocess.CompletedProcess[str]:
+        # -s -E: neither the user's site nor PYTHONPATH; the script's folder comes first on sys.path.
+        command = [*as_user(uid), python, "-s", "-E", str(launcher), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd="/")
+
+    try:
+        yield run
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_socket_permissions_and_a_stranger(tmp_path: Path, other_user_aiflowctl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     daemon = Daemon(tmp_path, config="control_group: nogroup\n")
     try:
         daemon.start()
         mode = os.stat(daemon.socket).st_mode & 0o777
         assert mode == 0o660
+        aiflowctl = other_user_aiflowctl
         # uid/gid 65534 (nobody/nogroup) is in the control group: it may read, not act.
-        reader = daemon.ctl("status", user="65534", check=False)
+        reader = aiflowctl("--socket", str(daemon.socket), "--json", "status", uid=65534)
         assert reader.returncode == 0, reader.stderr
-        writer = daemon.ctl("workflow", "start-execution", "x", user="65534", check=False)
+        assert json.loads(reader.stdout)["pid"] == daemon.process.pid
+        writer = aiflowctl("--socket", str(daemon.socket), "workflow", "start-execution", "x", uid=65534)
         assert writer.returncode == 1 and "may only read" in writer.stderr
-        # Another uid and group cannot even open the socket.
-        stranger = daemon.ctl("status", user="65533", check=False)
-        assert stranger.returncode == 3
+        # Another uid and group cannot even open the socket: a refusal (1) that says who may, not "unreachable" (3).
+        stranger = aiflowctl("--socket", str(daemon.socket), "status", uid=65533)
+        assert stranger.returncode == 1, stranger.stderr
+        [line] = stranger.stderr.splitlines()
+        assert f"the socket {daemon.socket} refuses uid 65533" in line  # no such user: its uid
+        assert "members of group 'nogroup' (the control_group, who may read)" in line
+    finally:
+        daemon.close()
+
+
+def test_without_a_control_group_only_the_owner_may_connect(
+    tmp_path: Path, other_user_aiflowctl: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    daemon = Daemon(tmp_path)
+    try:
+        daemon.start()
+        assert os.stat(daemon.socket).st_mode & 0o777 == 0o600
+        stranger = other_user_aiflowctl("--socket", str(daemon.socket), "status", uid=65534)
+        assert stranger.returncode == 1, stranger.stderr
+        [line] = stranger.stderr.splitlines()
+        assert "(uid 65534)" in line and "(the daemon sets no control_group)" in line
     finally:
         daemon.close()
 

@@ -1,7 +1,8 @@
 """``aiflowctl``: drive a running aiflowd through its control socket, or validate workflows.
 
 Human tables by default, ``--json`` for scripts. Exit codes: 0 done, 1 refused or
-failed, 2 usage, 3 daemon unreachable. The socket is found through ``--socket``, then
+failed (by the daemon, or by the socket's permissions), 2 usage, 3 daemon unreachable
+(no answer, or none within ``--timeout``). Every error is one line on stderr. The socket is found through ``--socket``, then
 ``$AIFLOWD_SOCKET``, then ``--config``, then the default (``./.aiflowd/aiflowd.sock``).
 """
 
@@ -16,6 +17,17 @@ from collections.abc import Sequence
 from typing import Any
 
 DONE, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
+DEFAULT_TIMEOUT = 60.0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", metavar="PATH", help="the daemon's control socket")
     parser.add_argument("--config", metavar="FILE", help="daemon config (its socket and plugins)")
     parser.add_argument("--json", action="store_true", help="print answers as JSON for scripts")
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for an answer (default {DEFAULT_TIMEOUT:g})",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="the daemon's state")
 
@@ -56,7 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("workflow", metavar="WF")
     logs.add_argument("job", metavar="JOB")
     logs.add_argument("--execution", type=int, metavar="ID", help="the workflow execution (default: the latest)")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    logs.add_argument("--bytes", type=int, metavar="N", help="the last N bytes (default 1 MiB, at most 64 MiB)")
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="print the log from its start and keep printing; on to each retry's log, until the job ends with no retry to come",
+    )
 
     event = sub.add_parser("event", help="events").add_subparsers(dest="action", required=True)
     send = event.add_parser("send", help="send an event to the rules")
@@ -79,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "validate":
         return cmd_validate(args)
-    from aiflowd.control.client import ControlClient, Unreachable
+    from aiflowd.control.client import ControlClient, Refused, Unreachable
     from aiflowd.control.protocol import ControlError
 
     try:
@@ -88,11 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aiflowctl: {err}", file=sys.stderr)
         return USAGE
     try:
-        with ControlClient(path, timeout=None if getattr(args, "follow", False) else 60.0) as client:
+        with ControlClient(path, timeout=None if getattr(args, "follow", False) else args.timeout) as client:
             return run_command(client, args)
     except Unreachable as err:
         print(f"aiflowctl: {err}", file=sys.stderr)
         return UNREACHABLE
+    except Refused as err:
+        print(f"aiflowctl: {err}", file=sys.stderr)
+        return FAILED
     except ControlError as err:
         if args.json:
             print(json.dumps({"error": {"code": err.code, "message": err.message}}))
@@ -100,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # our reader left (aiflowctl ... | head)
+        return DONE
 
 
 def socket_path(args: argparse.Namespace) -> str:
@@ -136,7 +166,9 @@ def run_command(client: Any, args: argparse.Namespace) -> int:
         "event.send": "event.send",
         "event.list": "event.list",
     }.get(command, command)
-    params = {k: v for k, v in vars(args).items() if k not in ("command", "action", "socket", "config", "json") and v is not None}
+    params = {
+        k: v for k, v in vars(args).items() if k not in ("command", "action", "socket", "config", "json", "timeout") and v is not None
+    }
     result = client.call(method, **params)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -146,9 +178,11 @@ def run_command(client: Any, args: argparse.Namespace) -> int:
 
 
 def job_logs(client: Any, args: argparse.Namespace) -> int:
-    params = {"workflow": args.workflow, "job": args.job, "follow": args.follow}
+    params: dict[str, Any] = {"workflow": args.workflow, "job": args.job, "follow": args.follow}
     if args.execution is not None:
         params["execution"] = args.execution
+    if args.bytes is not None:
+        params["bytes"] = args.bytes
     for chunk in client.stream("job.logs", **params):
         if args.json:
             print(json.dumps(chunk), flush=True)
@@ -164,6 +198,10 @@ def print_human(command: str, result: Any) -> None:
         print(f"aiflowd {result['version']} (pid {result['pid']}), up {result['uptime']:.0f}s")
         print(f"workflows: {counts} in {result['workflows_dir']}")
         print(f"running: {result['executions_running']} executions, {result['jobs_running']} jobs")
+        if result.get("store_problem"):
+            print(f"store: degraded: {result['store_problem']}")
+        if result.get("restarts"):
+            print("restarts: " + ", ".join(f"{part} {n}" for part, n in result["restarts"].items()))
     elif command == "workflow.list":
         table(result, ["workflow", "status", "version", "paused", "problems", "executions_running"])
     elif command == "workflow.show":

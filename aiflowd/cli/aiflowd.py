@@ -38,9 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(config: DaemonConfig) -> int:
+    """Run the daemon until SIGTERM/SIGINT; every start failure is one line on stderr, exit 1."""
     import anyio
 
     from aiflowd.daemon import Daemon
+    from aiflowd.daemon.lifecycle import StartupError
     from aiflowd.logs import configure_logging
     from aiflowd.systemd import ServiceManager
 
@@ -48,8 +50,8 @@ def serve(config: DaemonConfig) -> int:
     configure_logging(logging.INFO)
     try:
         return anyio.run(Daemon(config, manager).run)
-    except RuntimeError as err:  # another daemon on the socket, an unusable folder
-        print(f"aiflowd: {err}", file=sys.stderr)
+    except StartupError as err:  # another daemon on the state dir or socket, a corrupt database, a full disk
+        print(f"aiflowd: cannot start: {err}", file=sys.stderr)
         return 1
 
 

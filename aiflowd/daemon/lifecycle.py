@@ -1,27 +1,47 @@
-"""The daemon's life: startup -> serve -> shutdown, signals and reload.
+"""The daemon's life in three named phases: startup -> serve -> shutdown; signals and reload.
 
-One task group holds the control server, the folder watcher, the engine (with one task
-per job execution), the watchdog and the signal handler. READY=1 is sent only once the
-socket listens, the watcher watches and the initial scan is served.
+The rule: the daemon ends only on SIGTERM/SIGINT (a requested stop, which stops the jobs)
+or a state store it cannot use at all. A workflow, a request, a job, a timer or a plugin
+never ends it:
+
+- **startup** takes the state dir's lock before anything else (one daemon per state
+  dir), opens the store, binds the socket. Any failure is a ``StartupError`` whose
+  message is one line naming the file and the cause; nothing has started yet.
+- **serve** runs one task group: the control server, the watcher task, the engine (with
+  one task per job execution), the watchdog and the signal handler. The watcher task,
+  the control server's accept loop and the watchdog are supervised (see
+  ``aiflowd.supervision``): a failure is logged, counted and restarted, the others go on.
+  READY=1 is sent once the socket listens, the watcher watches and the scan is served.
+- **shutdown** begins on SIGTERM/SIGINT: STOPPING=1, every job stopped (bounded), exit 0.
+  A second signal stops waiting for the jobs.
+
+Signals and control requests never share an error path: a signal handler logs what
+went wrong and goes on (a SIGHUP with a bad config is answered with RELOADING=1 then
+READY=1 and the old config keeps serving); a request's error is an answer to its caller.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
+import sqlite3
 import time
+from functools import partial
 from typing import Any
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup, TaskStatus
 
 from aiflowd.config import DaemonConfig, load_config
-from aiflowd.control.protocol import REFUSED, ControlError
-from aiflowd.control.server import ControlServer, bind_socket
+from aiflowd.control.server import ControlServer, SocketPathError, bind_socket
 from aiflowd.daemon.folder import WorkflowFolder
 from aiflowd.daemon.methods import ControlMethods
 from aiflowd.engine import RETIRED, Engine, EnginePaths
 from aiflowd.store import Store
+from aiflowd.supervision import Restarts, supervise
 from aiflowd.systemd import ServiceManager
 from aiflowd.watcher import FolderWatcher
 from aiflowd.workflows.errors import LoadError
@@ -31,6 +51,20 @@ log = structlog.get_logger("aiflowd")
 
 #: Beyond the stop grace period, how long shutdown waits for plugins before it gives up.
 SHUTDOWN_SLACK = 5.0
+#: The file in the state dir whose lock says "a daemon serves this state".
+LOCK_NAME = "aiflowd.lock"
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is one line naming the file and the cause."""
+
+
+class ReloadRefused(Exception):
+    """The config file has errors; the old config keeps serving."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("config not reloaded:\n" + "\n".join(problems))
+        self.problems = problems
 
 
 class Daemon:
@@ -43,16 +77,46 @@ class Daemon:
         self.loader: WorkflowLoader
         self.engine: Engine
         self.folder: WorkflowFolder
+        self.server: ControlServer | None = None
         self.stopping = anyio.Event()
         self.store: Store | None = None
         self.watcher: FolderWatcher | None = None
-
-    # -- lifecycle -----------------------------------------------------------------
+        self.restarts = Restarts()
+        self._lock_fd: int | None = None
+        self._bound_socket = False
+        self._reloading = anyio.Lock()
+        self._task_group: TaskGroup | None = None
 
     async def run(self) -> int:
+        """Start, serve until a stop signal, shut down; 0 after a requested stop.
+
+        ``StartupError`` when it cannot start; 1 when the engine (its store) fails for good.
+        """
+        try:
+            self._startup()
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                await self._serve(tg)
+                await self._shutdown(tg)
+        except StartupError:
+            raise
+        except Exception as err:
+            log.exception("aiflowd failed", error=_one_line(err))
+            return 1
+        finally:
+            self._close()
+        log.info("aiflowd stopped")
+        return 0
+
+    # -- startup ---------------------------------------------------------------------
+
+    def _startup(self) -> None:
+        """Take the state dir, open the store, bind the socket: each failure one located line."""
         config = self.config
-        os.makedirs(config.state_dir, exist_ok=True)
-        self.store = Store(os.path.join(config.state_dir, "aiflowd.db"))
+        _attempt(config.state_dir, "cannot create the state dir", os.makedirs, config.state_dir, exist_ok=True)
+        self._lock_fd = lock_state_dir(config.state_dir)  # before anything else touches the state
+        database = os.path.join(config.state_dir, "aiflowd.db")
+        self.store = _attempt(database, "cannot open the state database", Store, database)
         self.loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
         for error in plugin_errors:
             log.error("plugin failed", module=error.module, error=error.message)
@@ -65,74 +129,143 @@ class Daemon:
             settings=settings,
             max_concurrent_jobs=config.max_concurrent_jobs,
         )
-        sock = self.manager.sockets[0] if self.manager.sockets else bind_socket(config.control_socket, config.control_group)
+        if self.manager.sockets:
+            sock = self.manager.sockets[0]
+        else:
+            try:
+                sock = _attempt(
+                    config.control_socket, "cannot create the control socket", bind_socket, config.control_socket, config.control_group
+                )
+            except SocketPathError as err:
+                raise StartupError(str(err)) from err
+            self._bound_socket = True
         self.folder = WorkflowFolder(config.workflows_dir, self.loader, self.engine)
-        server = ControlServer(sock, ControlMethods(self).table(), config.control_group)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._signals, tg.cancel_scope)
-                tg.start_soon(server.serve)
-                self.watcher = watcher = FolderWatcher(config.workflows_dir, self.folder.entries_changed, self.folder.rescan)
-                await tg.start(watcher.run)
-                initial = await anyio.to_thread.run_sync(self.folder.load_all)
-                await tg.start(self.engine.serve, initial)
-                if self.manager.watchdog_interval:
-                    tg.start_soon(self._watchdog, self.manager.watchdog_interval)
-                count = sum(1 for entry in self.engine.workflows.values() if entry.status != RETIRED)
-                self.manager.notify("READY=1", f"STATUS=serving {count} workflows from {config.workflows_dir}")
-                log.info("aiflowd ready", workflows=count, folder=config.workflows_dir, socket=config.control_socket, pid=os.getpid())
-                await self.stopping.wait()
-                self.manager.notify("STOPPING=1")
-                log.info("aiflowd stopping")
-                with anyio.move_on_after(config.stop_grace_period + SHUTDOWN_SLACK):
-                    await self.engine.stop_all("aiflowd stopped")
-                watcher.close()
-                tg.cancel_scope.cancel()
-        finally:
-            self.store.close()
-            if not self.manager.sockets:
-                try:
-                    os.unlink(config.control_socket)
-                except OSError:
-                    pass
-        log.info("aiflowd stopped")
-        return 0
+        self.server = ControlServer(
+            sock,
+            ControlMethods(self).table(),
+            config.control_group,
+            idle_timeout=config.control_idle_timeout,
+            request_timeout=config.control_request_timeout,
+            restarts=self.restarts,
+        )
 
-    async def _signals(self, scope: anyio.CancelScope) -> None:
+    # -- serve -----------------------------------------------------------------------
+
+    async def _serve(self, tg: TaskGroup) -> None:
+        """Start every part, then say READY=1 and wait for a stop signal."""
+        config = self.config
+        assert self.server is not None
+        tg.start_soon(supervise, "signals", self._signals, self.restarts)
+        await tg.start(self.server.serve)
+        await tg.start(partial(supervise, "watcher", self._watch, self.restarts, on_restart=self.folder.rescan))
+        initial = await anyio.to_thread.run_sync(self.folder.load_all)
+        await tg.start(self.engine.serve, initial)
+        if self.manager.watchdog_interval:
+            tg.start_soon(supervise, "watchdog", partial(self._watchdog, self.manager.watchdog_interval), self.restarts)
+        count = sum(1 for entry in self.engine.workflows.values() if entry.status != RETIRED)
+        self.manager.notify("READY=1", f"STATUS=serving {count} workflows from {config.workflows_dir}")
+        log.info("aiflowd ready", workflows=count, folder=config.workflows_dir, socket=config.control_socket, pid=os.getpid())
+        await self.stopping.wait()
+
+    async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The folder watcher; a fresh one each time the supervisor starts it again."""
+        self.watcher = watcher = FolderWatcher(self.config.workflows_dir, self.folder.entries_changed, self.folder.rescan)
+        if self.stopping.is_set():
+            return
+        await watcher.run(task_status=task_status)
+
+    async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         # SIGTERM: systemd or an operator stops us; SIGINT: Ctrl-C; SIGHUP: reload (systemctl reload).
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
-                if signum == signal.SIGHUP:
-                    await self.reload()
-                elif self.stopping.is_set():
-                    killed = self.engine.kill_all()
-                    log.warning("second stop signal: not waiting for jobs any longer", killed=killed)
-                    if self.watcher is not None:
-                        self.watcher.close()
-                    scope.cancel()  # job tasks still stop their process groups, shielded and bounded
-                    return
-                else:
-                    self.stopping.set()
+                try:
+                    self._on_signal(signum)
+                except Exception:
+                    log.exception("handling a signal failed", signal=signal.Signals(signum).name)
 
-    async def _watchdog(self, interval: float) -> None:
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            assert self._task_group is not None
+            self._task_group.start_soon(self._reload_on_signal)  # the handler goes on listening meanwhile
+        elif self.stopping.is_set():
+            killed = self.engine.kill_all()
+            log.warning("second stop signal: not waiting for jobs any longer", killed=killed)
+            if self.watcher is not None:
+                self.watcher.close()
+            assert self._task_group is not None
+            self._task_group.cancel_scope.cancel()  # job tasks still stop their process groups, shielded and bounded
+        else:
+            self.stopping.set()
+
+    async def _reload_on_signal(self) -> None:
+        try:
+            await self.reload()
+        except ReloadRefused:
+            pass  # logged and announced by reload(); the old config keeps serving
+        except Exception:
+            log.exception("reload failed; the old config keeps serving")
+
+    async def _watchdog(self, interval: float, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         # Pinged from the live loop: a blocked loop misses pings and systemd restarts us.
+        task_status.started()
         while True:
             self.manager.notify("WATCHDOG=1")
             await anyio.sleep(interval)
 
+    # -- shutdown --------------------------------------------------------------------
+
+    async def _shutdown(self, tg: TaskGroup) -> None:
+        """Stop every job (bounded by the grace period), then every part."""
+        self.manager.notify("STOPPING=1")
+        log.info("aiflowd stopping")
+        with anyio.move_on_after(self.config.stop_grace_period + SHUTDOWN_SLACK):
+            await self.engine.stop_all("aiflowd stopped")
+        if self.watcher is not None:
+            self.watcher.close()
+        tg.cancel_scope.cancel()
+
+    def _close(self) -> None:
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.close()
+        if self._bound_socket:
+            with contextlib.suppress(OSError):
+                os.unlink(self.config.control_socket)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # the lock goes with it
+            self._lock_fd = None
+
+    # -- reload ----------------------------------------------------------------------
+
     async def reload(self) -> dict[str, Any]:
-        """Read the config again; a bad one is refused and the old one keeps serving."""
-        self.manager.reloading()
+        """Read the config again; a bad one raises ``ReloadRefused`` and the old one keeps serving.
+
+        RELOADING=1 is always followed by READY=1, whatever happens in between.
+        """
+        async with self._reloading:
+            self.manager.reloading()
+            status = "STATUS=reload failed"
+            try:
+                result = await self._reload()
+                status = "STATUS=reloaded"
+                return result
+            except ReloadRefused:
+                status = "STATUS=reload refused: the config has errors"
+                raise
+            finally:
+                self.manager.notify("READY=1", status)
+
+    async def _reload(self) -> dict[str, Any]:
         try:
             new = load_config(self.config.file)
         except LoadError as err:
             problems = [str(p) for p in err.problems]
             log.error("reload refused: the config has errors", problems=problems)
-            self.manager.notify("READY=1", "STATUS=reload refused: the config has errors")
-            raise ControlError(REFUSED, "config not reloaded:\n" + "\n".join(problems)) from err
+            raise ReloadRefused(problems) from err
         fixed = [
             key
-            for key in ("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir")
+            for key in ("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group")
             if getattr(new, key) != getattr(self.config, key)
         ]
         errors = self.loader.registry.discover(new.plugin_modules, new.plugin_paths, entry_points=True)
@@ -142,13 +275,56 @@ class Daemon:
         self.loader.settings.plugin_paths = list(new.plugin_paths)
         self.engine.settings.update({k: v for k, v in new.job_settings().items() if k != "run_dir"})
         self.engine.limiter.total_tokens = new.max_concurrent_jobs
+        if self.server is not None:
+            self.server.idle_timeout = new.control_idle_timeout
+            self.server.request_timeout = new.control_request_timeout
         for key in fixed:
             setattr(new, key, getattr(self.config, key))
         self.config = new
         await self.folder.rescan()
-        self.manager.notify("READY=1", "STATUS=reloaded")
         log.info("config reloaded", needs_restart=fixed)
         return {"reloaded": True, "needs_restart": fixed, "plugin_errors": [str(e) for e in errors]}
+
+
+def lock_state_dir(state_dir: str) -> int:
+    """Lock the state dir for this process's life (the open descriptor); ``StartupError``
+    naming the holder's pid when another daemon has it.
+
+    An flock on ``aiflowd.lock``: the kernel drops it when the process ends, however it
+    ends, so a kill -9 never leaves a stale lock. The descriptor is close-on-exec: jobs and
+    helpers never hold it.
+    """
+    path = os.path.join(state_dir, LOCK_NAME)
+    fd = _attempt(path, "cannot open the state dir's lock file", os.open, path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StartupError(f"{state_dir}: another aiflowd (pid {holder}) already serves this state dir") from None
+    except OSError as err:
+        os.close(fd)
+        raise StartupError(f"{path}: cannot lock the state dir: {err.strerror or err}") from err
+    with contextlib.suppress(OSError):  # the pid is for people; the lock is what counts
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _attempt(path: str, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args)``; an OS or SQLite error becomes a ``StartupError`` naming ``path``."""
+    try:
+        return fn(*args, **kwargs)
+    except (OSError, sqlite3.Error) as err:
+        cause = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise StartupError(f"{path}: {what}: {cause}") from err
+
+
+def _one_line(err: BaseException) -> str:
+    while isinstance(err, BaseExceptionGroup) and len(err.exceptions) == 1:
+        err = err.exceptions[0]
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
 
 def _instance_id(state_dir: str) -> str:
     """A random id made once per state folder: Flink job ids derive from it, so that two
@@ -159,6 +335,12 @@ def _instance_id(state_dir: str) -> str:
             return fh.read().strip()
     except FileNotFoundError:
         value = os.urandom(8).hex()
-        with open(path, "w") as fh:
-            fh.write(value + "\n")
+
+        def write() -> None:
+            with open(path, "w") as fh:
+                fh.write(value + "\n")
+
+        _attempt(path, "cannot write the instance id", write)
         return value
+    except OSError as err:
+        raise StartupError(f"{path}: cannot read the instance id: {err.strerror or err}") from err

@@ -6,6 +6,7 @@ share an error path: a method's error is an answer to its caller, nothing more.
 
 from __future__ import annotations
 
+import codecs
 import os
 import time
 from collections.abc import AsyncIterator
@@ -14,13 +15,20 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 import aiflowd
-from aiflowd.control.protocol import REFUSED, ControlError
+from aiflowd.control.protocol import BAD_REQUEST, REFUSED, ControlError
 from aiflowd.control.server import Method
 from aiflowd.engine import RETIRED, Engine, EngineError
 from aiflowd.model import Event, JobAction, Status
 
 if TYPE_CHECKING:
     from aiflowd.daemon.lifecycle import Daemon
+
+#: A log is sent in chunks of this size, each read in a thread: memory stays bounded and
+#: the loop never waits on a large read.
+LOG_CHUNK = 64 * 1024
+#: ``job.logs`` without ``follow``: the tail it sends by default, and at most.
+DEFAULT_LOG_BYTES = 1 << 20
+MAX_LOG_BYTES = 64 << 20
 
 
 class ControlMethods:
@@ -73,6 +81,8 @@ class ControlMethods:
                 "workflows": counts,
                 "executions_running": len(engine.executions),
                 "jobs_running": jobs,
+                "store_problem": getattr(engine, "store_problem", None),
+                "restarts": self.daemon.restarts.snapshot(),
             }
 
         return await self._ask(status)
@@ -166,37 +176,83 @@ class ControlMethods:
         return await self._job_action(params, JobAction.RESTART)
 
     async def m_job_logs(self, params: dict[str, Any]) -> Any:
+        """A job's log in chunks of at most ``LOG_CHUNK`` bytes, read in a thread.
+
+        Without ``follow``: the last ``bytes`` of the latest attempt (at most ``MAX_LOG_BYTES``),
+        then the answer ends. With ``follow``: the latest attempt from its start, moving on
+        to each retry's log as it begins, until the job is final with no retry pending.
+        """
         name, job = _param(params, "workflow"), _param(params, "job")
         execution = params.get("execution")
+        try:
+            limit = int(params.get("bytes", DEFAULT_LOG_BYTES))
+            execution_id = int(execution) if execution is not None else None
+        except (TypeError, ValueError) as err:
+            raise ControlError(BAD_REQUEST, f"'bytes' and 'execution' must be whole numbers: {err}") from err
 
         def find(engine: Engine) -> dict[str, Any] | None:
-            rows = engine.store.job_executions(
-                workflow=name, job=job, execution_id=int(execution) if execution is not None else None, limit=1
-            )
+            rows = engine.store.job_executions(workflow=name, job=job, execution_id=execution_id, limit=1)
             return rows[0] if rows else None
 
         row = await self._ask(find)
         if row is None:
             raise ControlError(REFUSED, f"no execution of job '{job}' of '{name}'" + (f" in execution {execution}" if execution else ""))
         if not params.get("follow"):
-            return {"log_path": row["log_path"], "text": _read_tail(row["log_path"], int(params.get("bytes", 1 << 20)))}
+            return self._tail(row, max(0, min(limit, MAX_LOG_BYTES)))
         return self._follow(row)
 
+    async def _tail(self, row: dict[str, Any], limit: int) -> AsyncIterator[dict[str, Any]]:
+        path = row["log_path"]
+        size = await anyio.to_thread.run_sync(_size, path)
+        position = max(0, size - limit)
+        decoder = _decoder()
+        yield {"log_path": path, "text": ""}
+        while position < size:
+            chunk = await anyio.to_thread.run_sync(_read_from, path, position, min(LOG_CHUNK, size - position))
+            if not chunk:
+                break
+            position += len(chunk)
+            yield {"text": decoder.decode(chunk)}
+        if rest := decoder.decode(b"", final=True):
+            yield {"text": rest}
+
     async def _follow(self, row: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        position = 0
+        execution_id, job = row["execution_id"], row["job"]
+
+        def latest(engine: Engine) -> tuple[dict[str, Any] | None, bool]:
+            rows = engine.store.job_executions(execution_id=execution_id, job=job, limit=1)
+            live = engine.executions.get(execution_id)
+            # A retry (or a restart by a rule) of this job is still to come while the
+            # execution carries the job as running or as a pending decision.
+            coming = live is not None and (job in live.running or job in live.pending)
+            return (rows[0] if rows else None), coming
+
+        position, decoder = 0, _decoder()
         while True:
-            chunk = await anyio.to_thread.run_sync(_read_from, row["log_path"], position)
+            chunk = await anyio.to_thread.run_sync(_read_from, row["log_path"], position, LOG_CHUNK)
             if chunk:
                 position += len(chunk)
-                yield {"text": chunk.decode("utf-8", "replace")}
+                yield {"text": decoder.decode(chunk)}
                 continue
-            current = await self.daemon.engine.request(
-                lambda engine: engine.store.job_executions(execution_id=row["execution_id"], job=row["job"], limit=1)
-            )
-            if current and Status(current[0]["status"]).is_final and current[0]["id"] == row["id"]:
-                rest = await anyio.to_thread.run_sync(_read_from, row["log_path"], position)
+            current, coming = await self._ask(latest)
+            if current is not None and current["id"] != row["id"]:
+                # A new attempt began: finish the old log, then follow the new one from its start.
+                rest = await anyio.to_thread.run_sync(_read_from, row["log_path"], position, LOG_CHUNK)
                 if rest:
-                    yield {"text": rest.decode("utf-8", "replace")}
+                    position += len(rest)
+                    yield {"text": decoder.decode(rest)}
+                    continue
+                row, position = current, 0
+                if tail := decoder.decode(b"", final=True):
+                    yield {"text": tail}
+                decoder = _decoder()
+                continue
+            if current is None or (Status(current["status"]).is_final and not coming):
+                while rest := await anyio.to_thread.run_sync(_read_from, row["log_path"], position, LOG_CHUNK):
+                    position += len(rest)
+                    yield {"text": decoder.decode(rest)}
+                if tail := decoder.decode(b"", final=True):
+                    yield {"text": tail}
                 return
             await anyio.sleep(0.1)  # as tail -f: the job writes the file directly, no event tells us
 
@@ -234,8 +290,12 @@ class ControlMethods:
         return [info.describe() for info in self.daemon.loader.registry]
 
     async def m_reload(self, params: dict[str, Any]) -> dict[str, Any]:
-        return await self.daemon.reload()
+        from aiflowd.daemon.lifecycle import ReloadRefused
 
+        try:
+            return await self.daemon.reload()
+        except ReloadRefused as err:
+            raise ControlError(REFUSED, str(err)) from err
 
 
 def _param(params: dict[str, Any], key: str) -> str:
@@ -262,20 +322,23 @@ def _job_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _read_tail(path: str, limit: int) -> str:
+def _size(path: str) -> int:
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - limit))
-            return fh.read().decode("utf-8", "replace")
+        return os.stat(path).st_size
     except OSError:
-        return ""
+        return 0
 
 
-def _read_from(path: str, position: int) -> bytes:
+def _read_from(path: str, position: int, size: int) -> bytes:
+    """At most ``size`` bytes of ``path`` from ``position`` (nothing when it is not there)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(position)
-            return fh.read(1 << 16)
+            return fh.read(size)
     except OSError:
         return b""
+
+
+def _decoder() -> codecs.IncrementalDecoder:
+    """UTF-8 across chunk boundaries: a character split between two chunks stays whole."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
