@@ -27,6 +27,16 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
+def test_service_has_room_for_descriptors_and_a_slow_start() -> None:
+    settings = dict(
+        line.split("=", 1)
+        for line in (REPO / "systemd" / "aiflowd.service").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert int(settings["LimitNOFILE"]) >= 65536  # systemd's default 1024 is reached by a burst of aiflowctl calls
+    assert int(settings["TimeoutStartSec"]) > 90  # beyond the default: READY=1 follows the initial scan
+
+
 def test_ready_watchdog_and_stopping_notifications(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path)
     try:
