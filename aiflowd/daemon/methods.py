@@ -179,8 +179,9 @@ class ControlMethods:
         """A job's log in chunks of at most ``LOG_CHUNK`` bytes, read in a thread.
 
         Without ``follow``: the last ``bytes`` of the latest attempt (at most ``MAX_LOG_BYTES``),
-        then the answer ends. With ``follow``: the latest attempt from its start, moving on
-        to each retry's log as it begins, until the job is final with no retry pending.
+        then the answer ends. With ``follow``: the latest attempt's log from its start, then
+        each later attempt's (retries, restarts) in turn, until the job is final with no
+        other attempt to come.
         """
         name, job = _param(params, "workflow"), _param(params, "job")
         execution = params.get("execution")
@@ -219,13 +220,19 @@ class ControlMethods:
     async def _follow(self, row: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         execution_id, job = row["execution_id"], row["job"]
 
-        def latest(engine: Engine) -> tuple[dict[str, Any] | None, bool]:
-            rows = engine.store.job_executions(execution_id=execution_id, job=job, limit=1)
-            live = engine.executions.get(execution_id)
-            # A retry (or a restart by a rule) of this job is still to come while the
-            # execution carries the job as running or as a pending decision.
-            coming = live is not None and (job in live.running or job in live.pending)
-            return (rows[0] if rows else None), coming
+        def next_attempt(current_id: int) -> Any:
+            def look(engine: Engine) -> tuple[dict[str, Any] | None, bool, bool]:
+                rows = engine.store.job_executions(execution_id=execution_id, job=job, limit=1000)
+                later = [r for r in rows if r["id"] > current_id]
+                current = next((r for r in rows if r["id"] == current_id), None)
+                live = engine.executions.get(execution_id)
+                # Another attempt (a retry, or a restart by a rule) is still to come while the
+                # execution carries the job as running or as a pending decision.
+                coming = live is not None and (job in live.running or job in live.pending)
+                final = current is None or Status(current["status"]).is_final
+                return (min(later, key=lambda r: r["id"]) if later else None), final, coming
+
+            return look
 
         position, decoder = 0, _decoder()
         while True:
@@ -234,27 +241,22 @@ class ControlMethods:
                 position += len(chunk)
                 yield {"text": decoder.decode(chunk)}
                 continue
-            current, coming = await self._ask(latest)
-            if current is not None and current["id"] != row["id"]:
-                # A new attempt began: finish the old log, then follow the new one from its start.
-                rest = await anyio.to_thread.run_sync(_read_from, row["log_path"], position, LOG_CHUNK)
-                if rest:
-                    position += len(rest)
-                    yield {"text": decoder.decode(rest)}
-                    continue
-                row, position = current, 0
-                if tail := decoder.decode(b"", final=True):
-                    yield {"text": tail}
-                decoder = _decoder()
+            following, final, coming = await self._ask(next_attempt(row["id"]))
+            if not final and following is None:
+                await anyio.sleep(0.1)  # as tail -f: the job writes the file directly, no event tells us
                 continue
-            if current is None or (Status(current["status"]).is_final and not coming):
-                while rest := await anyio.to_thread.run_sync(_read_from, row["log_path"], position, LOG_CHUNK):
-                    position += len(rest)
-                    yield {"text": decoder.decode(rest)}
-                if tail := decoder.decode(b"", final=True):
-                    yield {"text": tail}
+            # This attempt is over: the rest of its log, then the next attempt's from its start.
+            while rest := await anyio.to_thread.run_sync(_read_from, row["log_path"], position, LOG_CHUNK):
+                position += len(rest)
+                yield {"text": decoder.decode(rest)}
+            if tail := decoder.decode(b"", final=True):
+                yield {"text": tail}
+            if following is not None:
+                row, position, decoder = following, 0, _decoder()
+            elif coming:
+                await anyio.sleep(0.1)  # a retry is due (after its retry_delay): wait for its row
+            else:
                 return
-            await anyio.sleep(0.1)  # as tail -f: the job writes the file directly, no event tells us
 
     async def m_event_send(self, params: dict[str, Any]) -> dict[str, Any]:
         key, value = _param(params, "key"), str(params.get("value", ""))
