@@ -125,8 +125,10 @@ class ControlMethods:
                 "problems": [str(p) for p in entry.problems],
                 "jobs": [
                     {"job": job, "job_type": graph.config.job_type, "rules": len(workflow.rules_for(job))}
-                    for job, graph in (workflow.jobs.items() if workflow else [])
-                ],
+                    for job, graph in workflow.jobs.items()
+                ]
+                if workflow is not None
+                else [],
                 "executions": engine.store.executions(workflow=name, limit=5),
             }
 
