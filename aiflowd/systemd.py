@@ -52,11 +52,11 @@ class ServiceManager:
         address = self.notify_address
         if address.startswith("@"):
             address = "\0" + address[1:]  # an abstract socket
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            try:
+        try:  # never raises: out of descriptors or a manager gone, the daemon goes on
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.sendto("\n".join(states).encode(), address)
-            except OSError:
-                return False
+        except OSError:
+            return False
         return True
 
     def reloading(self) -> bool:

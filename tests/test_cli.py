@@ -171,3 +171,8 @@ def test_third_party_plugin_from_a_module_path_runs_a_job(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stdout + result.stderr
     assert (folder / "marked").read_text().endswith(".mark.1")
     assert ".mark.1\n" in result.stdout
+
+
+def test_aiflowctl_timeout_must_be_positive(tmp_path: Path) -> None:
+    result = aiflowctl("--timeout", "0", "status", cwd=tmp_path)
+    assert result.returncode == 2 and "must be more than 0 seconds" in result.stderr

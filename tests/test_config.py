@@ -51,3 +51,16 @@ def test_bad_keys_are_located(tmp_path: Path) -> None:
         f"{path}:3:1: plugin_modules: must be a list of names",
         f"{path}:2:1: max_concurrent_jobs: must be a whole number >= 1, got 0",
     ]
+
+
+def test_control_timeouts(tmp_path: Path) -> None:
+    assert (load_config(None, environ={}).control_idle_timeout, load_config(None, environ={}).control_request_timeout) == (30.0, 5.0)
+    config = load_config(str(write(tmp_path / "ok.yaml", "control_idle_timeout: 2m\ncontrol_request_timeout: 0.5\n")))
+    assert (config.control_idle_timeout, config.control_request_timeout) == (120.0, 0.5)
+    path = write(tmp_path / "c.yaml", "control_idle_timeout: 0\ncontrol_request_timeout: soon\n")
+    with pytest.raises(LoadError) as info:
+        load_config(str(path))
+    assert [str(p).split(": ", 2)[1:] for p in info.value.problems] == [
+        ["control_idle_timeout", "must be longer than 0, got 0"],
+        ["control_request_timeout", info.value.problems[1].message],
+    ]
