@@ -155,7 +155,7 @@ class Daemon:
         """Start every part, then say READY=1 and wait for a stop signal."""
         config = self.config
         assert self.server is not None
-        tg.start_soon(supervise, "signals", self._signals, self.restarts)
+        await tg.start(supervise, "signals", self._signals, self.restarts)  # handlers in place before anything else
         await tg.start(self.server.serve)
         await tg.start(partial(supervise, "watcher", self._watch, self.restarts, on_restart=self.folder.rescan))
         initial = await anyio.to_thread.run_sync(self.folder.load_all)
