@@ -87,7 +87,7 @@ async def supervise(
         try:
             await run(task_status=status)
             return
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # a plugin calling sys.exit() is a failure too
             number = restarts.count(part)
             log.exception(
                 "supervised part failed; it starts again",
@@ -103,7 +103,7 @@ async def supervise(
         if on_restart is not None:
             try:
                 await on_restart()
-            except Exception:
+            except (Exception, SystemExit):
                 restarts.count(part)
                 log.exception("supervised part failed while starting again", part=part, **(context or {}))
 

@@ -225,7 +225,7 @@ class ControlServer:
                 await self._converse(stream, peer)
         except (_Closing, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
             pass
-        except Exception:
+        except (Exception, SystemExit):
             self.restarts.count("connection")
             log.exception("control connection failed", peer_pid=peer.pid if peer else None, peer_uid=peer.uid if peer else None)
         finally:
@@ -296,7 +296,7 @@ class ControlServer:
             return await self._send(stream, {"id": request_id, "result": result})
         except ControlError as err:
             return await self._send(stream, {"id": request_id, "error": {"code": err.code, "message": err.message}})
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # a plugin calling sys.exit() is an error answer too
             log.exception("control method failed", peer_pid=peer.pid, peer_uid=peer.uid)
             return await self._send(stream, {"id": request_id, "error": {"code": INTERNAL, "message": f"{type(err).__name__}: {err}"}})
 

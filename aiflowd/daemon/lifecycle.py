@@ -181,7 +181,7 @@ class Daemon:
             async for signum in signals:
                 try:
                     self._on_signal(signum)
-                except Exception:
+                except (Exception, SystemExit):
                     log.exception("handling a signal failed", signal=signal.Signals(signum).name)
 
     def _on_signal(self, signum: int) -> None:
@@ -203,7 +203,7 @@ class Daemon:
             await self.reload()
         except ReloadRefused:
             pass  # logged and announced by reload(); the old config keeps serving
-        except Exception:
+        except (Exception, SystemExit):
             log.exception("reload failed; the old config keeps serving")
 
     async def _watchdog(self, interval: float, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

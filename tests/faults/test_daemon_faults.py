@@ -218,3 +218,18 @@ def _job_pid(daemon: Daemon, path: Path) -> int:
     with sqlite3.connect(daemon.state / "aiflowd.db") as db:
         (handle,) = db.execute("SELECT handle FROM job_executions WHERE workflow = ? ORDER BY id DESC LIMIT 1", (name,)).fetchone()
     return int(json.loads(handle)["pid"])
+
+
+def test_a_plugin_that_exits_on_reload_does_not_end_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
+    """A plugin module imported on reload (SIGHUP or aiflowctl) that calls sys.exit() is its failure, not the daemon's."""
+    assert daemon.process is not None and daemon.notifications is not None
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "quitter.py").write_text("import sys\nsys.exit(3)\n")
+    daemon.write_config(f"plugin_paths: [{plugins}]\nplugin_modules: [quitter]\n")
+    reloaded = daemon.ctl("reload", check=False)
+    assert reloaded.returncode in (0, 1), reloaded.stderr  # an answer (the plugin's error), not a dead daemon
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: daemon.notifications.count("READY=1") >= 3 or daemon.process.poll() is not None, timeout=20)
+    assert daemon.process.poll() is None, daemon.log()
+    assert daemon.json("status")["pid"] == daemon.process.pid
