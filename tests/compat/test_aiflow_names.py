@@ -124,13 +124,22 @@ async def test_an_event_with_aiflows_default_type_starts_its_job(loader: Workflo
 def test_definition_reads_its_workflow_config_and_job_name(loader: WorkflowLoader, tmp_path: Path) -> None:
     definition = (
         HEAD
+        + "assert af.current_job_name() is None\n"
         + "with af.job_config('job_1'):\n"
         + "    command = af.current_workflow_config().job_configs[af.current_job_name()].properties['command']\n"
         + "    af.user_define_operation(processor=BashProcessor(command))\n"
+        + "with af.job_config('job_2') as config:\n"
+        + "    af.user_define_operation(processor=BashProcessor(config.properties['command'] + ' again'))\n"
     )
-    folder = aiflow_workflow(tmp_path, "self_aware", "job_1:\n  job_type: bash\n  properties:\n    command: echo configured\n", definition)
-    graph = loader.load(str(folder)).workflow.jobs["job_1"]
-    assert [node.processor.bash_command for node in graph.nodes.values()] == ["echo configured"]
+    yaml_text = (
+        "job_1:\n  job_type: bash\n  properties: {command: echo configured}\njob_2:\n  job_type: bash\n  properties: {command: echo}\n"
+    )
+    folder = aiflow_workflow(tmp_path, "self_aware", yaml_text, definition)
+    jobs = loader.load(str(folder)).workflow.jobs
+    assert [node.processor.bash_command for job in ("job_1", "job_2") for node in jobs[job].nodes.values()] == [
+        "echo configured",
+        "echo again",
+    ]
 
 
 @pytest.mark.parametrize("job_type", ["bash", "python"])
@@ -151,3 +160,62 @@ def test_unknown_properties_pass_through_but_near_misses_are_errors(loader: Work
         assert [str(p) for p in caught.value.problems] == [
             f"{folder / 'ok.yaml'}:4:5: job_1.properties.{slip}: unknown property '{slip}' (did you mean '{meant}'?)"
         ]
+
+
+AIFLOW_PLUGIN = """
+from ai_flow.plugin_interface import register_job_plugin_factory
+from ai_flow.plugin_interface.job_plugin_interface import JobController, JobHandle, JobPluginFactory
+from ai_flow.plugin_interface.scheduler_interface import JobExecutionInfo
+from ai_flow.runtime.job_runtime_env import JobRuntimeEnv
+from ai_flow.translator.translator import JobGenerator
+from ai_flow.workflow.job import Job
+from ai_flow.workflow.status import Status
+
+
+class EchoJobGenerator(JobGenerator):
+    def generate(self, sub_graph, resource_dir=None) -> Job:
+        return Job(sub_graph.config)
+
+
+class EchoJobController(JobController):
+    def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
+        return JobHandle(job, job_runtime_env.job_execution_info)
+
+    def stop_job(self, job_handle, job_runtime_env):
+        pass
+
+    def cleanup_job(self, job_handle, job_runtime_env):
+        pass
+
+    def get_result(self, job_handle, blocking=True):
+        return None
+
+    def get_job_status(self, job_handle) -> Status:
+        return Status.FINISHED
+
+
+class EchoJobPluginFactory(JobPluginFactory):
+    def job_type(self):
+        return "aiflow_echo"
+
+    def get_job_generator(self):
+        return EchoJobGenerator()
+
+    def get_job_controller(self):
+        return EchoJobController()
+
+
+register_job_plugin_factory(EchoJobPluginFactory())
+"""
+
+
+def test_a_plugin_module_importing_aiflows_interface_names_registers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiflowd.plugin_interface import PluginRegistry
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    enable()
+    write(tmp_path / "aiflow_echo_plugin.py", AIFLOW_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = PluginRegistry()
+    assert registry.load_module("aiflow_echo_plugin") == []
+    assert registry.get("aiflow_echo").class_name == "aiflow_echo_plugin.EchoJobPluginFactory"
