@@ -313,3 +313,22 @@ def test_run_once(tmp_path: Path, name: str, job_type: str, definition: str, pri
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"    {printed}\n" in result.stdout
     assert not list(folder.rglob("__pycache__")), "running a workflow must not write into its folder"
+
+
+def test_dropped_into_a_running_daemons_folder(tmp_path: Path) -> None:
+    """The real daemon picks AIFlow folders up from its watched folder and runs them."""
+    from ..daemon_harness import Daemon
+
+    daemon = Daemon(tmp_path / "d", config=f"job_env:\n  PYTHONPATH: {REPO}\n")
+    try:
+        daemon.start()
+        staging = tmp_path / "staging"
+        for name, job_type, definition in (("bash", "bash", BASH_DEMO), ("python", "python", PYTHON_DEMO)):
+            folder = aiflow_workflow(staging, name, f"job_1:\n  job_type: {job_type}\n", definition)
+            folder.rename(daemon.workflows / name)  # appears whole, as a copy finished elsewhere would
+        for name in ("bash", "python"):
+            rows = daemon.wait_jobs(name, lambda rows: rows and all(r["ended_at"] for r in rows))
+            assert [(r["job"], r["status"]) for r in rows] == [("job_1", "FINISHED")]
+            assert daemon.ctl("job", "logs", name, "job_1").stdout == f"Greetings from {name}\n"
+    finally:
+        daemon.close()
