@@ -101,7 +101,8 @@ async def run_execution(  # type: ignore[no-untyped-def]
         loader.registry,
         store,
         EnginePaths(str(tmp_path / "state"), str(tmp_path / "logs")),
-        settings={"stop_grace_period": 2.0, "run_dir": str(tmp_path / "run"), **(settings or {})},
+        # Job environments drop PYTHONPATH: give it back, so that jobs run this checkout's aiflowd.
+        settings={"stop_grace_period": 2.0, "run_dir": str(tmp_path / "run"), "job_env": {"PYTHONPATH": str(REPO)}, **(settings or {})},
         keep_open_for_events=False,
         on_job_change=changed,
     )

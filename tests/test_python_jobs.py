@@ -37,7 +37,7 @@ async def test_nodes_pass_values_over_data_edges_by_port(loader: WorkflowLoader,
             def __init__(self, factor):
                 self.factor = factor
             def process(self, ctx, inputs):
-                assert ctx.config["job_name"] == "job"
+                assert ctx.job_config["job_name"] == "job" and ctx.config["name"] == "scale"
                 return [[x * self.factor for x in inputs[0]]]
 
         class Join(PythonProcessor):

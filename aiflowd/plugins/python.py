@@ -16,12 +16,29 @@ from aiflowd.plugins.common import check_common_properties
 
 
 class ExecutionContext:
-    """What a processor sees of its run: the job's ``config``, the node ``name``, ``job_execution_info``."""
+    """What a processor sees of its run, as in AIFlow.
 
-    def __init__(self, config: dict[str, Any], name: str, job_execution_info: JobExecutionInfo) -> None:
+    ``config`` is the node's config: the keyword arguments given to
+    ``user_define_operation`` plus ``name`` and ``node_type``. ``job_config`` holds the
+    job's ``job_name``, ``job_type`` and ``properties`` (free-form ones included).
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        name: str,
+        job_execution_info: JobExecutionInfo,
+        job_config: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.name = name
         self.job_execution_info = job_execution_info
+        self.job_config = job_config or {}
+
+    @property
+    def node_type(self) -> str:
+        """The node's operation type (``user_define_operation`` unless the definition said otherwise)."""
+        return str(self.config.get("node_type", "user_define_operation"))
 
 
 class PythonProcessor:
@@ -87,6 +104,7 @@ class PythonJobGenerator(JobGenerator):
                     "class": processor.class_name,
                     "payload": processor.payload,
                     "output_num": node.output_num,
+                    "config": node.config,
                     "inputs": [[e.source, e.port] for e in sub_graph.inputs_of(node_id)],
                 }
             )

@@ -19,6 +19,7 @@ import sys
 import traceback
 from typing import Any
 
+from aiflowd import compat
 from aiflowd.workflows import dsl
 
 
@@ -45,6 +46,7 @@ class _Compiler:
 
     def run(self) -> dict[str, Any]:
         sys.path.insert(0, self.workflow_dir)
+        compat.enable()  # AIFlow definitions import ai_flow / ai_flow_plugins
         os.chdir(self.workflow_dir)
         builder = dsl.WorkflowBuilder()
         with dsl.building(builder):

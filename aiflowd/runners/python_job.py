@@ -17,6 +17,7 @@ import sys
 import traceback
 from typing import Any
 
+from aiflowd import compat
 from aiflowd.plugin_interface import JobExecutionInfo
 from aiflowd.plugins.python import ExecutionContext
 
@@ -27,6 +28,7 @@ class JobFailed(Exception):
 
 def run(spec: dict[str, Any]) -> None:
     sys.path.insert(0, spec["workflow_dir"])
+    compat.enable()  # processors of AIFlow workflows import ai_flow / ai_flow_plugins
     info = JobExecutionInfo(**spec["job_execution_info"])
     config = dict(spec["job_config"])
     nodes = spec["nodes"]
@@ -36,7 +38,7 @@ def run(spec: dict[str, Any]) -> None:
             processors[node["node_id"]] = pickle.loads(base64.b64decode(node["payload"]))
         except Exception as err:
             raise JobFailed(f"cannot rebuild processor {node['class']} of node '{node['node_id']}': {type(err).__name__}: {err}") from err
-    contexts = {node["node_id"]: ExecutionContext(config, node["name"], info) for node in nodes}
+    contexts = {n["node_id"]: ExecutionContext(n.get("config") or {"name": n["name"]}, n["name"], info, config) for n in nodes}
     outputs: dict[str, list[Any]] = {}
     opened: list[str] = []
     try:

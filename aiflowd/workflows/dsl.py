@@ -11,6 +11,7 @@ throwaway builder takes the calls, so importing a definition is always harmless.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -94,14 +95,26 @@ def job_config(job_name: str) -> Iterator[str]:
         builder.current_job = None
 
 
+def current_job() -> str | None:
+    """The job a ``with job_config(NAME):`` block has open right now, if any."""
+    return _builder().current_job
+
+
 def user_define_operation(
-    processor: Any,
-    input: Channel | list[Channel] | None = None,  # noqa: A002 - AIFlow's parameter name
+    input: Channel | list[Channel] | tuple[Channel, ...] | None = None,  # noqa: A002 - AIFlow's parameter name
+    processor: Any = None,
     output_num: int = 1,
     name: str | None = None,
-    **config: Any,
-) -> Channel | list[Channel] | None:
-    """Add a node holding ``processor`` to the open job; return its output channel(s)."""
+    operation_type: str = "user_define_operation",
+    **kwargs: Any,
+) -> Channel | tuple[Channel, ...] | None:
+    """Add a node holding ``processor`` to the open job; return its output channel(s).
+
+    AIFlow's signature and order. ``kwargs`` are the node's config: with ``name`` and
+    ``node_type`` (the ``operation_type``) added, the job process hands them to the
+    processor as ``execution_context.config``. One output gives a channel, several a
+    tuple of them, none gives None.
+    """
     builder = _builder()
     job = builder.current_job
     if job is None:
@@ -123,10 +136,11 @@ def user_define_operation(
     node_id = name or f"node_{len(nodes)}"
     if any(node.node_id == node_id for node in nodes):
         raise WorkflowDefinitionError(f"job '{job}' already has a node named '{node_id}'")
-    nodes.append(NodeSpec(node_id, name or node_id, processor, output_num, inputs, dict(config)))
+    config = {**kwargs, "name": node_id, "node_type": str(operation_type)}
+    nodes.append(NodeSpec(node_id, node_id, processor, output_num, inputs, config))
     if output_num == 0:
         return None
-    channels = [Channel(job, node_id, port) for port in range(output_num)]
+    channels = tuple(Channel(job, node_id, port) for port in range(output_num))
     return channels[0] if output_num == 1 else channels
 
 
@@ -162,9 +176,17 @@ def action_on_event(
     _builder().rules.append(RuleSpec(job_name, "event", condition, _enum_value(JobAction, action, "action"), *_caller()))
 
 
+#: Frames of these folders are skipped when locating a rule: this module and the
+#: AIFlow compatibility layer only forward the definition's call.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_FORWARDING_DIRS = (_HERE + os.sep, os.path.join(os.path.dirname(_HERE), "compat") + os.sep)
+
+
 def _caller() -> tuple[str, int]:
     """File and line of the definition's call, so a bad rule is reported where it is written."""
-    frame = sys._getframe(2)
+    frame = sys._getframe(1)
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_FORWARDING_DIRS):
+        frame = frame.f_back
     return frame.f_code.co_filename, frame.f_lineno
 
 

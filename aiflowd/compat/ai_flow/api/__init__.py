@@ -1,0 +1,1 @@
+"""``ai_flow.api``: the functions a workflow definition calls."""

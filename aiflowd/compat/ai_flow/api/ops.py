@@ -1,0 +1,83 @@
+"""``ai_flow.api.ops``: the operations and rules of an AIFlow definition, onto aiflowd's DSL.
+
+``user_define_operation``, ``job_config`` and ``action_on_job_status`` are aiflowd's own
+(same signatures). ``transform`` is a named ``user_define_operation``. AIFlow's event
+rules are translated: a MEET_ANY condition becomes one aiflowd rule per event, the
+``UNDEFINED`` event type means any type, and ``ValueCondition.UPDATED`` any value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ai_flow.workflow.control_edge import (
+    UNDEFINED_EVENT_TYPE,
+    ConditionType,
+    EventCondition,
+    EventMeetConfig,
+    MeetAnyEventCondition,
+    ValueCondition,
+)
+
+from aiflowd.model import ANY, DEFAULT_NAMESPACE, JobAction
+from aiflowd.workflows import dsl
+from aiflowd.workflows.dsl import Channel, WorkflowDefinitionError, action_on_job_status, user_define_operation
+
+__all__ = ["action_on_event", "action_on_events", "action_on_job_status", "transform", "user_define_operation"]
+
+
+def transform(
+    input: Channel | list[Channel] | tuple[Channel, ...] | None,  # noqa: A002 - AIFlow's parameter name
+    transform_processor: Any,
+    output_num: int = 1,
+    name: str | None = None,
+) -> Channel | tuple[Channel, ...] | None:
+    """A node that transforms its inputs: ``user_define_operation`` with node_type ``transform``."""
+    return user_define_operation(input=input, processor=transform_processor, output_num=output_num, name=name, operation_type="transform")
+
+
+def action_on_event(
+    job_name: str,
+    event_key: str,
+    event_value: str,
+    event_type: str = UNDEFINED_EVENT_TYPE,
+    sender: str | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+    value_condition: ValueCondition = ValueCondition.EQUALS,
+    action: JobAction = JobAction.START,
+) -> None:
+    """When a matching event arrives, do ``action`` to ``job_name`` (AIFlow's signature and order)."""
+    condition = MeetAnyEventCondition().add_event(event_key, event_value, event_type, namespace, sender, value_condition=value_condition)
+    action_on_events(job_name, condition, action)
+
+
+def action_on_events(job_name: str, event_condition: EventCondition, action: JobAction) -> None:
+    """When ``event_condition`` holds, do ``action`` to ``job_name``.
+
+    MEET_ANY conditions (and MEET_ALL ones of a single event) are supported; a MEET_ALL
+    condition of several events is refused, as aiflowd cannot yet wait for all of them.
+    """
+    if not isinstance(event_condition, EventCondition):
+        raise WorkflowDefinitionError(f"event_condition must be a MeetAnyEventCondition or MeetAllEventCondition, got {event_condition!r}")
+    if not event_condition.events:
+        raise WorkflowDefinitionError("event_condition has no events: add some with add_event()")
+    if event_condition.condition_type == ConditionType.MEET_ALL and len(event_condition.events) > 1:
+        raise WorkflowDefinitionError(
+            "a MeetAllEventCondition of several events is not supported by aiflowd yet; use MeetAnyEventCondition, or one event per rule"
+        )
+    for wanted in event_condition.events:
+        _add_rule(job_name, wanted, action)
+
+
+def _add_rule(job_name: str, wanted: EventMeetConfig, action: JobAction) -> None:
+    value = ANY if ValueCondition(wanted.value_condition) == ValueCondition.UPDATED else wanted.event_value
+    event_type = ANY if wanted.event_type in (None, UNDEFINED_EVENT_TYPE) else wanted.event_type
+    dsl.action_on_event(
+        job_name,
+        wanted.event_key,
+        event_value=value,
+        event_type=event_type,
+        sender=wanted.sender,
+        namespace=wanted.namespace,
+        action=action,
+    )

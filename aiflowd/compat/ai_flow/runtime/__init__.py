@@ -1,0 +1,1 @@
+"""``ai_flow.runtime``: where a job execution runs."""

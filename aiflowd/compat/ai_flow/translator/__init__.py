@@ -1,0 +1,1 @@
+"""``ai_flow.translator``: from a job's graph to a runnable job."""

@@ -1,0 +1,1 @@
+"""``ai_flow.workflow``: statuses, rules and workflow/job configs, as AIFlow names them."""
