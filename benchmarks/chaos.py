@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import math
@@ -357,10 +358,17 @@ def run_chaos(root: Path, kills: int, seed: int, two_timers: bool, tail: float) 
         if daemon.wait(tail, until_ready=False):
             run.aborted = "the daemon ended by itself after the last kill"
             return run
-        for spec in specs:
-            daemon.ctl("workflow", "pause-scheduling", spec.name)
-        run.paused_at = time.time()
-        run.settle = settle(daemon, run)
+        try:
+            for spec in specs:
+                daemon.ctl("workflow", "pause-scheduling", spec.name)
+            run.paused_at = time.time()
+            run.settle = settle(daemon, run)
+        except RuntimeError as err:
+            if daemon.wait(SETTLE_TIMEOUT, until_ready=False):
+                run.aborted = f"the daemon stopped answering ({err}) and then ended by itself (exit {daemon.life.exit_code})"
+            else:
+                run.aborted = f"the daemon stopped answering ({err}) and was still running {SETTLE_TIMEOUT:.0f} s later"
+            return run
         daemon.stop()
         run.orphans = orphans(token)
         return run
@@ -459,7 +467,8 @@ class TimerFigures:
     fired: int = 0
     missing: list[float] = field(default_factory=list)
     doubled: list[float] = field(default_factory=list)
-    skipped: int = 0
+    #: (slot, whether it was a downtime's catch-up) of the slots that came while the job ran
+    skipped: list[tuple[float, bool]] = field(default_factory=list)
     off_grid: int = 0
 
 
@@ -652,22 +661,22 @@ def tick_figures(
     def busy(at: float) -> bool:
         return bool(job) and any(start - 0.2 <= at <= end + 0.2 for start, end in running)
 
-    must: list[tuple[int, float]] = []  # slot index, when it had to fire
+    must: list[tuple[int, float, bool]] = []  # slot index, when it had to fire, whether as a catch-up
     latest_of_gap: dict[int, int] = {}
     index = 0
     while (slot := run.anchor + index * interval) <= run.paused_at - PAUSE_MARGIN:
         if any(ready < slot < sure for ready, sure in ups):
-            must.append((index, slot))
+            must.append((index, slot, False))
         else:
             gap = next((i for i, (ready, _) in enumerate(ups) if ready >= slot), len(ups))
             latest_of_gap[gap] = index
         index += 1
-    must += [(i, ups[gap][0] if gap < len(ups) else run.paused_at) for gap, i in latest_of_gap.items()]
-    for i, due in must:
+    must += [(i, ups[gap][0] if gap < len(ups) else run.paused_at, True) for gap, i in latest_of_gap.items()]
+    for i, due, catch_up in must:
         if fired[i]:
             figures.expected += 1
         elif busy(run.anchor + i * interval) or busy(due):
-            figures.skipped += 1
+            figures.skipped.append((run.anchor + i * interval, catch_up))
         else:
             figures.expected += 1
             figures.missing.append(run.anchor + i * interval)
@@ -697,20 +706,23 @@ def print_report(run: Run, report: Report, seconds: float) -> None:
     print(f"doubled         {report.count('doubled')}")
     print(f"orphans         {len(run.orphans)}")
     missing, doubled = sum(len(t.missing) for t in report.timers), sum(len(t.doubled) for t in report.timers)
-    skipped = sum(t.skipped for t in report.timers)
+    skipped = [s for t in report.timers for s in t.skipped]
+    catch_ups = sum(1 for _, catch_up in skipped if catch_up)
     print(
-        f"ticks           {fired} of {expected} expected slots fired; missing {missing}, doubled {doubled}, skipped (job still running) {skipped}"
+        f"ticks           {fired} of {expected} expected slots fired; missing {missing}, doubled {doubled}, skipped {len(skipped)} (job still running; {catch_ups} of them catch-ups after a downtime)"
     )
     for t in report.timers:
         name = f"{t.workflow}{'.' + t.job if t.job else ''} every {t.interval:g}s"
         extra = f", {t.off_grid} off the grid" if t.off_grid else ""
         print(
-            f"  {name:<28} {t.expected - len(t.missing)}/{t.expected}, missing {len(t.missing)}, doubled {len(t.doubled)}, skipped {t.skipped}{extra}"
+            f"  {name:<28} {t.expected - len(t.missing)}/{t.expected}, missing {len(t.missing)}, doubled {len(t.doubled)}, skipped {len(t.skipped)}{extra}"
         )
         for slot in t.missing[:10]:
             print(f"    missing slot {clock(slot)}")
         for slot in t.doubled[:10]:
             print(f"    doubled slot {clock(slot)}")
+        for slot, catch_up in t.skipped[:10]:
+            print(f"    skipped slot {clock(slot)}{' (the catch-up of a downtime)' if catch_up else ''}: the job was still running")
     print(f"misrecorded     {report.count('misrecorded')}")
     for finding in report.findings[:40]:
         print(f"  {finding}")
@@ -735,9 +747,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="aiflowd-chaos-", dir=args.dir))
     started = time.monotonic()
     run = run_chaos(root, args.kills, args.seed, args.two_timers, args.tail)
+    # Each life of the daemon (start, READY, end, how), for a look at what the figures say.
+    (root / "lives.json").write_text(json.dumps([dataclasses.asdict(life) for life in run.lives], indent=1))
     if run.aborted:
-        print(f"chaos: {run.aborted}; the daemon's log is {root / 'daemon.log'}; its end:", file=sys.stderr)
-        print("\n".join((root / "daemon.log").read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
+        print(f"chaos: ABORTED: {run.aborted}; the end of the daemon's log ({root / 'daemon.log'}):")
+        print("\n".join((root / "daemon.log").read_text(errors="replace").splitlines()[-15:]))
+        if run.db.exists():
+            print_report(run, compare(run), time.monotonic() - started)
+        print(f"the run's folder (ledger, daemon.log, state): {root}")
         return 1
     report = compare(run)
     print_report(run, report, time.monotonic() - started)
