@@ -38,7 +38,11 @@ It prints:
 - ``misrecorded``: a job recorded FINISHED whose run never reached its end, or one that
   ran to its end but is recorded FAILED or KILLED.
 
-Exit status 0 when lost, doubled, orphans and crashes are all 0, else 1.
+Exit status 0 when lost, doubled, orphans and crashes are all 0, else 1. Ticks and
+misrecorded statuses are printed, slot by slot, without failing the run. A daemon that
+will not start three times in a row, or stops answering at the end, aborts the run
+(exit 1) with the end of its log; the run's folder (ledger, daemon.log, state,
+lives.json) is kept whenever something was found, or with ``--keep``.
 
 Usage: python -m benchmarks.chaos [--kills 50] [--seed 1] [--dir DIR] [--two-timers] [--keep]
 """
@@ -465,7 +469,8 @@ class TimerFigures:
     interval: float
     expected: int = 0
     fired: int = 0
-    missing: list[float] = field(default_factory=list)
+    #: (slot, whether it was a downtime's catch-up) of the slots that never fired
+    missing: list[tuple[float, bool]] = field(default_factory=list)
     doubled: list[float] = field(default_factory=list)
     #: (slot, whether it was a downtime's catch-up) of the slots that came while the job ran
     skipped: list[tuple[float, bool]] = field(default_factory=list)
@@ -679,7 +684,7 @@ def tick_figures(
             figures.skipped.append((run.anchor + i * interval, catch_up))
         else:
             figures.expected += 1
-            figures.missing.append(run.anchor + i * interval)
+            figures.missing.append((run.anchor + i * interval, catch_up))
     return figures
 
 
@@ -717,8 +722,8 @@ def print_report(run: Run, report: Report, seconds: float) -> None:
         print(
             f"  {name:<28} {t.expected - len(t.missing)}/{t.expected}, missing {len(t.missing)}, doubled {len(t.doubled)}, skipped {len(t.skipped)}{extra}"
         )
-        for slot in t.missing[:10]:
-            print(f"    missing slot {clock(slot)}")
+        for slot, catch_up in t.missing[:10]:
+            print(f"    missing slot {clock(slot)}{' (the catch-up of a downtime)' if catch_up else ''}")
         for slot in t.doubled[:10]:
             print(f"    doubled slot {clock(slot)}")
         for slot, catch_up in t.skipped[:10]:
