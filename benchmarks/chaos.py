@@ -9,7 +9,8 @@ real processes only:
 1. It writes workflows into a fresh watched folder: chains (``job_2`` starts when
    ``job_1`` is FINISHED, ...), fan-outs (one job starting several) and periodic jobs
    (workflow-level and job-level ``periodic_config`` every few seconds, on a grid fixed
-   by ``start_date``). ``--two-timers`` adds a workflow with two timers.
+   by ``start_date``). ``--two-timers`` adds a workflow with two timers; ``--escapes``
+   one whose job leaves a process behind in a session of its own (``setsid``).
 2. Every job appends a line to a ledger when it starts and when it ends: its workflow,
    job, execution ids (from the job's environment) and a marker unique to that run of
    the process, then takes 0.05-1.5 s. Every process of a job carries a token unique to
@@ -44,7 +45,7 @@ will not start three times in a row, or stops answering at the end, aborts the r
 (exit 1) with the end of its log; the run's folder (ledger, daemon.log, state,
 lives.json) is kept whenever something was found, or with ``--keep``.
 
-Usage: python -m benchmarks.chaos [--kills 50] [--seed 1] [--dir DIR] [--two-timers] [--keep]
+Usage: python -m benchmarks.chaos [--kills 50] [--seed 1] [--dir DIR] [--two-timers] [--escapes] [--keep]
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class WorkflowSpec:
     interval: float | None = None
     #: Job-level timers: job -> seconds between slots.
     job_intervals: dict[str, float] = field(default_factory=dict)
+    #: Its jobs leave a process behind in a session of its own (``setsid``), as careless jobs do.
+    escapes: bool = False
 
     @property
     def roots(self) -> list[str]:
@@ -120,7 +123,7 @@ class WorkflowSpec:
         return found + sorted(self.job_intervals.items())
 
 
-def workflow_specs(two_timers: bool) -> list[WorkflowSpec]:
+def workflow_specs(two_timers: bool, escapes: bool = False) -> list[WorkflowSpec]:
     """Chains, fan-outs and timers; at most one timer per workflow unless ``two_timers``."""
     specs = [
         WorkflowSpec(
@@ -140,21 +143,25 @@ def workflow_specs(two_timers: bool) -> list[WorkflowSpec]:
     ]
     if two_timers:
         specs.append(WorkflowSpec("two_timers", ("a", "b", "c"), (("a", "b"),), interval=3.0, job_intervals={"c": 2.0}))
+    if escapes:
+        specs.append(WorkflowSpec("escapes", ("leaver",), interval=5.0, escapes=True))
     return specs
 
 
-def job_command(ledger: Path, token: str) -> str:
+def job_command(ledger: Path, token: str, escapes: bool = False) -> str:
     """A job that writes 'start' and 'end' ledger lines around a random 0.05-1.5 s sleep.
 
     ``exec -a`` gives the sleep the run's token as its name, so that every process of the
     job (the wrapper and bash name it in their arguments) can be found through /proc.
+    With ``escapes`` it also leaves a 10-minute sleep behind in a session of its own.
     """
+    leave = f"setsid -f bash -c 'exec -a {token} sleep 600' < /dev/null > /dev/null 2>&1; " if escapes else ""
     low, high = (round(s * 1000) for s in JOB_SECONDS)
     out = shlex.quote(str(ledger))
     return (
         'm="$$.$EPOCHREALTIME"; '
         'k="$AIFLOWD_WORKFLOW $AIFLOWD_JOB $AIFLOWD_WORKFLOW_EXECUTION_ID $AIFLOWD_JOB_EXECUTION_ID $m"; '
-        f'echo "start $k $EPOCHREALTIME" >> {out}; '
+        f'echo "start $k $EPOCHREALTIME" >> {out}; {leave}'
         f"ms=$((SRANDOM % {high - low + 1} + {low})); printf -v f %03d $((ms % 1000)); "
         f'(exec -a {token} sleep "$((ms / 1000)).$f"); '
         f'echo "end $k $EPOCHREALTIME" >> {out}'
@@ -315,18 +322,17 @@ class Run:
     aborted: str = ""
 
 
-def run_chaos(root: Path, kills: int, seed: int, two_timers: bool, tail: float) -> Run:
+def run_chaos(root: Path, kills: int, seed: int, two_timers: bool, tail: float, escapes: bool = False) -> Run:
     rng = random.Random(seed)
     token = f"aiflowd-chaos-{secrets.token_hex(6)}"
     socket_dir = Path(tempfile.mkdtemp(prefix="aiflowd-chaos-"))  # socket paths must stay short
     daemon = ChaosDaemon(root, socket_dir)
     ledger = root / "ledger"
     ledger.touch()
-    specs = workflow_specs(two_timers)
+    specs = workflow_specs(two_timers, escapes)
     anchor = float(int(time.time()))
-    command = job_command(ledger, token)
     for spec in specs:
-        (daemon.workflows / f"{spec.name}.yaml").write_text(workflow_text(spec, command, anchor))
+        (daemon.workflows / f"{spec.name}.yaml").write_text(workflow_text(spec, job_command(ledger, token, spec.escapes), anchor))
     run = Run(specs, anchor, token, ledger, daemon.db, daemon.lives)
     try:
         crashes_in_a_row = 0
@@ -746,12 +752,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the random kill moments (default 1)")
     parser.add_argument("--dir", help="where the run's folder goes (default: the system's temporary folder)")
     parser.add_argument("--two-timers", action="store_true", help="add a workflow with a workflow-level and a job-level timer")
+    parser.add_argument("--escapes", action="store_true", help="add a workflow whose job leaves a setsid process behind")
     parser.add_argument("--tail", type=float, default=4.0, help="seconds served after the last restart before settling")
     parser.add_argument("--keep", action="store_true", help="keep the run's folder (it is always kept when something is found)")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="aiflowd-chaos-", dir=args.dir))
     started = time.monotonic()
-    run = run_chaos(root, args.kills, args.seed, args.two_timers, args.tail)
+    run = run_chaos(root, args.kills, args.seed, args.two_timers, args.tail, args.escapes)
     # Each life of the daemon (start, READY, end, how), for a look at what the figures say.
     (root / "lives.json").write_text(json.dumps([dataclasses.asdict(life) for life in run.lives], indent=1))
     if run.aborted:
