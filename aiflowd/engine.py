@@ -880,6 +880,9 @@ class Engine:
     async def _supervise(self, run: JobRun) -> None:
         try:
             outcome = await self._run_job(run)
+            handle = run.supervisor.handle if run.supervisor is not None else None
+            if not isinstance(getattr(handle, "ended_at", None), float):
+                outcome.ended_at = self.clock.now()  # it ended now, not while no daemon watched
         except Exception as err:
             self.contained_errors += 1
             log.exception("job supervision failed", workflow=run.execution.workflow, job=run.job)
