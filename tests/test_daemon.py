@@ -432,6 +432,14 @@ def test_a_second_sigterm_stops_waiting_and_kills_the_jobs(tmp_path: Path) -> No
         assert daemon.process.wait(timeout=20) == 0
         assert time.monotonic() - started < 10  # not the 60 s grace
         wait_for(lambda: not pid_alive(pid), timeout=5)
+        # Recorded before the daemon ended (it used to stay RUNNING: "exit status lost" at the next start).
+        import sqlite3
+
+        with sqlite3.connect(daemon.state / "aiflowd.db") as db:
+            status, ended_at, message = db.execute("SELECT status, ended_at, message FROM job_executions").fetchone()
+            (execution,) = db.execute("SELECT status FROM executions").fetchone()
+        assert (status, execution) == ("KILLED", "KILLED") and ended_at is not None, message
+        assert "second stop signal" in message
     finally:
         daemon.close()
 
