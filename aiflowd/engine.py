@@ -48,6 +48,8 @@ log = structlog.get_logger("aiflowd.engine")
 
 ACTIVE, INVALID, RETIRED = "active", "invalid", "retired"
 CHANGED = "workflow changed"
+#: How the message of a job execution lost in a restart begins: such a one is never retried.
+LOST = "lost in a restart: "
 #: How often the engine looks whether its database file is still there (and retries a failed commit).
 STORE_CHECK_INTERVAL = 5.0
 #: The longest pause between two attempts to commit to a store that refuses writes.
@@ -547,9 +549,7 @@ class Engine:
         if changed is not None:
             self._on_new_version(*changed)
 
-    def _set_version(
-        self, path: str, result: LoadedWorkflow | LoadError, *, timers: bool = True
-    ) -> tuple[WorkflowEntry, bool] | None:
+    def _set_version(self, path: str, result: LoadedWorkflow | LoadError, *, timers: bool = True) -> tuple[WorkflowEntry, bool] | None:
         """Record what was loaded; (entry, whether it replaced a running version) when the version is new.
 
         ``timers``: whether the version's schedules tick (not for ``run-once``, which runs one execution).
@@ -889,6 +889,7 @@ class Engine:
             outcome = JobOutcome(Status.FAILED, message=f"aiflowd failed to supervise the job: {type(err).__name__}: {err}")
             if run.recovered and (run.supervisor is None or run.supervisor.handle is None):
                 run.lost = True  # it may run still, out of sight: starting it again could run it twice
+                outcome.message = LOST + str(outcome.message)
         self.post(JobEnded(run, outcome))
 
     async def _run_job(self, run: JobRun) -> JobOutcome:
@@ -906,9 +907,9 @@ class Engine:
                 # Starting it again could run it twice, so it ends here, and is not retried.
                 run.lost = True
                 if run.recovered_handle is not None:
-                    message = "the job could not be found again after a restart"
+                    message = LOST + "the job could not be found again after a restart"
                 else:
-                    message = f"aiflowd restarted while starting the job, and job type '{run.job_type}' cannot tell whether it started"
+                    message = LOST + f"aiflowd restarted while starting it, and job type '{run.job_type}' cannot tell whether it started"
                 return JobOutcome(Status.FAILED, message=message, ended_at=self.clock.now())
             if handle is not None and getattr(handle, "job", None) is None:
                 handle.job = job
@@ -1040,36 +1041,49 @@ class Engine:
         workflow versions must have been loaded (``load_initial``) before.
         """
         for row in reversed(self.store.executions(status=Status.RUNNING.value, limit=100_000)):
-            entry = self.workflows.get(row["workflow"])
-            if entry is None or entry.loaded is None:
-                self.store.end_execution(row["id"], Status.KILLED.value)
-                self._reattach_orphans(row)
-                continue
-            execution = ExecutionRun(row["id"], row["workflow"], entry.loaded, row["trigger"], row["only_job"])
-            execution.states = {job: scheduler.JobState() for job in entry.loaded.workflow.jobs}
-            self.executions[execution.id] = execution
-            ended_at: dict[str, float] = {}
-            for job_row in reversed(self.store.job_executions(execution_id=row["id"], limit=100_000)):
-                job = job_row["job"]
-                ended_at[job] = job_row["ended_at"] or 0.0
-                state = execution.states.setdefault(job, scheduler.JobState())
-                state.attempt = max(state.attempt, job_row["attempt"])
-                state.status = Status(job_row["status"])
-                if not state.status.is_final:
-                    run = self._job_run(execution, job, job_row["job_type"], job_row["attempt"], job_row["reason"])
-                    run.id, run.status, run.recovered, run.recovered_handle = job_row["id"], state.status, True, job_row["handle"]
-                    run.created_at, run.started_at = job_row["created_at"], job_row["started_at"]
-                    execution.running[job] = run
-                    self._to_launch.append(run)
-            for job, state in execution.states.items():
-                config = entry.loaded.workflow.jobs[job].config if job in entry.loaded.workflow.jobs else None
-                if config and state.status == Status.FAILED and state.attempt <= config.retries and job not in execution.running:
-                    delay = max(0.001, ended_at.get(job, 0.0) + config.retry_delay - self.clock.now())
-                    reason = f"retry {state.attempt} of {config.retries}"
-                    self._apply(execution, [scheduler.Decision(job, JobAction.START, reason, delay=delay)])
-            if entry.loaded.workflow.version != row["version"]:
-                self._apply_change_policy(entry)
-            self._maybe_end(execution)
+            try:
+                self._recover_execution(row)
+            except Exception:  # one execution's bad record must not keep the others (or the daemon) from starting
+                self.contained_errors += 1
+                log.exception("recovering an execution failed", workflow=row["workflow"], execution=row["id"])
+
+    def _recover_execution(self, row: dict[str, Any]) -> None:
+        entry = self.workflows.get(row["workflow"])
+        if entry is None or entry.loaded is None:
+            self.store.end_execution(row["id"], Status.KILLED.value)
+            self._reattach_orphans(row)
+            return
+        execution = ExecutionRun(row["id"], row["workflow"], entry.loaded, row["trigger"], row["only_job"])
+        execution.states = {job: scheduler.JobState() for job in entry.loaded.workflow.jobs}
+        self.executions[execution.id] = execution
+        ended_at: dict[str, float] = {}
+        lost: set[str] = set()
+        for job_row in reversed(self.store.job_executions(execution_id=row["id"], limit=100_000)):
+            job = job_row["job"]
+            ended_at[job] = job_row["ended_at"] or 0.0
+            if (job_row["message"] or "").startswith(LOST):
+                lost.add(job)
+            else:
+                lost.discard(job)
+            state = execution.states.setdefault(job, scheduler.JobState())
+            state.attempt = max(state.attempt, job_row["attempt"])
+            state.status = Status(job_row["status"])
+            if not state.status.is_final:
+                run = self._job_run(execution, job, job_row["job_type"], job_row["attempt"], job_row["reason"])
+                run.id, run.status, run.recovered, run.recovered_handle = job_row["id"], state.status, True, job_row["handle"]
+                run.created_at, run.started_at = job_row["created_at"], job_row["started_at"]
+                execution.running[job] = run
+                self._to_launch.append(run)
+        for job, state in execution.states.items():
+            config = entry.loaded.workflow.jobs[job].config if job in entry.loaded.workflow.jobs else None
+            retry = state.status == Status.FAILED and state.attempt <= (config.retries if config else 0) and job not in lost
+            if config and retry and job not in execution.running:
+                delay = max(0.001, ended_at.get(job, 0.0) + config.retry_delay - self.clock.now())
+                reason = f"retry {state.attempt} of {config.retries}"
+                self._apply(execution, [scheduler.Decision(job, JobAction.START, reason, delay=delay)])
+        if entry.loaded.workflow.version != row["version"]:
+            self._apply_change_policy(entry)
+        self._maybe_end(execution)
 
     def _reattach_orphans(self, row: dict[str, Any]) -> None:
         """Jobs of a workflow that is gone: found again only to be stopped."""

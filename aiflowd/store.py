@@ -131,8 +131,11 @@ class Store:
         self.problem: str | None = None
         self._journal: list[tuple[str, tuple[Any, ...]]] = []
         self._identity: tuple[int, int] | None = None
-        self.db = self._open()
-        self._next_id = {table: self._max_id(table) + 1 for table in _ID_TABLES}
+        try:
+            self.db = self._open()
+            self._next_id = {table: self._max_id(table) + 1 for table in _ID_TABLES}
+        except sqlite3.DatabaseError as err:  # corrupt, not a database, a full disk, no permission
+            raise StoreUnavailable(f"cannot use the state database {path}: {err}") from err
 
     def _open(self) -> sqlite3.Connection:
         if self.path != ":memory:":

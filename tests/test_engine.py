@@ -23,7 +23,7 @@ from aiflowd.clock import ManualClock
 from aiflowd.engine import CheckStore, Engine, EnginePaths, JobRun, Removed, Tick, UserEvent
 from aiflowd.model import AISubGraph, Event, JobConfig, JobStatusCondition, PeriodicConfig, Rule, Status, Workflow
 from aiflowd.plugin_interface import Job, JobController, JobGenerator, JobHandle, JobPluginFactory, JobRuntimeEnv, PluginRegistry
-from aiflowd.store import Store
+from aiflowd.store import Store, StoreUnavailable
 from aiflowd.workflows.loader import LoadedWorkflow, WorkflowLoader
 
 from .conftest import pid_alive, write
@@ -377,6 +377,9 @@ async def test_a_job_a_restarted_engine_cannot_find_is_never_started_again(tmp_p
         assert row["status"] == "FAILED"
         assert ("could not be found again" if started else "cannot tell whether it started") in row["message"]
         assert world.running("a")  # left alone: it may be doing its work
+        store = crash(h)
+    async with running(tmp_path, [(path, loaded)], world=world, store=store, controller=AIFlowStyleController) as h:
+        assert world.submitted == ["1.a.1"]  # nor retried at a later start
 
 
 async def test_a_job_found_again_after_a_crash_is_adopted_not_restarted(tmp_path: Path) -> None:
@@ -561,3 +564,9 @@ async def _until(predicate: Callable[[], bool | Awaitable[bool]]) -> None:
         while not predicate():
             await anyio.sleep(0.01)
 
+
+def test_a_database_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "aiflowd.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreUnavailable, match=f"cannot use the state database {path}: file is not a database"):
+        Store(str(path))

@@ -53,8 +53,13 @@ def test_two_periodic_configs_in_one_workflow_keep_the_daemon_serving(daemon: Da
         timeout=20,
     )
     wait_for(lambda: sum(1 for e in daemon.json("workflow", "list-executions", "periodic_job") if e["only_job"] is None) >= 3, timeout=20)
-    wait_for(lambda: any(e["only_job"] == "own_beat" for e in daemon.json("workflow", "list-executions", "periodic_job"))
-             or any(r["reason"].startswith("periodic") for r in daemon.jobs("periodic_job")), timeout=20)
+    wait_for(
+        lambda: (
+            any(e["only_job"] == "own_beat" for e in daemon.json("workflow", "list-executions", "periodic_job"))
+            or any(r["reason"].startswith("periodic") for r in daemon.jobs("periodic_job"))
+        ),
+        timeout=20,
+    )
     assert executions and daemon.process is not None and daemon.process.poll() is None
     assert daemon.json("status")["pid"] == daemon.process.pid
 
@@ -81,7 +86,9 @@ def test_a_job_being_started_at_kill_9_is_adopted_not_started_again(daemon: Daem
     """kill -9 between starting a job and recording its pid leaves it INIT without a handle:
     the next daemon finds the running wrapper by its exit-status file, never starts a second."""
     ledger, gate = tmp_path / "ledger", tmp_path / "gate"
-    daemon.write_workflow("w.yaml", f"j:\n  job_type: bash\n  bash_command: 'echo $$ >> {ledger}; while [ ! -e {gate} ]; do sleep 0.02; done'\n")
+    daemon.write_workflow(
+        "w.yaml", f"j:\n  job_type: bash\n  bash_command: 'echo $$ >> {ledger}; while [ ! -e {gate} ]; do sleep 0.02; done'\n"
+    )
     daemon.wait_jobs("w", lambda rows: statuses(rows) == [("j", "RUNNING")])
     wait_for(lambda: ledger.exists() and ledger.read_text().strip())
     daemon.kill9()
@@ -99,7 +106,9 @@ def test_a_deleted_database_is_noticed_and_written_back(daemon: Daemon, tmp_path
     """Regression: deleting the state database while aiflowd ran went unnoticed, and the
     next start had forgotten every workflow, execution and running job."""
     ledger, gate = tmp_path / "ledger", tmp_path / "gate"
-    daemon.write_workflow("keep.yaml", f"k:\n  job_type: bash\n  bash_command: 'echo run >> {ledger}; while [ ! -e {gate} ]; do sleep 0.02; done'\n")
+    daemon.write_workflow(
+        "keep.yaml", f"k:\n  job_type: bash\n  bash_command: 'echo run >> {ledger}; while [ ! -e {gate} ]; do sleep 0.02; done'\n"
+    )
     daemon.wait_jobs("keep", lambda rows: statuses(rows) == [("k", "RUNNING")])
     database = daemon.state / "aiflowd.db"
     for suffix in ("", "-wal", "-shm"):
