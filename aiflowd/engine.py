@@ -27,7 +27,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -329,15 +329,7 @@ class Engine:
         with self._send, self._receive:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
-                changes = [change for path, result in initial if (change := self._set_version(path, result))]
-                loaded = {_workflow_name(path) for path, _ in initial}
-                for name, row in self._stored_workflows().items():
-                    if row["status"] != RETIRED and name not in loaded:
-                        self.workflows[name] = WorkflowEntry(name, row["path"])
-                        self._removed(name)  # gone while the daemon was down
-                self._recover()
-                for entry, replaced in changes:
-                    self._on_new_version(entry, replaced)
+                self._take_over(initial)
                 self._flush()
                 if self.store_check_interval > 0:
                     self._start_task(self._check_store_now_and_then, what="store check")
@@ -356,6 +348,37 @@ class Engine:
                             self.contained_errors += 1
                             log.exception("engine message failed; the engine goes on", message=type(message).__name__)
                     self._flush()
+
+    def _take_over(self, initial: list[tuple[str, LoadedWorkflow | LoadError]]) -> None:
+        """Record the first scan, retire what left while down, recover, then let new versions act.
+
+        Each step is contained to the workflow it concerns: one bad record or version must
+        not keep the daemon (and every other workflow) from starting.
+        """
+        changes = []
+        for path, result in initial:
+            with self._containing("loading a workflow", path=path):
+                if change := self._set_version(path, result):
+                    changes.append(change)
+        loaded = {_workflow_name(path) for path, _ in initial}
+        for name, row in self._stored_workflows().items():
+            if row["status"] != RETIRED and name not in loaded:
+                with self._containing("retiring a workflow", workflow=name):
+                    self.workflows[name] = WorkflowEntry(name, row["path"])
+                    self._removed(name)  # gone while the daemon was down
+        self._recover()
+        for entry, replaced in changes:
+            with self._containing("starting a new version", workflow=entry.name):
+                self._on_new_version(entry, replaced)
+
+    @contextlib.contextmanager
+    def _containing(self, what: str, **context: Any) -> Iterator[None]:
+        """Log and count an exception of the block, and go on: it concerns only ``context``."""
+        try:
+            yield
+        except Exception:
+            self.contained_errors += 1
+            log.exception(f"{what} failed; the engine goes on", **context)
 
     async def _next_message(self) -> Message:
         """The next message; while the store refuses writes, a retry after a growing pause."""
@@ -1041,11 +1064,8 @@ class Engine:
         workflow versions must have been loaded (``load_initial``) before.
         """
         for row in reversed(self.store.executions(status=Status.RUNNING.value, limit=100_000)):
-            try:
+            with self._containing("recovering an execution", workflow=row["workflow"], execution=row["id"]):
                 self._recover_execution(row)
-            except Exception:  # one execution's bad record must not keep the others (or the daemon) from starting
-                self.contained_errors += 1
-                log.exception("recovering an execution failed", workflow=row["workflow"], execution=row["id"])
 
     def _recover_execution(self, row: dict[str, Any]) -> None:
         entry = self.workflows.get(row["workflow"])

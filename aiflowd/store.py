@@ -176,7 +176,7 @@ class Store:
                 if self.problem is not None:
                     self._replay()
                 self.db.commit()
-            except sqlite3.OperationalError as err:
+            except sqlite3.DatabaseError as err:  # full, read-only, I/O error, or worse: kept, retried, shown
                 self._failed(err)
                 raise StoreUnavailable(self.problem) from err
             self._journal.clear()
@@ -231,7 +231,7 @@ class Store:
         self.db = self._open()
         return kept
 
-    def _failed(self, err: sqlite3.OperationalError) -> None:
+    def _failed(self, err: sqlite3.DatabaseError) -> None:
         if self.problem is None:
             log.error("state store cannot write; keeping the writes to retry", error=str(err))
         self.problem = f"the state database cannot be written: {err}"
