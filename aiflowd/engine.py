@@ -1001,7 +1001,9 @@ class Engine:
             entry.restore[run.job] = str(savepoint)
         state = execution.states[run.job]
         if execution.stop_reason is None:
-            if run.lost:
+            decisions: list[scheduler.Decision]
+            event: Event | None
+            if run.lost:  # never retried: it may still run
                 decisions, event = [], scheduler.job_status_event(execution.workflow, run.job, outcome.status, self.clock.now())
             else:
                 decisions, event = scheduler.on_job_ended(execution.loaded.workflow, run.job, state, outcome.status)

@@ -300,7 +300,7 @@ class Store:
         self._write("UPDATE executions SET status = ?, ended_at = ? WHERE id = ?", (status, time.time(), execution_id))
 
     def executions(self, workflow: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        query, params = "SELECT * FROM executions WHERE 1=1", []
+        query, params = "SELECT * FROM executions WHERE 1=1", list[Any]()
         if workflow is not None:
             query += " AND workflow = ?"
             params.append(workflow)
