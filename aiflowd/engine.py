@@ -88,6 +88,11 @@ class WorkflowEntry:
     timers: anyio.CancelScope | None = None
     #: Job-level ticks that came while their job still ran: slot per job, started when it ends.
     deferred_ticks: dict[str, float] = field(default_factory=dict)
+    #: The last valid version known (loaded, or recorded by a previous daemon).
+    version: str | None = None
+    #: Executions a previous daemon left, taken over once a valid version is loaded (the
+    #: file is invalid now, or still loading): their jobs run on untouched meanwhile.
+    unrecovered: list[dict[str, Any]] = field(default_factory=list)
     #: Savepoints the jobs of a stopped older version left, for the new version to start from.
     restore: dict[str, str] = field(default_factory=dict)
 
@@ -582,14 +587,12 @@ class Engine:
         if entry is None:
             stored = self._stored_workflows().get(name)
             entry = WorkflowEntry(name, path, paused=bool(stored and stored["paused"]), anchor=self.clock.now())
+            entry.version = stored["version"] if stored and stored["status"] != RETIRED else None
             self.workflows[name] = entry
-            previous_version = stored["version"] if stored and stored["status"] != RETIRED else None
         elif entry.status == RETIRED:
             entry = WorkflowEntry(name, path, paused=entry.paused, anchor=self.clock.now())
             self.workflows[name] = entry
-            previous_version = None
-        else:
-            previous_version = entry.loaded.workflow.version if entry.loaded else None
+        previous_version = entry.version
         entry.path = path
         if isinstance(result, LoadError):
             entry.problems = result.problems
@@ -601,8 +604,12 @@ class Engine:
         old = entry.loaded
         entry.loaded = result
         entry.status = ACTIVE
-        version = result.workflow.version
+        version = entry.version = result.workflow.version
         self.store.save_workflow(name, path, version, ACTIVE, [])
+        unrecovered, entry.unrecovered = entry.unrecovered, []
+        for row in unrecovered:
+            with self._containing("recovering an execution", workflow=name, execution=row["id"]):
+                self._recover_execution(row)
         if previous_version == version and old is not None:
             return None  # the same content again: nothing to do
         if previous_version != version:
@@ -642,6 +649,10 @@ class Engine:
             return
         for execution in [e for e in self.executions.values() if e.workflow == name]:
             self._stop_execution(execution, "workflow removed")
+        unrecovered, entry.unrecovered = entry.unrecovered, []
+        for row in unrecovered:
+            self.store.end_execution(row["id"], Status.KILLED.value)
+            self._reattach_orphans(row)
         if entry.timers is not None:
             entry.timers.cancel()
         entry.status = RETIRED
@@ -1071,9 +1082,15 @@ class Engine:
 
     def _recover_execution(self, row: dict[str, Any]) -> None:
         entry = self.workflows.get(row["workflow"])
-        if entry is None or entry.loaded is None:
+        if entry is None or entry.status == RETIRED:  # its workflow is gone: its jobs are found only to be stopped
             self.store.end_execution(row["id"], Status.KILLED.value)
             self._reattach_orphans(row)
+            return
+        if entry.loaded is None:
+            # Invalid now, or not loaded yet: killing its jobs (and starting them again once
+            # the workflow loads) would run them twice. They run on; they are taken over then.
+            entry.unrecovered.append(row)
+            log.warning("execution left as it runs until its workflow loads", workflow=entry.name, execution=row["id"])
             return
         execution = ExecutionRun(row["id"], row["workflow"], entry.loaded, row["trigger"], row["only_job"])
         execution.states = {job: scheduler.JobState() for job in entry.loaded.workflow.jobs}

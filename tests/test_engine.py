@@ -24,6 +24,7 @@ from aiflowd.engine import CheckStore, Engine, EnginePaths, JobRun, Removed, Tic
 from aiflowd.model import AISubGraph, Event, JobConfig, JobStatusCondition, PeriodicConfig, Rule, Status, Workflow
 from aiflowd.plugin_interface import Job, JobController, JobGenerator, JobHandle, JobPluginFactory, JobRuntimeEnv, PluginRegistry
 from aiflowd.store import Store, StoreUnavailable
+from aiflowd.workflows.errors import LoadError, Problem
 from aiflowd.workflows.loader import LoadedWorkflow, WorkflowLoader
 
 from .conftest import pid_alive, write
@@ -396,6 +397,28 @@ async def test_a_job_found_again_after_a_crash_is_adopted_not_restarted(tmp_path
         await h.settle()
         assert world.submitted == ["1.a.1", "1.b.1"]
         assert [(r["job"], r["status"]) for r in h.rows("adopt")] == [("a", "FINISHED"), ("b", "FINISHED")]
+
+
+async def test_an_execution_whose_workflow_does_not_load_at_restart_runs_on_until_it_does(tmp_path: Path) -> None:
+    """Regression: a workflow that did not load at a restart (a broken edit made while down,
+    a definition still compiling) had its running jobs killed, then started again from
+    scratch once it loaded: the same work twice."""
+    path, loaded = workflow("slowload", job("a"))
+    world = World(blocking={"a"})
+    async with running(tmp_path, [(path, loaded)], world=world) as h:
+        store = crash(h)
+    world.crashed = False
+    broken = LoadError([Problem(path, 1, 1, "a", "a broken edit")])
+    async with running(tmp_path, [(path, broken)], world=world, store=store) as h:
+        assert world.running("a")  # not stopped
+        assert [r["status"] for r in h.rows("slowload")] == ["RUNNING"]
+        h.engine.loaded(path, loaded)  # fixed (or compiled at last): taken over, not started again
+        await h.settle()
+        world.running("a").end(0)
+        await h.settle()
+        assert world.submitted == ["1.a.1"]
+        assert [r["status"] for r in h.rows("slowload")] == ["FINISHED"]
+        assert [e["status"] for e in h.executions("slowload")] == ["FINISHED"]
 
 
 # -- the second stop signal -------------------------------------------------------------
