@@ -131,11 +131,8 @@ class Store:
         self.problem: str | None = None
         self._journal: list[tuple[str, tuple[Any, ...]]] = []
         self._identity: tuple[int, int] | None = None
-        try:
-            self.db = self._open()
-            self._next_id = {table: self._max_id(table) + 1 for table in _ID_TABLES}
-        except sqlite3.DatabaseError as err:  # corrupt, not a database, a full disk, no permission
-            raise StoreUnavailable(f"cannot use the state database {path}: {err}") from err
+        self.db = self._open()  # an unusable file raises sqlite3's own error, for the daemon's start to report
+        self._next_id = {table: self._max_id(table) + 1 for table in _ID_TABLES}
 
     def _open(self) -> sqlite3.Connection:
         if self.path != ":memory:":

@@ -23,7 +23,7 @@ from aiflowd.clock import ManualClock
 from aiflowd.engine import CheckStore, Engine, EnginePaths, JobRun, Removed, Tick, UserEvent
 from aiflowd.model import AISubGraph, Event, JobConfig, JobStatusCondition, PeriodicConfig, Rule, Status, Workflow
 from aiflowd.plugin_interface import Job, JobController, JobGenerator, JobHandle, JobPluginFactory, JobRuntimeEnv, PluginRegistry
-from aiflowd.store import Store, StoreUnavailable
+from aiflowd.store import Store
 from aiflowd.workflows.errors import LoadError, Problem
 from aiflowd.workflows.loader import LoadedWorkflow, WorkflowLoader
 
@@ -586,10 +586,3 @@ async def _until(predicate: Callable[[], bool | Awaitable[bool]]) -> None:
     with anyio.fail_after(15):
         while not predicate():
             await anyio.sleep(0.01)
-
-
-def test_a_database_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "aiflowd.db"
-    path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreUnavailable, match=f"cannot use the state database {path}: file is not a database"):
-        Store(str(path))
