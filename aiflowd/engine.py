@@ -352,6 +352,8 @@ class Engine:
                         except Exception:
                             self.contained_errors += 1
                             log.exception("engine message failed; the engine goes on", message=type(message).__name__)
+                            with self._containing("settling after a failed message"):
+                                self._settle_after_failure(message)
                     self._flush()
 
     def _take_over(self, initial: list[tuple[str, LoadedWorkflow | LoadError]]) -> None:
@@ -375,6 +377,16 @@ class Engine:
         for entry, replaced in changes:
             with self._containing("starting a new version", workflow=entry.name):
                 self._on_new_version(entry, replaced)
+
+    def _settle_after_failure(self, message: Message) -> None:
+        """Leave the execution a failed message concerns able to end, rather than open for ever."""
+        if isinstance(message, JobEnded):
+            run, execution = message.run, message.run.execution
+            if execution.running.get(run.job) is run:
+                del execution.running[run.job]
+            if not run.status.is_final:
+                run.status = execution.states[run.job].status = message.outcome.status
+            self._maybe_end(execution)
 
     @contextlib.contextmanager
     def _containing(self, what: str, **context: Any) -> Iterator[None]:

@@ -586,3 +586,19 @@ async def _until(predicate: Callable[[], bool | Awaitable[bool]]) -> None:
     with anyio.fail_after(15):
         while not predicate():
             await anyio.sleep(0.01)
+
+
+async def test_an_execution_whose_job_end_fails_to_be_handled_still_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, loaded = workflow("odd", job("a"), job("b"), rules=(Rule("b", JobStatusCondition("a")),))
+    world = World(blocking={"a"})
+    async with running(tmp_path, [(path, loaded)], world=world) as h:
+        monkeypatch.setattr("aiflowd.scheduler.on_job_ended", _raise)
+        world.running("a").end(0)
+        await h.settle()
+        assert h.engine.contained_errors == 1
+        assert h.engine.executions == {}  # ended, not left open for ever
+        assert world.submitted == ["1.a.1"]
+
+
+def _raise(*args: object) -> None:
+    raise RuntimeError("a bug in a rule")
