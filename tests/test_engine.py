@@ -195,7 +195,7 @@ class Harness:
 @asynccontextmanager
 async def running(
     tmp_path: Path,
-    initial: list[tuple[str, LoadedWorkflow]],
+    initial: list[tuple[str, LoadedWorkflow | LoadError]],
     *,
     world: World | None = None,
     clock: ManualClock | None = None,
