@@ -576,9 +576,7 @@ class Engine:
             case Removed(name):
                 self._removed(name)
             case CheckStore():
-                problem = self.store.check()
-                if problem is not None and self.store.problem is None:
-                    log.warning("state store recovered", what=problem)
+                self.store.check()  # logs what it found and did; a failed commit is retried by the flush
             case _:
                 raise TypeError(f"not an engine message: {message!r}")
 
