@@ -247,8 +247,12 @@ def test_periodic_ticks_survive_kill_9_without_loss_or_double(daemon: Daemon, tm
     back while the daemon is down, so no machine is too slow or too fast for the test. The
     job-level job still runs when the daemon dies, so its catch-up comes while it runs.
     """
+    import datetime
+
     gate = tmp_path / "gate"
-    hourly = "{interval: 1h, start_date: '2020-01-01T00:00:00+00:00'}"
+    # Slots half an hour away from now on either side: no slot comes due while the test runs.
+    start = datetime.datetime.fromtimestamp(time.time() - 5 * 3600 - 1800, datetime.UTC)
+    hourly = f"{{interval: 1h, start_date: '{start.isoformat()}'}}"
     daemon.write_workflow("beat.yaml", f"periodic_config: {hourly}\nb:\n  job_type: bash\n  bash_command: 'true'\n")
     daemon.write_workflow(
         "jobbeat.yaml", f"j:\n  job_type: bash\n  bash_command: 'while [ ! -e {gate} ]; do sleep 0.02; done'\n  periodic_config: {hourly}\n"
@@ -277,6 +281,7 @@ def test_periodic_ticks_survive_kill_9_without_loss_or_double(daemon: Daemon, tm
         first, catch_up = slots
         assert (catch_up - first) % 3600 == 0 and catch_up - first >= 3 * 3600, triggers  # on the grid, three slots coalesced
         assert catch_up <= now < catch_up + 3600, triggers  # the latest slot missed, not a later one
+        assert catch_up == first + 3 * 3600, triggers
     assert len(daemon.jobs("beat")) == 2
 
 
