@@ -38,6 +38,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from aiflowd import scheduler
 from aiflowd.clock import Clock, SystemClock
 from aiflowd.controllers.supervisor import JobOutcome, JobSupervisor, call
+from aiflowd.inbox import Call, CheckStore, Due, JobEnded, JobRunning, Loaded, Message, Removed, Reply, Tick, UserEvent, from_legacy
 from aiflowd.model import ChangePolicy, Event, EventCondition, JobAction, JobConfig, PeriodicConfig, Status
 from aiflowd.plugin_interface import Job, JobController, JobExecutionInfo, JobHandle, JobRuntimeEnv, PluginRegistry
 from aiflowd.store import Store, StoreUnavailable
@@ -163,111 +164,6 @@ class ExecutionRun:
         return not self.running and not self.pending
 
 
-class _Reply:
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-        #: Whether the call wrote to the store: then it is answered only once that is committed.
-        self.wrote = False
-
-
-# -- the inbox: one message kind per class ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """The folder holds a (new) version of the workflow at ``path``, or a broken one."""
-
-    path: str
-    result: LoadedWorkflow | LoadError
-
-
-@dataclass(frozen=True)
-class Removed:
-    """The workflow ``name`` is gone from the folder."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class JobRunning:
-    """A job execution runs; ``handle`` is what a restarted daemon needs to find it again."""
-
-    run: JobRun
-    handle: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class JobEnded:
-    """A job execution ended (or its supervision failed)."""
-
-    run: JobRun
-    outcome: JobOutcome
-
-
-@dataclass(frozen=True)
-class UserEvent:
-    """An event sent by a user or a job."""
-
-    event: Event
-
-
-@dataclass(frozen=True)
-class Due:
-    """A delayed decision (a retry after its ``retry_delay``) is due."""
-
-    execution_id: int
-    decision: scheduler.Decision
-
-
-@dataclass(frozen=True)
-class Tick:
-    """A schedule's slot came: ``job`` is '' for a workflow-level schedule."""
-
-    workflow: str
-    job: str
-    slot: float
-
-
-@dataclass(frozen=True)
-class Call:
-    """Run ``fn(engine)`` inside the loop and answer ``reply`` once the turn is committed."""
-
-    fn: Callable[[Engine], Any]
-    reply: _Reply
-
-
-@dataclass(frozen=True)
-class CheckStore:
-    """Look whether the database file is still there, and retry a commit that failed."""
-
-
-Message = Loaded | Removed | JobRunning | JobEnded | UserEvent | Due | Tick | Call | CheckStore
-
-
-def _legacy(kind: str, payload: Any) -> Message:
-    """The typed message for the old ``post("kind", payload)`` form."""
-    match kind:
-        case "loaded":
-            return Loaded(*payload)
-        case "removed":
-            return Removed(payload)
-        case "event":
-            return UserEvent(payload)
-        case "job_running":
-            return JobRunning(*payload)
-        case "job_ended":
-            return JobEnded(*payload)
-        case "due":
-            return Due(*payload)
-        case "tick":
-            return Tick(*payload)
-        case "call":
-            return Call(*payload)
-    raise TypeError(f"unknown engine message kind {kind!r}")
-
-
 class EngineError(Exception):
     """A request the engine refuses (unknown workflow, job not running, ...)."""
 
@@ -304,7 +200,7 @@ class Engine:
         self._send, self._receive = anyio.create_memory_object_stream[Message](math.inf)
         self._to_launch: list[JobRun] = []
         self._to_stop: list[tuple[JobRun, str]] = []
-        self._replies: list[_Reply] = []
+        self._replies: list[Reply] = []
         self._task_group: TaskGroup | None = None
         self._stored: dict[str, dict[str, Any]] | None = None
         self._ticks: dict[tuple[str, str], float | None] = {}
@@ -418,7 +314,7 @@ class Engine:
         still accepted and turned into its typed message.
         """
         if isinstance(message, str):
-            message = _legacy(message, payload)
+            message = from_legacy(message, payload)
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._send.send_nowait(message)
 
@@ -436,7 +332,7 @@ class Engine:
         A call that wrote nothing is answered at the end of its turn even while the store
         refuses writes, so reading (``aiflowctl status``) works when the daemon is degraded.
         """
-        reply = _Reply()
+        reply = Reply()
         self.post(Call(fn, reply))
         await reply.done.wait()
         if reply.error is not None:

@@ -20,7 +20,8 @@ import anyio
 import pytest
 
 from aiflowd.clock import ManualClock
-from aiflowd.engine import CheckStore, Engine, EnginePaths, JobRun, Removed, Tick, UserEvent
+from aiflowd.engine import Engine, EnginePaths, JobRun
+from aiflowd.inbox import CheckStore, Removed, Tick, UserEvent
 from aiflowd.model import AISubGraph, Event, JobConfig, JobStatusCondition, PeriodicConfig, Rule, Status, Workflow
 from aiflowd.plugin_interface import Job, JobController, JobGenerator, JobHandle, JobPluginFactory, JobRuntimeEnv, PluginRegistry
 from aiflowd.store import Store
@@ -564,9 +565,9 @@ async def test_a_failing_job_change_callback_fails_nothing_else(tmp_path: Path) 
 
 
 def _start(name: str) -> Any:
-    from aiflowd.engine import Call, _Reply
+    from aiflowd.inbox import Call, Reply
 
-    return Call(lambda engine: engine.start_execution(name), _Reply())
+    return Call(lambda engine: engine.start_execution(name), Reply())
 
 
 def _slot(trigger: str) -> float:
