@@ -7,6 +7,14 @@ all to the store in one transaction, and only then acts: starts and stops jobs, 
 requests. So a crash between deciding and acting is repaired on restart from the store,
 and persistence costs one commit per turn, not one per job.
 
+Messages are small frozen dataclasses, one per kind, dispatched with ``match``: a
+malformed message is a type error, not a string typo. Failures are contained: a message
+whose handling raises is logged and counted and the loop goes on; a store that cannot
+write keeps every decision waiting (jobs already running go on) until a commit succeeds.
+
+Time comes from a ``Clock`` (``aiflowd.clock``): schedules and retry delays never read
+the wall clock themselves, so tests drive them with a clock they move.
+
 Each job execution is its own task under a JobSupervisor; one failing never cancels the
 others. ``run-once`` drives the same engine with an in-memory store.
 """
@@ -19,7 +27,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +36,12 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from aiflowd import scheduler
+from aiflowd.clock import Clock, SystemClock
 from aiflowd.controllers.supervisor import JobOutcome, JobSupervisor, call
-from aiflowd.model import ChangePolicy, Event, EventCondition, JobAction, JobConfig, Status
-from aiflowd.plugin_interface import Job, JobExecutionInfo, JobHandle, JobRuntimeEnv, PluginRegistry
-from aiflowd.store import Store
+from aiflowd.inbox import Call, CheckStore, Due, JobEnded, JobRunning, Loaded, Message, Removed, Reply, Tick, UserEvent, from_legacy
+from aiflowd.model import ChangePolicy, Event, EventCondition, JobAction, JobConfig, PeriodicConfig, Status
+from aiflowd.plugin_interface import Job, JobController, JobExecutionInfo, JobHandle, JobRuntimeEnv, PluginRegistry
+from aiflowd.store import Store, StoreUnavailable
 from aiflowd.workflows.errors import LoadError, Problem
 from aiflowd.workflows.loader import LoadedWorkflow
 
@@ -39,6 +49,14 @@ log = structlog.get_logger("aiflowd.engine")
 
 ACTIVE, INVALID, RETIRED = "active", "invalid", "retired"
 CHANGED = "workflow changed"
+#: How the message of a job execution lost in a restart begins: such a one is never retried.
+LOST = "lost in a restart: "
+#: How often the engine looks whether its database file is still there (and retries a failed commit).
+STORE_CHECK_INTERVAL = 5.0
+#: The longest pause between two attempts to commit to a store that refuses writes.
+STORE_RETRY_MAX = 5.0
+#: The longest pause before a failed timer starts again.
+TIMER_RESTART_MAX = 60.0
 
 
 @dataclass
@@ -69,6 +87,13 @@ class WorkflowEntry:
     anchor: float = field(default_factory=time.time)
     start_when_idle: bool = False
     timers: anyio.CancelScope | None = None
+    #: Job-level ticks that came while their job still ran: slot per job, started when it ends.
+    deferred_ticks: dict[str, float] = field(default_factory=dict)
+    #: The last valid version known (loaded, or recorded by a previous daemon).
+    version: str | None = None
+    #: Executions a previous daemon left, taken over once a valid version is loaded (the
+    #: file is invalid now, or still loading): their jobs run on untouched meanwhile.
+    unrecovered: list[dict[str, Any]] = field(default_factory=list)
     #: Savepoints the jobs of a stopped older version left, for the new version to start from.
     restore: dict[str, str] = field(default_factory=dict)
 
@@ -109,6 +134,8 @@ class JobRun:
     stop_reason: str | None = None
     recovered_handle: dict[str, Any] | None = None
     recovered: bool = False
+    #: Taken over after a restart but not found again: it may still run, so it is never retried.
+    lost: bool = False
 
 
 @dataclass(eq=False)
@@ -137,13 +164,6 @@ class ExecutionRun:
         return not self.running and not self.pending
 
 
-class _Reply:
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-
 class EngineError(Exception):
     """A request the engine refuses (unknown workflow, job not running, ...)."""
 
@@ -161,6 +181,8 @@ class Engine:
         max_concurrent_jobs: int = 64,
         keep_open_for_events: bool = True,
         on_job_change: Callable[[JobRun], None] | None = None,
+        clock: Clock | None = None,
+        store_check_interval: float = STORE_CHECK_INTERVAL,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -168,15 +190,28 @@ class Engine:
         self.settings = settings or {}
         self.keep_open_for_events = keep_open_for_events
         self.on_job_change = on_job_change or (lambda run: None)
+        self.clock: Clock = clock or SystemClock()
+        self.store_check_interval = store_check_interval
         self.workflows: dict[str, WorkflowEntry] = {}
         self.executions: dict[int, ExecutionRun] = {}
         self.limiter = anyio.CapacityLimiter(max_concurrent_jobs)
-        self._send, self._receive = anyio.create_memory_object_stream[tuple[str, Any]](math.inf)
+        #: Exceptions the engine contained (a message, a timer, an action): logged, counted, survived.
+        self.contained_errors = 0
+        self._send, self._receive = anyio.create_memory_object_stream[Message](math.inf)
         self._to_launch: list[JobRun] = []
         self._to_stop: list[tuple[JobRun, str]] = []
-        self._replies: list[_Reply] = []
+        self._replies: list[Reply] = []
         self._task_group: TaskGroup | None = None
         self._stored: dict[str, dict[str, Any]] | None = None
+        self._ticks: dict[tuple[str, str], float | None] = {}
+        self._store_failures = 0
+        #: Set once the daemon stops: nothing new starts (no tick, no waiting version).
+        self._stopping = False
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the engine runs degraded (its store cannot write), or None: for ``aiflowctl status``."""
+        return self.store.problem
 
     # -- running -------------------------------------------------------------------
 
@@ -195,39 +230,110 @@ class Engine:
         with self._send, self._receive:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
-                changes = [change for path, result in initial if (change := self._set_version(path, result))]
-                loaded = {_workflow_name(path) for path, _ in initial}
-                for name, row in self._stored_workflows().items():
-                    if row["status"] != RETIRED and name not in loaded:
-                        self.workflows[name] = WorkflowEntry(name, row["path"])
-                        self._removed(name)  # gone while the daemon was down
-                self._recover()
-                for entry, replaced in changes:
-                    self._on_new_version(entry, replaced)
+                self._take_over(initial)
                 self._flush()
+                if self.store_check_interval > 0:
+                    self._start_task(self._check_store_now_and_then, what="store check")
                 task_status.started()
                 while True:
-                    batch = [await self._receive.receive()]
+                    batch = [await self._next_message()]
                     while True:
                         try:
                             batch.append(self._receive.receive_nowait())
                         except anyio.WouldBlock:
                             break
-                    for kind, payload in batch:
+                    for message in batch:
                         try:
-                            self._handle(kind, payload)
+                            self._handle(message)
                         except Exception:
-                            log.exception("engine message failed", kind=kind)
+                            self.contained_errors += 1
+                            log.exception("engine message failed; the engine goes on", message=type(message).__name__)
+                            with self._containing("settling after a failed message"):
+                                self._settle_after_failure(message)
                     self._flush()
 
-    def post(self, kind: str, payload: Any) -> None:
+    def _take_over(self, initial: list[tuple[str, LoadedWorkflow | LoadError]]) -> None:
+        """Record the first scan, retire what left while down, recover, then let new versions act.
+
+        Each step is contained to the workflow it concerns: one bad record or version must
+        not keep the daemon (and every other workflow) from starting.
+        """
+        changes = []
+        for path, result in initial:
+            with self._containing("loading a workflow", path=path):
+                if change := self._set_version(path, result):
+                    changes.append(change)
+        loaded = {_workflow_name(path) for path, _ in initial}
+        for name, row in self._stored_workflows().items():
+            if row["status"] != RETIRED and name not in loaded:
+                with self._containing("retiring a workflow", workflow=name):
+                    self.workflows[name] = WorkflowEntry(name, row["path"])
+                    self._removed(name)  # gone while the daemon was down
+        self._recover()
+        for entry, replaced in changes:
+            with self._containing("starting a new version", workflow=entry.name):
+                self._on_new_version(entry, replaced)
+
+    def _settle_after_failure(self, message: Message) -> None:
+        """Leave the execution a failed message concerns able to end, rather than open for ever."""
+        if isinstance(message, JobEnded):
+            run, execution = message.run, message.run.execution
+            if execution.running.get(run.job) is run:
+                del execution.running[run.job]
+            if not run.status.is_final:
+                run.status = execution.states[run.job].status = message.outcome.status
+            self._maybe_end(execution)
+
+    @contextlib.contextmanager
+    def _containing(self, what: str, **context: Any) -> Iterator[None]:
+        """Log and count an exception of the block, and go on: it concerns only ``context``."""
+        try:
+            yield
+        except Exception:
+            self.contained_errors += 1
+            log.exception(f"{what} failed; the engine goes on", **context)
+
+    async def _next_message(self) -> Message:
+        """The next message; while the store refuses writes, a retry after a growing pause."""
+        if self.store.problem is None and not self.store.pending_writes:
+            return await self._receive.receive()
+        delay = min(STORE_RETRY_MAX, 0.1 * 2 ** min(self._store_failures, 10))
+        with anyio.move_on_after(delay):
+            return await self._receive.receive()
+        return CheckStore()
+
+    async def _check_store_now_and_then(self) -> None:
+        while True:
+            await anyio.sleep(self.store_check_interval)
+            self.post(CheckStore())
+
+    def post(self, message: Message | str, payload: Any = None) -> None:
+        """Put a message in the inbox (from any task of the event loop's thread).
+
+        Deprecated: the two-argument form ``post("kind", payload)`` of older callers is
+        still accepted and turned into its typed message.
+        """
+        if isinstance(message, str):
+            message = from_legacy(message, payload)
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._send.send_nowait((kind, payload))
+            self._send.send_nowait(message)
+
+    def loaded(self, path: str, result: LoadedWorkflow | LoadError) -> None:
+        """The folder loaded ``path``: a new version, or its problems."""
+        self.post(Loaded(path, result))
+
+    def removed(self, name: str) -> None:
+        """The workflow ``name`` left the folder."""
+        self.post(Removed(name))
 
     async def request(self, fn: Callable[[Engine], Any]) -> Any:
-        """Run ``fn(engine)`` inside the loop; its answer once the turn is committed."""
-        reply = _Reply()
-        self.post("call", (fn, reply))
+        """Run ``fn(engine)`` inside the loop; its answer once what it decided is committed.
+
+        A call that wrote nothing is answered at the end of its turn even while the store
+        refuses writes, so reading (``aiflowctl status``) works when the daemon is degraded.
+        """
+        reply = Reply()
+        self.post(Call(fn, reply))
         await reply.done.wait()
         if reply.error is not None:
             raise reply.error
@@ -239,62 +345,136 @@ class Engine:
         while self.executions:
             await next(iter(self.executions.values())).ended.wait()
 
-    def kill_all(self) -> int:
-        """SIGKILL every local job's process group now (a second stop signal: no more waiting).
+    def kill_all(self, reason: str = "killed: aiflowd stopped without waiting (second stop signal)") -> int:
+        """SIGKILL every local job's process group now and record them KILLED (a second stop signal).
 
-        Jobs elsewhere (on a Flink cluster) are left to the stop already under way.
+        Called from outside the loop, when the daemon is about to end without waiting: the
+        records are written and committed here, before returning, so the next start does
+        not find them RUNNING with their exit status lost. Jobs elsewhere (on a Flink
+        cluster) are left to the stop already under way and to the next start.
         """
+        self._stopping = True
         killed = 0
-        for execution in self.executions.values():
-            for run in execution.running.values():
+        now = self.clock.now()
+        for execution in list(self.executions.values()):
+            for run in list(execution.running.values()):
                 handle = run.supervisor.handle if run.supervisor is not None else None
-                group = getattr(handle, "group", None)  # local process groups; cluster jobs have none
-                if group is not None and group.signal_group(signal.SIGKILL):
+                group = getattr(handle, "group", None) if handle is not None else None  # local process groups only
+                if handle is None and run.supervisor is None and not run.recovered:
+                    outcome = JobOutcome(Status.KILLED, message=f"{reason}; never started", ended_at=now)
+                elif group is not None:
+                    group.signal_group(signal.SIGKILL)
                     killed += 1
+                    outcome = JobOutcome(Status.KILLED, exit_code=137, message=reason, ended_at=now)
+                else:
+                    continue
+                try:
+                    self._record_end(run, outcome)
+                except Exception:
+                    self.contained_errors += 1
+                    log.exception("recording a killed job failed", workflow=run.execution.workflow, job=run.job)
+            if not execution.running and execution.id in self.executions:
+                execution.stop_reason = execution.stop_reason or reason
+                self._end(execution)
+        try:
+            self.store.commit()
+        except StoreUnavailable as err:
+            log.error("the killed jobs could not be recorded", error=str(err))
         return killed
 
     def _flush(self) -> None:
-        self.store.commit()
-        for run, reason in self._to_stop:
-            if run.supervisor is not None:
-                run.supervisor.request_stop(reason)
-            else:
-                run.stop_reason = reason
-        self._to_stop.clear()
+        """Commit what this turn decided, then act on it; nothing is acted upon uncommitted."""
+        try:
+            self.store.commit()
+        except StoreUnavailable as err:
+            self._store_failures += 1
+            if self._store_failures == 1:
+                log.error("state store refuses writes: running jobs go on, new actions wait", error=str(err))
+            self._answer(reply for reply in self._replies if not reply.wrote)
+            self._replies = [reply for reply in self._replies if reply.wrote]
+            return
+        except Exception:  # a bug, not the disk: the decisions stay queued and the next turn retries
+            self.contained_errors += 1
+            self._store_failures += 1
+            log.exception("commit failed")
+            return
+        if self._store_failures:
+            log.warning("state store writes again: acting on what waited", waited=len(self._to_launch) + len(self._to_stop))
+            self._store_failures = 0
+        to_stop, self._to_stop = self._to_stop, []
+        for run, reason in to_stop:
+            self._contained(self._request_stop, run, reason)
+        to_launch, self._to_launch = self._to_launch, []
         assert self._task_group is not None
-        for run in self._to_launch:
-            self._task_group.start_soon(self._supervise, run)
-        self._to_launch.clear()
-        for reply in self._replies:
-            reply.done.set()
-        self._replies.clear()
+        for run in to_launch:
+            self._contained(self._task_group.start_soon, self._supervise, run)
+        replies, self._replies = self._replies, []
+        self._answer(replies)
 
-    def _handle(self, kind: str, payload: Any) -> None:
-        if kind == "call":
-            fn, reply = payload
+    def _contained(self, action: Callable[..., Any], *args: Any) -> None:
+        """Do one action; a failure is that action's alone (logged, counted), never the loop's."""
+        try:
+            action(*args)
+        except Exception:
+            self.contained_errors += 1
+            log.exception("engine action failed", action=getattr(action, "__name__", repr(action)))
+
+    @staticmethod
+    def _request_stop(run: JobRun, reason: str) -> None:
+        if run.supervisor is not None:
+            run.supervisor.request_stop(reason)
+        else:
+            run.stop_reason = reason
+
+    @staticmethod
+    def _answer(replies: Any) -> None:
+        for reply in replies:
+            reply.done.set()
+
+    def _start_task(self, fn: Callable[..., Awaitable[None]], *args: Any, what: str) -> None:
+        """Run a task beside the loop; an exception in it is logged and counted, never the engine's end."""
+
+        async def contained() -> None:
             try:
-                reply.value = fn(self)
-            except Exception as err:  # noqa: BLE001 - handed back to the requester
-                reply.error = err
-            self._replies.append(reply)
-        elif kind == "job_running":
-            self._job_running(*payload)
-        elif kind == "job_ended":
-            self._job_ended(*payload)
-        elif kind == "event":
-            self._user_event(payload)
-        elif kind == "due":
-            execution_id, decision = payload
-            execution = self.executions.get(execution_id)
-            if execution is not None and execution.pending.pop(decision.job, None) is not None:
-                self._apply(execution, [decision])
-                self._maybe_end(execution)
-        elif kind == "tick":
-            self._tick(*payload)
-        elif kind == "loaded":
-            self._loaded(*payload)
-        elif kind == "removed":
-            self._removed(payload)
+                await fn(*args)
+            except Exception:
+                self.contained_errors += 1
+                log.exception("engine task failed", task=what)
+
+        assert self._task_group is not None
+        self._task_group.start_soon(contained, name=what)
+
+    def _handle(self, message: Message) -> None:
+        match message:
+            case Call(fn, reply):
+                before = self.store.pending_writes
+                try:
+                    reply.value = fn(self)
+                except Exception as err:  # noqa: BLE001 - handed back to the requester
+                    reply.error = err
+                reply.wrote = self.store.pending_writes != before
+                self._replies.append(reply)
+            case JobRunning(run, handle):
+                self._job_running(run, handle)
+            case JobEnded(run, outcome):
+                self._job_ended(run, outcome)
+            case UserEvent(event):
+                self._user_event(event)
+            case Due(execution_id, decision):
+                execution = self.executions.get(execution_id)
+                if execution is not None and execution.pending.pop(decision.job, None) is not None:
+                    self._apply(execution, [decision])
+                    self._maybe_end(execution)
+            case Tick(workflow, job, slot):
+                self._tick(workflow, job, slot)
+            case Loaded(path, result):
+                self._loaded(path, result)
+            case Removed(name):
+                self._removed(name)
+            case CheckStore():
+                self.store.check()  # logs what it found and did; a failed commit is retried by the flush
+            case _:
+                raise TypeError(f"not an engine message: {message!r}")
 
     # -- workflows -----------------------------------------------------------------
 
@@ -303,21 +483,22 @@ class Engine:
         if changed is not None:
             self._on_new_version(*changed)
 
-    def _set_version(self, path: str, result: LoadedWorkflow | LoadError) -> tuple[WorkflowEntry, bool] | None:
-        """Record what was loaded; (entry, whether it replaced a running version) when the version is new."""
+    def _set_version(self, path: str, result: LoadedWorkflow | LoadError, *, timers: bool = True) -> tuple[WorkflowEntry, bool] | None:
+        """Record what was loaded; (entry, whether it replaced a running version) when the version is new.
+
+        ``timers``: whether the version's schedules tick (not for ``run-once``, which runs one execution).
+        """
         name = _workflow_name(path)
         entry = self.workflows.get(name)
         if entry is None:
             stored = self._stored_workflows().get(name)
-            entry = WorkflowEntry(name, path, paused=bool(stored and stored["paused"]))
+            entry = WorkflowEntry(name, path, paused=bool(stored and stored["paused"]), anchor=self.clock.now())
+            entry.version = stored["version"] if stored and stored["status"] != RETIRED else None
             self.workflows[name] = entry
-            previous_version = stored["version"] if stored and stored["status"] != RETIRED else None
         elif entry.status == RETIRED:
-            entry = WorkflowEntry(name, path, paused=entry.paused)
+            entry = WorkflowEntry(name, path, paused=entry.paused, anchor=self.clock.now())
             self.workflows[name] = entry
-            previous_version = None
-        else:
-            previous_version = entry.loaded.workflow.version if entry.loaded else None
+        previous_version = entry.version
         entry.path = path
         if isinstance(result, LoadError):
             entry.problems = result.problems
@@ -329,13 +510,18 @@ class Engine:
         old = entry.loaded
         entry.loaded = result
         entry.status = ACTIVE
-        version = result.workflow.version
+        version = entry.version = result.workflow.version
         self.store.save_workflow(name, path, version, ACTIVE, [])
+        unrecovered, entry.unrecovered = entry.unrecovered, []
+        for row in unrecovered:
+            with self._containing("recovering an execution", workflow=name, execution=row["id"]):
+                self._recover_execution(row)
         if previous_version == version and old is not None:
             return None  # the same content again: nothing to do
         if previous_version != version:
             log.info("workflow loaded", workflow=name, version=version)
-        self._arm_timers(entry)
+        if timers:
+            self._arm_timers(entry)
         return (entry, old is not None or previous_version is not None) if previous_version != version else None
 
     def _stored_workflows(self) -> dict[str, dict[str, Any]]:
@@ -369,6 +555,10 @@ class Engine:
             return
         for execution in [e for e in self.executions.values() if e.workflow == name]:
             self._stop_execution(execution, "workflow removed")
+        unrecovered, entry.unrecovered = entry.unrecovered, []
+        for row in unrecovered:
+            self.store.end_execution(row["id"], Status.KILLED.value)
+            self._reattach_orphans(row)
         if entry.timers is not None:
             entry.timers.cancel()
         entry.status = RETIRED
@@ -390,50 +580,108 @@ class Engine:
 
     # -- timers ---------------------------------------------------------------------
 
-    def _arm_timers(self, entry: WorkflowEntry) -> None:
-        if entry.timers is not None:
-            entry.timers.cancel()
-            entry.timers = None
+    def _schedules(self, entry: WorkflowEntry) -> list[tuple[str, PeriodicConfig]]:
         assert entry.loaded is not None
         workflow = entry.loaded.workflow
         schedules = [("", workflow.periodic_config)] if workflow.periodic_config else []
         schedules += [(job, graph.config.periodic_config) for job, graph in workflow.jobs.items() if graph.config.periodic_config]
+        return schedules
+
+    def _arm_timers(self, entry: WorkflowEntry) -> None:
+        """(Re)start the workflow's timers: one task holding one timer per schedule."""
+        if entry.timers is not None:
+            entry.timers.cancel()
+            entry.timers = None
+        schedules = self._schedules(entry)
         if not schedules:
             return
-        scope = anyio.CancelScope()
-        entry.timers = scope
-        assert self._task_group is not None
-        for job, config in schedules:
-            self._task_group.start_soon(self._timer, scope, entry.name, job, config, entry.anchor)
+        # One scope per workflow, entered by exactly one task (a scope is a single 'with' block).
+        entry.timers = anyio.CancelScope()
+        self._start_task(self._run_timers, entry.timers, entry.name, schedules, entry.anchor, what=f"timers of {entry.name}")
 
-    async def _timer(self, scope: anyio.CancelScope, workflow: str, job: str, config: Any, anchor: float) -> None:
+    async def _run_timers(
+        self, scope: anyio.CancelScope, workflow: str, schedules: list[tuple[str, PeriodicConfig]], anchor: float
+    ) -> None:
         with scope:
-            last = self.store.last_tick(workflow, job)
-            while True:
-                slot = scheduler.next_slot(config, last, time.time(), anchor)
-                await anyio.sleep(max(0.0, slot - time.time()))
-                self.post("tick", (workflow, job, slot))
-                last = slot
+            async with anyio.create_task_group() as tg:
+                for job, config in schedules:
+                    tg.start_soon(self._timer, workflow, job, config, anchor)
+
+    async def _timer(self, workflow: str, job: str, config: PeriodicConfig, anchor: float) -> None:
+        """One schedule's ticks for ever; a failure is logged and the timer starts again after a pause."""
+        failures = 0
+        while True:
+            try:
+                await self._ticks_of(workflow, job, config, anchor)
+            except Exception:
+                failures += 1
+                self.contained_errors += 1
+                log.exception("timer failed; it starts again", workflow=workflow, job=job or None, failures=failures)
+                await self.clock.sleep_until(self.clock.now() + min(TIMER_RESTART_MAX, 2.0**failures))
+
+    async def _ticks_of(self, workflow: str, job: str, config: PeriodicConfig, anchor: float) -> None:
+        last = self._last_tick(workflow, job)
+        while True:
+            slot = scheduler.next_slot(config, last, self.clock.now(), anchor)
+            await self.clock.sleep_until(slot)
+            self.post(Tick(workflow, job, slot))
+            last = slot
+
+    def _last_tick(self, workflow: str, job: str) -> float | None:
+        """The slot a schedule fired last: kept here, read from the store once (it may lag behind when degraded)."""
+        key = (workflow, job)
+        if key not in self._ticks:
+            self._ticks[key] = self.store.last_tick(workflow, job)
+        return self._ticks[key]
+
+    def _record_tick(self, workflow: str, job: str, slot: float) -> None:
+        self._ticks[(workflow, job)] = slot
+        self.store.record_tick(workflow, job, slot)
 
     def _tick(self, workflow: str, job: str, slot: float) -> None:
+        """A slot came. Recorded with what it starts, in one commit: after a restart it is neither lost nor fired again."""
         entry = self.workflows.get(workflow)
-        if entry is None or entry.loaded is None or entry.status != ACTIVE:
+        if entry is None or entry.loaded is None or entry.status != ACTIVE or self._stopping:
             return
-        last = self.store.last_tick(workflow, job)
+        if job and job not in entry.loaded.workflow.jobs:
+            return  # a tick of an older version's schedule
+        last = self._last_tick(workflow, job)
         if last is not None and slot <= last:
             return  # fired already (before a restart): never twice
-        self.store.record_tick(workflow, job, slot)
         if entry.paused:
+            self._record_tick(workflow, job, slot)
             return
-        trigger = f"periodic {datetime.datetime.fromtimestamp(slot).isoformat(timespec='milliseconds')}"
         if not job:
-            self._start_execution(entry, trigger)
+            self._record_tick(workflow, job, slot)
+            self._start_execution(entry, _trigger(slot))
             return
         open_executions = [e for e in self.executions.values() if e.workflow == workflow and e.stop_reason is None]
+        if open_executions and (state := open_executions[-1].states.get(job)) is not None and state.running:
+            # The job still runs (maybe taken over after a restart, this being its catch-up
+            # tick): the slot waits, unrecorded, and starts the job when this run ends.
+            # Slots coming meanwhile coalesce into the latest.
+            entry.deferred_ticks[job] = slot
+            return
+        entry.deferred_ticks.pop(job, None)
+        self._record_tick(workflow, job, slot)
         if open_executions:
-            self._apply(open_executions[-1], [scheduler.Decision(job, JobAction.START, trigger)])
+            self._apply(open_executions[-1], [scheduler.Decision(job, JobAction.START, _trigger(slot))])
         else:
-            self._start_execution(entry, trigger, only_job=job)
+            self._start_execution(entry, _trigger(slot), only_job=job)
+
+    def _start_deferred_tick(self, execution: ExecutionRun, job: str) -> None:
+        """Start a job whose schedule's slot came while it ran (see ``_tick``)."""
+        entry = self.workflows.get(execution.workflow)
+        if entry is None or job not in entry.deferred_ticks or execution.states[job].running or self._stopping:
+            return
+        if entry.loaded is None or entry.status != ACTIVE or entry.paused or execution.stop_reason is not None:
+            return
+        slot = entry.deferred_ticks.pop(job)
+        last = self._last_tick(execution.workflow, job)
+        if last is not None and slot <= last:
+            return
+        self._record_tick(execution.workflow, job, slot)
+        self._apply(execution, [scheduler.Decision(job, JobAction.START, _trigger(slot))])
 
     # -- executions ------------------------------------------------------------------
 
@@ -461,8 +709,8 @@ class Engine:
         return execution
 
     def run_workflow(self, loaded: LoadedWorkflow, only_job: str | None = None, trigger: str = "run-once") -> ExecutionRun:
-        """Serve ``loaded`` (without the triggers of a new version) and start one execution of it."""
-        self._set_version(loaded.workflow.path, loaded)
+        """Serve ``loaded`` and start one execution of it: no other trigger (file, schedule) starts another."""
+        self._set_version(loaded.workflow.path, loaded, timers=False)
         return self._start_execution(self.workflows[loaded.workflow.name], trigger, only_job)
 
     def stop_execution(self, workflow: str, execution_id: int | None = None) -> list[int]:
@@ -482,6 +730,7 @@ class Engine:
         self._maybe_end(execution)
 
     def _stop_everything(self, reason: str) -> None:
+        self._stopping = True
         for execution in list(self.executions.values()):
             self._stop_execution(execution, reason)
 
@@ -510,8 +759,8 @@ class Engine:
                 return
             if decision.delay > 0:
                 execution.pending[decision.job] = decision
-                assert self._task_group is not None
-                self._task_group.start_soon(self._due_later, execution.id, decision)
+                due = self.clock.now() + decision.delay
+                self._start_task(self._due_later, execution.id, decision, due, what="retry delay")
                 continue
             state = execution.states[decision.job]
             if decision.action == JobAction.START and not state.running:
@@ -525,9 +774,9 @@ class Engine:
             elif decision.action == JobAction.STOP and state.running:
                 self._to_stop.append((execution.running[decision.job], f"stopped ({decision.reason})"))
 
-    async def _due_later(self, execution_id: int, decision: scheduler.Decision) -> None:
-        await anyio.sleep(decision.delay)
-        self.post("due", (execution_id, scheduler.Decision(decision.job, decision.action, decision.reason)))
+    async def _due_later(self, execution_id: int, decision: scheduler.Decision, due: float) -> None:
+        await self.clock.sleep_until(due)
+        self.post(Due(execution_id, scheduler.Decision(decision.job, decision.action, decision.reason)))
 
     def _start_job(self, execution: ExecutionRun, job: str, reason: str) -> None:
         state = execution.states[job]
@@ -548,13 +797,13 @@ class Engine:
             attempt=run.attempt,
             status=Status.INIT.value,
             reason=reason,
-            created_at=time.time(),
+            created_at=self.clock.now(),
             log_path=run.env.log_path,
             working_dir=run.env.working_dir,
         )
         execution.running[job] = run
         self._to_launch.append(run)
-        self.on_job_change(run)
+        self._notify(run)
 
     def _job_run(self, execution: ExecutionRun, job: str, job_type: str, attempt: int, reason: str) -> JobRun:
         workflow = execution.workflow
@@ -571,10 +820,17 @@ class Engine:
     async def _supervise(self, run: JobRun) -> None:
         try:
             outcome = await self._run_job(run)
+            handle = run.supervisor.handle if run.supervisor is not None else None
+            if not isinstance(getattr(handle, "ended_at", None), float):
+                outcome.ended_at = self.clock.now()  # it ended now, not while no daemon watched
         except Exception as err:
+            self.contained_errors += 1
             log.exception("job supervision failed", workflow=run.execution.workflow, job=run.job)
             outcome = JobOutcome(Status.FAILED, message=f"aiflowd failed to supervise the job: {type(err).__name__}: {err}")
-        self.post("job_ended", (run, outcome))
+            if run.recovered and (run.supervisor is None or run.supervisor.handle is None):
+                run.lost = True  # it may run still, out of sight: starting it again could run it twice
+                outcome.message = LOST + str(outcome.message)
+        self.post(JobEnded(run, outcome))
 
     async def _run_job(self, run: JobRun) -> JobOutcome:
         plugin = self.registry.get(run.job_type) if run.job_type in self.registry else None
@@ -586,8 +842,15 @@ class Engine:
         if run.recovered:
             record = dict(run.recovered_handle or {}, job_execution_id=run.env.job_execution_info.job_execution_id)
             handle = await call(plugin.controller.reattach, record, run.env)
-            if handle is None and run.recovered_handle is not None:
-                return JobOutcome(Status.FAILED, message="the job could not be found again after a restart")
+            if handle is None and (run.recovered_handle is not None or not _can_reattach(plugin.controller)):
+                # Recorded as started, or its controller cannot look for it: it may still run.
+                # Starting it again could run it twice, so it ends here, and is not retried.
+                run.lost = True
+                if run.recovered_handle is not None:
+                    message = LOST + "the job could not be found again after a restart"
+                else:
+                    message = LOST + f"aiflowd restarted while starting it, and job type '{run.job_type}' cannot tell whether it started"
+                return JobOutcome(Status.FAILED, message=message, ended_at=self.clock.now())
             if handle is not None and getattr(handle, "job", None) is None:
                 handle.job = job
         async with self.limiter:
@@ -595,7 +858,7 @@ class Engine:
                 return JobOutcome(Status.KILLED, message=run.stop_reason)
 
             async def running(handle: JobHandle) -> None:
-                self.post("job_running", (run, handle.to_json()))
+                self.post(JobRunning(run, handle.to_json()))
 
             run.supervisor = JobSupervisor(
                 plugin.controller, job, run.env, timeout=job.job_config.timeout, on_running=running, handle=handle
@@ -611,15 +874,16 @@ class Engine:
             self.store.update_job_execution(run.id, handle=handle_record)
             return  # reattached: its RUNNING was announced before the restart, rules fired then
         run.status = Status.RUNNING
-        run.started_at = time.time()
+        run.started_at = self.clock.now()
         execution = run.execution
         execution.states[run.job].status = Status.RUNNING
         self.store.update_job_execution(run.id, status=Status.RUNNING.value, started_at=run.started_at, handle=handle_record)
-        self.on_job_change(run)
-        event = scheduler.job_status_event(execution.workflow, run.job, Status.RUNNING, time.time())
+        self._notify(run)
+        event = scheduler.job_status_event(execution.workflow, run.job, Status.RUNNING, run.started_at)
         self._apply(execution, scheduler.on_event(execution.loaded.workflow, execution.states, event))
 
-    def _job_ended(self, run: JobRun, outcome: JobOutcome) -> None:
+    def _record_end(self, run: JobRun, outcome: JobOutcome) -> None:
+        """Write a job execution's end and forget it as running; the decisions that follow are the caller's."""
         run.status, run.exit_code, run.message, run.ended_at = outcome.status, outcome.exit_code, outcome.message, outcome.ended_at
         run.started_at = run.started_at or outcome.started_at
         self.store.update_job_execution(
@@ -630,23 +894,42 @@ class Engine:
             message=outcome.message,
             handle=outcome.handle_record,
         )
-        self.on_job_change(run)
+        execution = run.execution
+        if execution.running.get(run.job) is run:
+            del execution.running[run.job]
+        execution.states[run.job].status = outcome.status
+        self._notify(run)
+
+    def _notify(self, run: JobRun) -> None:
+        try:
+            self.on_job_change(run)
+        except Exception:
+            self.contained_errors += 1
+            log.exception("job change callback failed", workflow=run.execution.workflow, job=run.job)
+
+    def _job_ended(self, run: JobRun, outcome: JobOutcome) -> None:
+        if run.status.is_final:
+            return  # recorded already (killed at once by a second stop signal)
+        self._record_end(run, outcome)
         execution = run.execution
         savepoint = (outcome.handle_record or {}).get("savepoint_path")
         entry = self.workflows.get(execution.workflow)
         if savepoint and execution.stop_reason == CHANGED and entry is not None:
             entry.restore[run.job] = str(savepoint)
-        if execution.running.get(run.job) is run:
-            del execution.running[run.job]
         state = execution.states[run.job]
-        state.status = outcome.status
         if execution.stop_reason is None:
-            decisions, event = scheduler.on_job_ended(execution.loaded.workflow, run.job, state, outcome.status)
+            decisions: list[scheduler.Decision]
+            event: Event | None
+            if run.lost:  # never retried: it may still run
+                decisions, event = [], scheduler.job_status_event(execution.workflow, run.job, outcome.status, self.clock.now())
+            else:
+                decisions, event = scheduler.on_job_ended(execution.loaded.workflow, run.job, state, outcome.status)
             if run.job in execution.restart_after_stop:
                 decisions = [scheduler.Decision(run.job, JobAction.START, execution.restart_after_stop.pop(run.job))]
             self._apply(execution, decisions)
             if event is not None:
                 self._apply(execution, scheduler.on_event(execution.loaded.workflow, execution.states, event))
+            self._start_deferred_tick(execution, run.job)
         self._maybe_end(execution)
 
     def _maybe_end(self, execution: ExecutionRun) -> None:
@@ -666,13 +949,13 @@ class Engine:
         entry = self.workflows.get(execution.workflow)
         if entry is not None and entry.start_when_idle and not any(e.workflow == entry.name for e in self.executions.values()):
             entry.start_when_idle = False
-            if entry.loaded is not None and entry.status == ACTIVE and not entry.paused:
+            if entry.loaded is not None and entry.status == ACTIVE and not entry.paused and not self._stopping:
                 self._start_execution(entry, "file changed")
 
     # -- events ----------------------------------------------------------------------
 
     def send_event(self, event: Event) -> None:
-        self.post("event", event)
+        self.post(UserEvent(event))
 
     def user_event(self, event: Event) -> None:
         """Record a user event and let every open execution's rules and every start trigger see it."""
@@ -700,43 +983,59 @@ class Engine:
         workflow versions must have been loaded (``load_initial``) before.
         """
         for row in reversed(self.store.executions(status=Status.RUNNING.value, limit=100_000)):
-            entry = self.workflows.get(row["workflow"])
-            if entry is None or entry.loaded is None:
-                self.store.end_execution(row["id"], Status.KILLED.value)
-                self._reattach_orphans(row)
-                continue
-            execution = ExecutionRun(row["id"], row["workflow"], entry.loaded, row["trigger"], row["only_job"])
-            execution.states = {job: scheduler.JobState() for job in entry.loaded.workflow.jobs}
-            self.executions[execution.id] = execution
-            ended_at: dict[str, float] = {}
-            for job_row in reversed(self.store.job_executions(execution_id=row["id"], limit=100_000)):
-                job = job_row["job"]
-                ended_at[job] = job_row["ended_at"] or 0.0
-                state = execution.states.setdefault(job, scheduler.JobState())
-                state.attempt = max(state.attempt, job_row["attempt"])
-                state.status = Status(job_row["status"])
-                if not state.status.is_final:
-                    run = self._job_run(execution, job, job_row["job_type"], job_row["attempt"], job_row["reason"])
-                    run.id, run.status, run.recovered, run.recovered_handle = job_row["id"], state.status, True, job_row["handle"]
-                    run.created_at, run.started_at = job_row["created_at"], job_row["started_at"]
-                    execution.running[job] = run
-                    self._to_launch.append(run)
-            for job, state in execution.states.items():
-                config = entry.loaded.workflow.jobs[job].config if job in entry.loaded.workflow.jobs else None
-                if config and state.status == Status.FAILED and state.attempt <= config.retries and job not in execution.running:
-                    delay = max(0.001, ended_at.get(job, 0.0) + config.retry_delay - time.time())
-                    reason = f"retry {state.attempt} of {config.retries}"
-                    self._apply(execution, [scheduler.Decision(job, JobAction.START, reason, delay=delay)])
-            if entry.loaded.workflow.version != row["version"]:
-                self._apply_change_policy(entry)
-            self._maybe_end(execution)
+            with self._containing("recovering an execution", workflow=row["workflow"], execution=row["id"]):
+                self._recover_execution(row)
+
+    def _recover_execution(self, row: dict[str, Any]) -> None:
+        entry = self.workflows.get(row["workflow"])
+        if entry is None or entry.status == RETIRED:  # its workflow is gone: its jobs are found only to be stopped
+            self.store.end_execution(row["id"], Status.KILLED.value)
+            self._reattach_orphans(row)
+            return
+        if entry.loaded is None:
+            # Invalid now, or not loaded yet: killing its jobs (and starting them again once
+            # the workflow loads) would run them twice. They run on; they are taken over then.
+            entry.unrecovered.append(row)
+            log.warning("execution left as it runs until its workflow loads", workflow=entry.name, execution=row["id"])
+            return
+        execution = ExecutionRun(row["id"], row["workflow"], entry.loaded, row["trigger"], row["only_job"])
+        execution.states = {job: scheduler.JobState() for job in entry.loaded.workflow.jobs}
+        self.executions[execution.id] = execution
+        ended_at: dict[str, float] = {}
+        lost: set[str] = set()
+        for job_row in reversed(self.store.job_executions(execution_id=row["id"], limit=100_000)):
+            job = job_row["job"]
+            ended_at[job] = job_row["ended_at"] or 0.0
+            if (job_row["message"] or "").startswith(LOST):
+                lost.add(job)
+            else:
+                lost.discard(job)
+            state = execution.states.setdefault(job, scheduler.JobState())
+            state.attempt = max(state.attempt, job_row["attempt"])
+            state.status = Status(job_row["status"])
+            if not state.status.is_final:
+                run = self._job_run(execution, job, job_row["job_type"], job_row["attempt"], job_row["reason"])
+                run.id, run.status, run.recovered, run.recovered_handle = job_row["id"], state.status, True, job_row["handle"]
+                run.created_at, run.started_at = job_row["created_at"], job_row["started_at"]
+                execution.running[job] = run
+                self._to_launch.append(run)
+        for job, state in execution.states.items():
+            config = entry.loaded.workflow.jobs[job].config if job in entry.loaded.workflow.jobs else None
+            retry = state.status == Status.FAILED and state.attempt <= (config.retries if config else 0) and job not in lost
+            if config and retry and job not in execution.running:
+                delay = max(0.001, ended_at.get(job, 0.0) + config.retry_delay - self.clock.now())
+                reason = f"retry {state.attempt} of {config.retries}"
+                self._apply(execution, [scheduler.Decision(job, JobAction.START, reason, delay=delay)])
+        if entry.loaded.workflow.version != row["version"]:
+            self._apply_change_policy(entry)
+        self._maybe_end(execution)
 
     def _reattach_orphans(self, row: dict[str, Any]) -> None:
         """Jobs of a workflow that is gone: found again only to be stopped."""
         for job_row in self.store.job_executions(execution_id=row["id"], statuses=[Status.INIT.value, Status.RUNNING.value]):
-            self.store.update_job_execution(job_row["id"], status=Status.KILLED.value, ended_at=time.time(), message="workflow removed")
-            assert self._task_group is not None
-            self._task_group.start_soon(self._stop_orphan, job_row)
+            ended = self.clock.now()
+            self.store.update_job_execution(job_row["id"], status=Status.KILLED.value, ended_at=ended, message="workflow removed")
+            self._start_task(self._stop_orphan, job_row, what="stopping a job of a removed workflow")
 
     async def _stop_orphan(self, job_row: dict[str, Any]) -> None:
         if job_row["job_type"] not in self.registry:
@@ -750,6 +1049,15 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 await call(controller.stop_job, handle, env)
                 await call(controller.cleanup_job, handle, env)
+
+
+def _can_reattach(controller: JobController) -> bool:
+    """Whether a controller looks for executions that outlived a daemon (AIFlow-style ones do not)."""
+    return getattr(type(controller), "reattach", None) is not JobController.reattach
+
+
+def _trigger(slot: float) -> str:
+    return f"periodic {datetime.datetime.fromtimestamp(slot).isoformat(timespec='milliseconds')}"
 
 
 def _workflow_name(path: str) -> str:

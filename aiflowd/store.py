@@ -5,16 +5,28 @@ daemon process (only a power loss may take the last ones). Writes are batched by
 engine: everything one turn of its loop decides is committed together, before any of
 it is acted upon, so persistence does not cap job throughput and a crash never leaves
 an action without its record.
+
+A store that cannot write for a while (disk full, a read-only folder) is degraded, not
+dead: every write since the last commit is kept in a journal, ``commit`` raises
+``StoreUnavailable`` and the next ``commit`` replays the journal. Row ids are chosen
+here, not by SQLite, so that a replay gives every row the id the engine already uses.
+A database file deleted (or replaced) under the running daemon is noticed at the next
+commit and written back from the open connection, which still holds all of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterable
 from typing import Any
+
+import structlog
+
+log = structlog.get_logger("aiflowd.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS workflows (
@@ -102,42 +114,165 @@ JOB_EXECUTION_COLUMNS = (
 )
 
 
+#: Tables whose row ids the store hands out itself (see the module docstring).
+_ID_TABLES = ("executions", "job_executions", "events")
+
+
+class StoreUnavailable(Exception):
+    """The database refused a write or a commit (disk full, read-only, I/O error); the writes are kept."""
+
+
 class Store:
     """The daemon's database. Used from the event loop's thread only; ``commit`` ends a batch."""
 
     def __init__(self, path: str) -> None:
-        if path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level="DEFERRED")
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        self.path = path
+        #: Why writes fail now (None while they succeed): shown by ``aiflowctl status``.
+        self.problem: str | None = None
+        self._journal: list[tuple[str, tuple[Any, ...]]] = []
+        self._identity: tuple[int, int] | None = None
+        self.db = self._open()  # an unusable file raises sqlite3's own error, for the daemon's start to report
+        self._next_id = {table: self._max_id(table) + 1 for table in _ID_TABLES}
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level="DEFERRED")
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(SCHEMA)
+        db.commit()
+        if self.path != ":memory:":
+            status = os.stat(self.path)
+            self._identity = (status.st_dev, status.st_ino)
+        return db
+
+    def _max_id(self, table: str) -> int:
+        (used,) = self.db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        return max(int(used), int(row[0]) if row else 0)
 
     def close(self) -> None:
-        self.db.commit()
+        try:
+            self.commit()
+        except StoreUnavailable as err:
+            log.error("state store: the last writes are lost", error=str(err), writes=len(self._journal))
         self.db.close()
 
+    @property
+    def pending_writes(self) -> int:
+        """How many writes wait for the next commit."""
+        return len(self._journal)
+
     def commit(self) -> None:
-        self.db.commit()
+        """Make every write since the last commit durable, or raise StoreUnavailable (they are kept)."""
+        if self._journal:
+            try:
+                if self.problem is not None:
+                    self._replay()
+                self.db.commit()
+            except sqlite3.DatabaseError as err:  # full, read-only, I/O error, or worse: kept, retried, shown
+                self._failed(err)
+                raise StoreUnavailable(self.problem) from err
+            self._journal.clear()
+            if self.problem is not None:
+                log.warning("state store writes again", was=self.problem)
+                self.problem = None
+        self.check()
+
+    def check(self) -> str | None:
+        """Write the database back if its file was deleted or replaced; what happened, if anything.
+
+        SQLite keeps writing into the file it opened even once that file has no name any
+        more, so a deleted database would lose everything at the next start. The open
+        connection still reads all of it: ``VACUUM INTO`` copies it back to its path.
+        """
+        if self._identity is None or self._journal:
+            return None  # in memory, or writes not yet committed (a commit checks after them)
+        try:
+            status: os.stat_result | None = os.stat(self.path)
+        except FileNotFoundError:
+            status = None
+        if status is not None and (status.st_dev, status.st_ino) == self._identity:
+            return None
+        what = "deleted" if status is None else "replaced by another file"
+        try:
+            kept = self._write_back(aside=status is not None)
+        except (OSError, sqlite3.Error) as err:
+            self.problem = f"the state database {self.path} was {what} and cannot be written back: {err}"
+            log.error("state store lost its file", path=self.path, error=str(err))
+            return self.problem
+        message = f"the state database {self.path} was {what} while aiflowd ran; written back from the open connection"
+        if kept:
+            message += f" (the other file is kept as {kept})"
+        log.error("state store file was " + what + "; written back", path=self.path, kept=kept)
+        return message
+
+    def _write_back(self, aside: bool) -> str | None:
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, exist_ok=True)
+        temporary = self.path + ".restoring"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        self.db.execute("VACUUM INTO ?", (temporary,))
+        # Closing checkpoints into the unnamed file and removes the -wal and -shm names, which
+        # belong to it: the copy must not be opened beside another database's write-ahead log.
+        self.db.close()
+        kept = None
+        if aside:
+            kept = f"{self.path}.replaced-{int(time.time())}"
+            os.replace(self.path, kept)
+        os.replace(temporary, self.path)
+        self.db = self._open()
+        return kept
+
+    def _failed(self, err: sqlite3.DatabaseError) -> None:
+        if self.problem is None:
+            log.error("state store cannot write; keeping the writes to retry", error=str(err))
+        self.problem = f"the state database cannot be written: {err}"
+        with contextlib.suppress(sqlite3.Error):
+            self.db.rollback()
+
+    def _replay(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.rollback()
+        for sql, params in self._journal:
+            self.db.execute(sql, params)
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Run one write now (unless writes fail: then at the next commit), and remember it."""
+        self._journal.append((sql, params))
+        if self.problem is None:
+            try:
+                self.db.execute(sql, params)
+            except sqlite3.OperationalError as err:
+                self._failed(err)
+
+    def _insert(self, table: str, fields: dict[str, Any]) -> int:
+        row_id = self._next_id[table]
+        self._next_id[table] = row_id + 1
+        names = ", ".join(["id", *fields])
+        marks = ", ".join("?" for _ in range(len(fields) + 1))
+        self._write(f"INSERT INTO {table} ({names}) VALUES ({marks})", (row_id, *fields.values()))
+        return row_id
 
     # -- workflows -------------------------------------------------------------------
 
     def save_workflow(self, name: str, path: str, version: str | None, status: str, problems: list[dict[str, Any]]) -> None:
         now = time.time()
-        self.db.execute(
+        self._write(
             "INSERT INTO workflows (name, path, version, status, problems, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (name) DO UPDATE SET path = excluded.path, version = COALESCE(excluded.version, workflows.version), "
             "status = excluded.status, problems = excluded.problems, updated_at = excluded.updated_at",
             (name, path, version, status, json.dumps(problems), now),
         )
         if version is not None and status == "active":
-            self.db.execute("INSERT OR IGNORE INTO workflow_versions VALUES (?, ?, ?)", (name, version, now))
+            self._write("INSERT OR IGNORE INTO workflow_versions VALUES (?, ?, ?)", (name, version, now))
 
     def set_paused(self, name: str, paused: bool) -> None:
-        self.db.execute("UPDATE workflows SET paused = ? WHERE name = ?", (int(paused), name))
+        self._write("UPDATE workflows SET paused = ? WHERE name = ?", (int(paused), name))
 
     def workflows(self) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM workflows ORDER BY name").fetchall()
@@ -146,18 +281,23 @@ class Store:
     # -- executions ------------------------------------------------------------------
 
     def create_execution(self, workflow: str, version: str, trigger: str, only_job: str | None) -> int:
-        cursor = self.db.execute(
-            "INSERT INTO executions (workflow, version, status, trigger, only_job, started_at) VALUES (?, ?, 'RUNNING', ?, ?, ?)",
-            (workflow, version, trigger, only_job, time.time()),
+        return self._insert(
+            "executions",
+            {
+                "workflow": workflow,
+                "version": version,
+                "status": "RUNNING",
+                "trigger": trigger,
+                "only_job": only_job,
+                "started_at": time.time(),
+            },
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
 
     def end_execution(self, execution_id: int, status: str) -> None:
-        self.db.execute("UPDATE executions SET status = ?, ended_at = ? WHERE id = ?", (status, time.time(), execution_id))
+        self._write("UPDATE executions SET status = ?, ended_at = ? WHERE id = ?", (status, time.time(), execution_id))
 
     def executions(self, workflow: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        query, params = "SELECT * FROM executions WHERE 1=1", []
+        query, params = "SELECT * FROM executions WHERE 1=1", list[Any]()
         if workflow is not None:
             query += " AND workflow = ?"
             params.append(workflow)
@@ -171,17 +311,13 @@ class Store:
     # -- job executions --------------------------------------------------------------
 
     def create_job_execution(self, **fields: Any) -> int:
-        names = ", ".join(fields)
-        marks = ", ".join("?" for _ in fields)
-        cursor = self.db.execute(f"INSERT INTO job_executions ({names}) VALUES ({marks})", tuple(fields.values()))
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return self._insert("job_executions", fields)
 
     def update_job_execution(self, job_execution_id: int, **fields: Any) -> None:
         if "handle" in fields and fields["handle"] is not None and not isinstance(fields["handle"], str):
             fields["handle"] = json.dumps(fields["handle"])
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        self.db.execute(f"UPDATE job_executions SET {assignments} WHERE id = ?", (*fields.values(), job_execution_id))
+        self._write(f"UPDATE job_executions SET {assignments} WHERE id = ?", (*fields.values(), job_execution_id))
 
     def job_executions(
         self,
@@ -210,23 +346,27 @@ class Store:
     # -- events and ticks ------------------------------------------------------------
 
     def add_event(self, key: str, value: str, event_type: str, namespace: str, sender: str, at: float) -> int:
-        cursor = self.db.execute(
-            "INSERT INTO events (key, value, event_type, namespace, sender, time) VALUES (?, ?, ?, ?, ?, ?)",
-            (key, value, event_type, namespace, sender, at),
+        return self._insert(
+            "events", {"key": key, "value": value, "event_type": event_type, "namespace": namespace, "sender": sender, "time": at}
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
 
-    def events(self, after_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT * FROM events WHERE id > ? ORDER BY id DESC LIMIT ?", (after_id, limit)).fetchall()
-        return [dict(row) for row in reversed(rows)]
+    def events(self, after_id: int = 0, limit: int = 100, *, newest: bool = False) -> list[dict[str, Any]]:
+        """Events with an id above ``after_id``, oldest first: the first ``limit`` of them.
+
+        A follower asks again from the last id it got, so it never skips one however many
+        arrive between two polls. ``newest`` gives the last ``limit`` instead (a listing).
+        """
+        order = "DESC" if newest else "ASC"
+        rows = self.db.execute(f"SELECT * FROM events WHERE id > ? ORDER BY id {order} LIMIT ?", (after_id, limit)).fetchall()
+        result = [dict(row) for row in rows]
+        return result[::-1] if newest else result
 
     def last_tick(self, workflow: str, job: str) -> float | None:
         row = self.db.execute("SELECT fired_for FROM ticks WHERE workflow = ? AND job = ?", (workflow, job)).fetchone()
         return None if row is None else float(row[0])
 
     def record_tick(self, workflow: str, job: str, fired_for: float) -> None:
-        self.db.execute(
+        self._write(
             "INSERT INTO ticks VALUES (?, ?, ?) ON CONFLICT (workflow, job) DO UPDATE SET fired_for = excluded.fired_for",
             (workflow, job, fired_for),
         )
