@@ -202,6 +202,8 @@ def print_human(command: str, result: Any) -> None:
             print(f"store: degraded: {result['store_problem']}")
         if result.get("restarts"):
             print("restarts: " + ", ".join(f"{part} {n}" for part, n in result["restarts"].items()))
+        if result.get("errors_contained"):
+            print(f"errors contained: {result['errors_contained']} (see the daemon's log)")
     elif command == "workflow.list":
         table(result, ["workflow", "status", "version", "paused", "problems", "executions_running"])
     elif command == "workflow.show":

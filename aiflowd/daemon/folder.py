@@ -49,7 +49,7 @@ class WorkflowFolder:
         entry = self.engine.workflows.get(name)
         if not is_workflow:
             if entry is not None and entry.status != RETIRED and entry.path == path:
-                self.engine.post("removed", name)
+                self.engine.removed(name)
             return
         version = None
         if entry is not None and entry.status == ACTIVE and entry.loaded is not None and not entry.problems:
@@ -60,13 +60,13 @@ class WorkflowFolder:
             if version == entry.loaded.workflow.version:
                 return  # the same content: a no-op save, a touch, a bytecode cache
         result = await anyio.to_thread.run_sync(self._load, path, version)  # hashed once, not again
-        self.engine.post("loaded", (path, result))
+        self.engine.loaded(path, result)
 
     async def rescan(self) -> None:
         present = discover(self.folder) if os.path.isdir(self.folder) else []
         names = {_workflow_name(path) for path in present}
         for name, entry in list(self.engine.workflows.items()):
             if entry.status != RETIRED and name not in names:
-                self.engine.post("removed", name)
+                self.engine.removed(name)
         for path in present:
             await self._look_again(path)

@@ -81,8 +81,9 @@ class ControlMethods:
                 "workflows": counts,
                 "executions_running": len(engine.executions),
                 "jobs_running": jobs,
-                "store_problem": getattr(engine, "store_problem", None),
+                "store_problem": engine.store_problem,
                 "restarts": self.daemon.restarts.snapshot(),
+                "errors_contained": engine.contained_errors,
             }
 
         return await self._ask(status)
@@ -274,15 +275,17 @@ class ControlMethods:
 
     async def m_event_list(self, params: dict[str, Any]) -> Any:
         after, limit = int(params.get("after", 0)), int(params.get("limit", 100))
+        # Without ``after``, a listing is the latest events (as tail); with it, the ones after that id.
+        newest = "after" not in params
         if not params.get("follow"):
-            return await self._ask(lambda engine: engine.store.events(after, limit))
-        return self._follow_events(after, limit)
+            return await self._ask(lambda engine: engine.store.events(after, limit, newest=newest))
+        return self._follow_events(after, limit, newest)
 
-    async def _follow_events(self, after: int, limit: int) -> AsyncIterator[dict[str, Any]]:
-        def since(last: int, count: int) -> Any:
-            return lambda engine: engine.store.events(last, count)
+    async def _follow_events(self, after: int, limit: int, newest: bool) -> AsyncIterator[dict[str, Any]]:
+        def since(last: int, count: int, newest: bool = False) -> Any:
+            return lambda engine: engine.store.events(last, count, newest=newest)
 
-        rows = await self._ask(since(after, limit))
+        rows = await self._ask(since(after, limit, newest))
         while True:
             for row in rows:
                 yield row
