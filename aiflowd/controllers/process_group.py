@@ -419,26 +419,27 @@ class _Spawner:
         Raises the OSError of the fork. One of the exec (a ``cwd`` gone) is told in the
         job's log, with 127 as its status.
         """
+        request = {"argv": argv, "env": dict(env), "cwd": cwd, "status_path": status_path}
         with self._lock:
-            sock = self._connect()
-            if sock is None:
-                return None
-            request = {"argv": argv, "env": dict(env), "cwd": cwd, "status_path": status_path}
-            try:
-                send_message(sock, request, [log_fd])
-            except OSError:
-                # Not delivered: the spawner is gone. Once more with a new one; never twice
-                # after a delivered request, which may have started the job.
-                self._close()
+            for last in (False, True):
                 sock = self._connect()
                 if sock is None:
                     return None
-                send_message(sock, request, [log_fd])
-            try:
-                reply, fds = receive_message(sock)
-            except (OSError, EOFError) as err:
-                self._close()
-                raise OSError(errno.EIO, f"the job spawner ended while starting {argv[-1]!r}") from err
+                try:
+                    send_message(sock, request, [log_fd])
+                    reply, fds = receive_message(sock)
+                    break
+                except (BrokenPipeError, ConnectionResetError):
+                    # The spawner is gone and never read the request (a peer that closes
+                    # with unread data resets): it started nothing; once more, with a new one.
+                    self._close()
+                    if last:
+                        raise
+                except (OSError, EOFError) as err:
+                    # It read the request and ended before answering: the job may be
+                    # running, so it must not be started again.
+                    self._close()
+                    raise OSError(errno.EIO, f"the job spawner ended while starting {argv[-1]!r}") from err
         if "pid" not in reply:
             raise OSError(reply["errno"], reply["strerror"], reply.get("filename"))
         return int(reply["pid"]), int(reply["start_time"]), fds[0]
@@ -489,7 +490,8 @@ class _Spawners:
             self._idle.put(spawner)
 
 
-_SPAWNER = _Spawners(int(os.environ.get("AIFLOWD_SPAWNERS", "2")))
+#: Two: on two cores the daemon's launch rate was the same with three.
+_SPAWNER = _Spawners(2)
 
 
 def find_wrapper(status_path: str) -> tuple[int, int] | None:

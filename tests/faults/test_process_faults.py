@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from aiflowd.controllers.process_group import HelperCancel, ProcessGroup, run_helper
+from aiflowd.controllers import process_group
+from aiflowd.controllers.process_group import REAPER, HelperCancel, ProcessGroup, run_helper
 from aiflowd.controllers.subprocess import BashJobController
 from aiflowd.controllers.supervisor import JobSupervisor
 from aiflowd.model import JobConfig, Status
 from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
 from aiflowd.plugins.bash import BashJob
+from aiflowd.runners.reaper import live_descendants, process_table
 from aiflowd.workflows.errors import LoadError
 from aiflowd.workflows.loader import LoaderSettings, WorkflowLoader
 
@@ -111,6 +113,42 @@ async def test_a_job_that_leaves_nothing_behind_is_not_slowed(tmp_path: Path) ->
     assert Path(handle.status_path).read_text() == "4\n"
 
 
+def is_spawner(pid: int) -> bool:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3:5] == [REAPER.encode(), b"spawner"]
+
+
+async def test_a_killed_spawner_is_replaced_and_its_jobs_go_on(tmp_path: Path, marker: str) -> None:
+    controller = BashJobController()
+    first = await controller.submit_job(bash_job(f"sleep {marker}"), runtime_env(tmp_path / "1"))
+    table = process_table()
+    spawners = [pid for pid in live_descendants(os.getpid(), table) if table[pid][0] == os.getpid() and is_spawner(pid)]
+    assert spawners
+    for pid in spawners:
+        os.kill(pid, signal.SIGKILL)
+    handle = await controller.submit_job(bash_job("exit 5"), runtime_env(tmp_path / "2"))
+    assert await controller.get_result(handle) == 5
+    assert first.group.running  # a job outlives the spawner that started it
+    await controller.stop_job(first, runtime_env(tmp_path / "1"))
+    assert carrying(marker) == []
+
+
+async def test_without_the_spawner_jobs_still_reap_what_they_leave(tmp_path: Path, marker: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(process_group._SPAWNER, "spawn", lambda *args: None)  # the slow path: preexec_fn
+    pid_file = tmp_path / "escaped.pid"
+    controller = BashJobController()
+    handle = await controller.submit_job(bash_job(escaping("setsid", marker, pid_file) + "exit 3"), runtime_env(tmp_path))
+    assert await controller.get_result(handle) == 3
+    assert not pid_alive(int(pid_file.read_text()))
+
+
+async def test_a_working_folder_gone_before_the_exec_is_told_in_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    status = tmp_path / "status"
+    group = ProcessGroup.spawn(["true"], env={}, cwd=str(tmp_path / "gone"), log_path=str(log), status_path=str(status))
+    assert await group.wait() == 127
+    assert log.read_text() == f"aiflowd: cannot start the job: No such file or directory: {tmp_path / 'gone'}\n"
+
+
 async def test_stopping_a_job_reaches_the_processes_that_escaped_its_group(tmp_path: Path, marker: str) -> None:
     command = f"setsid bash -c 'trap \"\" TERM; sleep {marker}' & sleep {marker}"
     env = runtime_env(tmp_path, grace=0.3)
@@ -130,6 +168,7 @@ from aiflowd.controllers.subprocess import BashJobController
 from aiflowd.model import JobConfig
 from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
 from aiflowd.plugins.bash import BashJob
+from aiflowd.runners.reaper import live_descendants, process_table
 
 async def main():
     tmp = Path(sys.argv[1])
