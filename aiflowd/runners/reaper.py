@@ -325,12 +325,12 @@ def spawner(fd: int) -> int:
     # be inherited. In its own session, no terminal's signal reaches this process.
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     while True:
-        ready, _, _ = select.select([sock, wake_r], [], [])
+        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
         if wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
             _reap_zombies()
-        if sock not in ready:
+        if sock.fileno() not in ready:
             continue
         try:
             request, fds = receive_message(sock)

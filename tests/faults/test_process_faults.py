@@ -20,7 +20,7 @@ import pytest
 
 from aiflowd.controllers import process_group
 from aiflowd.controllers.process_group import REAPER, HelperCancel, ProcessGroup, run_helper
-from aiflowd.controllers.subprocess import BashJobController
+from aiflowd.controllers.subprocess import BashJobController, SubprocessJobHandle
 from aiflowd.controllers.supervisor import JobSupervisor
 from aiflowd.model import JobConfig, Status
 from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
@@ -60,6 +60,12 @@ def carrying(marker: str) -> list[int]:
     return found
 
 
+async def submit(controller: BashJobController, job: BashJob, env: JobRuntimeEnv) -> SubprocessJobHandle:
+    handle = await controller.submit_job(job, env)
+    assert isinstance(handle, SubprocessJobHandle)
+    return handle
+
+
 def bash_job(command: str) -> BashJob:
     return BashJob(JobConfig("job", "bash"), command, "utf-8", {}, None)
 
@@ -97,7 +103,7 @@ async def test_processes_a_job_leaves_behind_end_before_its_status_is_written(tm
     pid_file = tmp_path / "escaped.pid"
     env = runtime_env(tmp_path, grace=0.3)
     controller = BashJobController()
-    handle = await controller.submit_job(bash_job(escaping(kind, marker, pid_file) + "exit 3"), env)
+    handle = await submit(controller, bash_job(escaping(kind, marker, pid_file) + "exit 3"), env)
     assert await controller.get_result(handle) == 3  # the job's own status, not the reaper's
     assert not pid_alive(int(pid_file.read_text()))  # gone when the wrapper ended: no waiting
     assert carrying(marker) == []
@@ -108,7 +114,7 @@ async def test_processes_a_job_leaves_behind_end_before_its_status_is_written(tm
 async def test_a_job_that_leaves_nothing_behind_is_not_slowed(tmp_path: Path) -> None:
     env = runtime_env(tmp_path)
     controller = BashJobController()
-    handle = await controller.submit_job(bash_job("sleep 0.01 & wait; exit 4"), env)
+    handle = await submit(controller, bash_job("sleep 0.01 & wait; exit 4"), env)
     assert await controller.get_result(handle) == 4
     assert Path(handle.status_path).read_text() == "4\n"
 
@@ -119,13 +125,13 @@ def is_spawner(pid: int) -> bool:
 
 async def test_a_killed_spawner_is_replaced_and_its_jobs_go_on(tmp_path: Path, marker: str) -> None:
     controller = BashJobController()
-    first = await controller.submit_job(bash_job(f"sleep {marker}"), runtime_env(tmp_path / "1"))
+    first = await submit(controller, bash_job(f"sleep {marker}"), runtime_env(tmp_path / "1"))
     table = process_table()
     spawners = [pid for pid in live_descendants(os.getpid(), table) if table[pid][0] == os.getpid() and is_spawner(pid)]
     assert spawners
     for pid in spawners:
         os.kill(pid, signal.SIGKILL)
-    handle = await controller.submit_job(bash_job("exit 5"), runtime_env(tmp_path / "2"))
+    handle = await submit(controller, bash_job("exit 5"), runtime_env(tmp_path / "2"))
     assert await controller.get_result(handle) == 5
     assert first.group.running  # a job outlives the spawner that started it
     await controller.stop_job(first, runtime_env(tmp_path / "1"))
@@ -136,7 +142,7 @@ async def test_without_the_spawner_jobs_still_reap_what_they_leave(tmp_path: Pat
     monkeypatch.setattr(process_group._SPAWNER, "spawn", lambda *args: None)  # the slow path: preexec_fn
     pid_file = tmp_path / "escaped.pid"
     controller = BashJobController()
-    handle = await controller.submit_job(bash_job(escaping("setsid", marker, pid_file) + "exit 3"), runtime_env(tmp_path))
+    handle = await submit(controller, bash_job(escaping("setsid", marker, pid_file) + "exit 3"), runtime_env(tmp_path))
     assert await controller.get_result(handle) == 3
     assert not pid_alive(int(pid_file.read_text()))
 
@@ -153,7 +159,7 @@ async def test_stopping_a_job_reaches_the_processes_that_escaped_its_group(tmp_p
     command = f"setsid bash -c 'trap \"\" TERM; sleep {marker}' & sleep {marker}"
     env = runtime_env(tmp_path, grace=0.3)
     controller = BashJobController()
-    handle = await controller.submit_job(bash_job(command), env)
+    handle = await submit(controller, bash_job(command), env)
     wait_for(lambda: len(carrying(marker)) == 2)
     await controller.stop_job(handle, env)
     assert await controller.get_job_status(handle) == Status.KILLED
@@ -164,7 +170,7 @@ async def test_stopping_a_job_reaches_the_processes_that_escaped_its_group(tmp_p
 SPAWNER = """
 import asyncio, json, sys
 from pathlib import Path
-from aiflowd.controllers.subprocess import BashJobController
+from aiflowd.controllers.subprocess import BashJobController, SubprocessJobHandle
 from aiflowd.model import JobConfig
 from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
 from aiflowd.plugins.bash import BashJob
@@ -231,11 +237,11 @@ def test_run_once_killed_with_sigkill_takes_its_jobs_along(tmp_path: Path, marke
 async def test_a_job_that_must_die_with_its_owner_runs_as_usual_otherwise(tmp_path: Path) -> None:
     env = runtime_env(tmp_path, jobs_die_with_owner=True)
     controller = BashJobController()
-    handle = await controller.submit_job(bash_job("echo out; echo err >&2; exit 7"), env)
+    handle = await submit(controller, bash_job("echo out; echo err >&2; exit 7"), env)
     assert await controller.get_result(handle) == 7
     assert Path(env.log_path).read_text() == "out\nerr\n"
     assert Path(handle.status_path).read_text() == "7\n"
-    handle = await controller.submit_job(bash_job("sleep 30"), runtime_env(tmp_path / "2", grace=0.5, jobs_die_with_owner=True))
+    handle = await submit(controller, bash_job("sleep 30"), runtime_env(tmp_path / "2", grace=0.5, jobs_die_with_owner=True))
     await controller.stop_job(handle, env)
     assert await controller.get_job_status(handle) == Status.KILLED
     assert await controller.get_result(handle) == 128 + signal.SIGTERM
