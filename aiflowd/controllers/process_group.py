@@ -10,14 +10,15 @@ Nothing a job starts outlives it: the wrapper is a child subreaper, so a process
 leaves the group (``setsid cmd &``, a double fork) is re-parented to it; when the command
 ends with such processes left, the wrapper execs ``aiflowd/runners/reaper.py`` (same pid,
 same children), which ends and reaps them before recording the status. A stop reaches
-them too: signals go to the group and to every descendant of the wrapper.
+them too: signals go to the group and to every descendant of the wrapper. The flag can
+only be set between fork and exec, which this big threaded process does slowly: a small
+spawner process (``reaper.py spawner``) forks the wrappers and hands back their pidfds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import os
 import queue
 import select
@@ -33,7 +34,8 @@ from typing import BinaryIO
 
 import anyio
 
-from aiflowd.runners.reaper import live_descendants, process_table, receive_message, send_message
+from aiflowd.runners import reaper
+from aiflowd.runners.reaper import PR_SET_CHILD_SUBREAPER, live_descendants, process_table, receive_message, send_message
 
 # Waits for the command, then records its status. A trap (a handler, not an ignore) lets
 # the wrapper outlive a SIGTERM to the group while the command, which gets default
@@ -52,8 +54,6 @@ REAPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 _REAPER_ARG = b"\0" + os.fsencode(REAPER) + b"\0"
 #: How long processes a job leaves behind get between SIGTERM and SIGKILL, by default.
 DEFAULT_REAP_GRACE = 2.0
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
 _STRAGGLER_POLL = 0.02
 _KILL_SETTLE = 2.0
 _TREE_POLL = 0.005
@@ -369,32 +369,15 @@ def open_log(log_path: str) -> BinaryIO:
     return log
 
 
-@functools.cache
-def _prctl() -> Callable[..., int] | None:
-    try:
-        import ctypes
-
-        function = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    function.restype = ctypes.c_int
-    return function  # type: ignore[no-any-return]
-
-
 def _subreaper_preexec() -> Callable[[], None] | None:
-    """What the forked child runs before exec to become a child subreaper (it survives exec).
+    """What a forked child runs before exec to become a child subreaper (the flag survives exec).
 
-    The function is looked up here, in the parent: the child only makes the call.
+    The slow path, for when no spawner runs. prctl is looked up here, in the parent (a
+    call that clears a flag this process does not have): the child only makes the call.
     """
-    prctl = _prctl()
-    if prctl is None:
+    if not reaper.prctl(PR_SET_CHILD_SUBREAPER, 0):
         return None
-
-    def become_subreaper() -> None:
-        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-    return become_subreaper
+    return reaper.become_subreaper
 
 
 class _Spawner:
@@ -490,7 +473,7 @@ class _Spawners:
             self._idle.put(spawner)
 
 
-#: Two: on two cores the daemon's launch rate was the same with three.
+#: Two: one forks while the other is asked (measured: a third added nothing on two cores).
 _SPAWNER = _Spawners(2)
 
 

@@ -7,8 +7,11 @@ main command ends they are sent SIGTERM, get a short grace, then SIGKILL, and ar
 before the exit status (or the compile's answer) is written.
 
 Run by path with ``python -I -S`` (standard library only, so it starts fast and sees no
-site packages), in two modes:
+site packages), in three modes:
 
+``spawner FD``
+    Starts ``sh`` job wrappers as subreapers for the daemon at the other end of socket
+    ``FD`` (see ``spawner``); ends with it, leaving the wrappers running.
 ``reap STATUS_FILE RC GRACE``
     Exec'd by the ``sh`` job wrapper (same pid, so it keeps the wrapper's children) when
     its command ended with descendants left: reaps them, then records ``RC``.
