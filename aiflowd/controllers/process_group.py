@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import queue
 import select
@@ -255,11 +256,6 @@ class ProcessGroup:
         if self.pid <= 0:
             return False
         wrapper_alive = self._wrapper_alive()
-        if not wrapper_alive and read_exit_status(self.status_path) is not None:
-            # The common case at a job's end, without reading all of /proc: the wrapper
-            # records a status only once it has reaped every process below it, and the
-            # group's members are all below it (its zombie may linger a moment).
-            return False
         try:
             os.killpg(self.pid, 0)
             group_left = True
@@ -268,6 +264,11 @@ class ProcessGroup:
         except PermissionError:
             group_left = True
         if not group_left and not wrapper_alive:
+            return False
+        if not wrapper_alive and _can_reap() and read_exit_status(self.status_path) is not None:
+            # The common case at a job's end (the wrapper's zombie lingers a moment in its
+            # spawner), without reading all of /proc: a subreaper wrapper records a status
+            # only once it has reaped every process below it, the group's members included.
             return False
         if not os.path.isdir("/proc"):
             return group_left  # no /proc: trust kill(0), which counts zombies too
@@ -369,15 +370,19 @@ def open_log(log_path: str) -> BinaryIO:
     return log
 
 
+@functools.cache
+def _can_reap() -> bool:
+    """Whether wrappers become subreapers here (Linux 3.4+): then a recorded status means nothing is left."""
+    return reaper.prctl(PR_SET_CHILD_SUBREAPER, 0)
+
+
 def _subreaper_preexec() -> Callable[[], None] | None:
     """What a forked child runs before exec to become a child subreaper (the flag survives exec).
 
     The slow path, for when no spawner runs. prctl is looked up here, in the parent (a
     call that clears a flag this process does not have): the child only makes the call.
     """
-    if not reaper.prctl(PR_SET_CHILD_SUBREAPER, 0):
-        return None
-    return reaper.become_subreaper
+    return reaper.become_subreaper if _can_reap() else None
 
 
 class _Spawner:
