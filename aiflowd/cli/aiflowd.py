@@ -99,6 +99,7 @@ def run_once(config: DaemonConfig, path: str, only_job: str | None, verbose: boo
     settings = config.job_settings()
     settings["run_dir"] = os.path.join(settings["run_dir"], "run-once", run_name)
     settings["instance_id"] = os.urandom(8).hex()  # Flink job ids must not repeat across runs
+    settings["jobs_die_with_owner"] = True  # its jobs end with it, even when it is killed with SIGKILL
     store = Store(":memory:")
     engine = Engine(
         loader.registry,

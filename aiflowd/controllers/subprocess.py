@@ -20,7 +20,8 @@ from typing import Any
 import anyio
 
 import aiflowd
-from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, ProcessGroup, find_wrapper, read_exit_status
+from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, JobLogError, ProcessGroup, find_wrapper, read_exit_status
+from aiflowd.controllers.supervisor import JobStartError
 from aiflowd.model import Status
 from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
 
@@ -139,27 +140,31 @@ class SubprocessController(JobController):
         status = status_path(env)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(status)  # a stale file from an earlier life of the state folder would lie
-        return ProcessGroup.spawn(
-            command.argv,
-            env=job_environment(env, command.env),
-            cwd=cwd,
-            log_path=env.log_path,
-            status_path=status,
-        )
+        try:
+            return ProcessGroup.spawn(
+                command.argv,
+                env=job_environment(env, command.env),
+                cwd=cwd,
+                log_path=env.log_path,
+                status_path=status,
+                reap_grace=_grace(env),
+                # run-once owns its jobs; a daemon's jobs outlive its crash, to be adopted again.
+                die_with_owner=bool(env.settings.get("jobs_die_with_owner")),
+            )
+        except JobLogError as err:
+            raise JobStartError(str(err)) from err
 
     async def stop_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
         handle = _subprocess_handle(job_handle)
         if handle.group.running or handle.group.has_members():
             handle.stopped = True
-        grace = float(job_runtime_env.settings.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD))
-        await handle.group.terminate(grace)
+        await handle.group.terminate(_grace(job_runtime_env))
 
     async def cleanup_job(self, job_handle: JobHandle, job_runtime_env: JobRuntimeEnv) -> None:
         """Stop what the job left running in its group (as systemd does when a service's main process exits)."""
         handle = _subprocess_handle(job_handle)
         if handle.group.has_members():
-            grace = float(job_runtime_env.settings.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD))
-            await handle.group.terminate(grace)
+            await handle.group.terminate(_grace(job_runtime_env))
         handle.group.close()
 
     async def get_result(self, job_handle: JobHandle, blocking: bool = True) -> object:
@@ -206,6 +211,11 @@ class SubprocessController(JobController):
         handle.stopped = bool(handle_record.get("stopped", False))
         handle._group = group
         return handle
+
+
+def _grace(env: JobRuntimeEnv) -> float:
+    """How long a job's processes get between SIGTERM and SIGKILL (``stop_grace_period``)."""
+    return float(env.settings.get("stop_grace_period", DEFAULT_STOP_GRACE_PERIOD))
 
 
 def _subprocess_handle(job_handle: JobHandle) -> SubprocessJobHandle:

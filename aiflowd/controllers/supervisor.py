@@ -36,6 +36,10 @@ async def call(method: Callable[..., Any], *args: Any, abandon_on_cancel: bool =
     return result
 
 
+class JobStartError(Exception):
+    """A job could not start, for a reason its message tells the user whole (a controller raises it)."""
+
+
 @dataclass
 class JobOutcome:
     """How a job execution ended."""
@@ -94,6 +98,11 @@ class JobSupervisor:
         if self.handle is None:
             try:
                 self.handle = await call(self.controller.submit_job, self.job, self.env)
+            except JobStartError as err:
+                message = str(err)
+                self.note(message)
+                self.log.warning("job could not start", error=message)
+                return JobOutcome(Status.FAILED, message=message, started_at=started)
             except Exception as err:  # noqa: BLE001 - a plugin may raise anything; it fails this job only
                 message = f"submission failed: {type(err).__name__}: {err}"
                 self.note(message)

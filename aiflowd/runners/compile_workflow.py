@@ -9,18 +9,32 @@ Usage: python -m aiflowd.runners.compile_workflow REQUEST.json RESULT.json
 
 from __future__ import annotations
 
-import base64
+import os
+import sys
+
+from aiflowd.runners import reaper
+
+# First, before anything heavy or any user code: die with the process that wants the answer
+# (its time limit and its cancel are useless if it is gone), and adopt whatever the
+# definition starts that escapes (``setsid cmd &``), to end it before answering.
+if __name__ == "__main__":
+    reaper.die_with_parent(os.environ.get("AIFLOWD_HELPER_PARENT"))
+    reaper.become_subreaper()
+
+import base64  # imported after the parent-death signal, on purpose
 import importlib
 import importlib.util
 import json
-import os
 import pickle
-import sys
+import signal
 import traceback
 from typing import Any
 
 from aiflowd import compat
 from aiflowd.workflows import dsl
+
+#: What processes the definition left running get between SIGTERM and SIGKILL.
+REAP_GRACE = 1.0
 
 
 def main(argv: list[str]) -> int:
@@ -29,6 +43,10 @@ def main(argv: list[str]) -> int:
         request = json.load(fh)
     compiler = _Compiler(request)
     result = compiler.run()
+    # Nothing the definition started may outlive the compile; the answer comes after.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    reaper.reap_descendants(REAP_GRACE)
     tmp = result_path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(result, fh)

@@ -1,0 +1,444 @@
+"""Containment of processes: nothing a job or a definition starts outlives its owner.
+
+Real processes throughout. Escaped processes are ``sleep 1000.<marker>``: a number no
+other process on the machine carries, so they are found by their command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aiflowd.controllers import process_group
+from aiflowd.controllers.process_group import REAPER, HelperCancel, ProcessGroup, run_helper
+from aiflowd.controllers.subprocess import BashJobController, SubprocessJobHandle
+from aiflowd.controllers.supervisor import JobSupervisor
+from aiflowd.model import JobConfig, Status
+from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
+from aiflowd.plugins.bash import BashJob
+from aiflowd.runners.reaper import live_descendants, process_table
+from aiflowd.workflows.errors import LoadError
+from aiflowd.workflows.loader import LoaderSettings, WorkflowLoader
+
+from ..conftest import cli_env, pid_alive, wait_for, write
+from ..daemon_harness import Daemon
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique ``sleep`` argument; any process still carrying it at the end is killed (and failed on)."""
+    value = f"1000.{uuid.uuid4().int % 10**12:012d}"
+    yield value
+    for pid in carrying(value):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def carrying(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker``."""
+    found = []
+    needle = marker.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        if needle in cmdline.split(b"\0") and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+async def submit(controller: BashJobController, job: BashJob, env: JobRuntimeEnv) -> SubprocessJobHandle:
+    handle = await controller.submit_job(job, env)
+    assert isinstance(handle, SubprocessJobHandle)
+    return handle
+
+
+def bash_job(command: str) -> BashJob:
+    return BashJob(JobConfig("job", "bash"), command, "utf-8", {}, None)
+
+
+def runtime_env(tmp_path: Path, grace: float = 1.0, log_path: Path | None = None, **settings: object) -> JobRuntimeEnv:
+    return JobRuntimeEnv(
+        working_dir=str(tmp_path / "work"),
+        log_path=str(log_path or tmp_path / "logs" / "job.log"),
+        workflow_dir=str(tmp_path),
+        job_execution_info=JobExecutionInfo("wf", "job", "e1", "e1.job.1"),
+        settings={"stop_grace_period": grace, **settings},
+    )
+
+
+# --- jobs: escaped processes end with the job -------------------------------------------
+
+
+ESCAPES = {
+    # its own session and group
+    "setsid": "setsid sh -c 'echo $$ > {f}; exec sleep {m}' &",
+    # a double fork: re-parented, still in the group
+    "double-fork": "( ( sh -c 'echo $$ > {f}; exec sleep {m}' & ) & )",
+    # ignores SIGTERM (the ignore survives exec): needs the SIGKILL
+    "ignores-term": "setsid sh -c 'trap \"\" TERM; echo $$ > {f}; exec sleep {m}' &",
+}
+
+
+def escaping(kind: str, marker: str, pid_file: Path) -> str:
+    """Shell lines that start an escaping ``sleep MARKER`` and wait until it has written its pid."""
+    return f"{ESCAPES[kind].format(f=pid_file, m=marker)}\nwhile [ ! -s {pid_file} ]; do :; done\n"
+
+
+@pytest.mark.parametrize("kind", list(ESCAPES))
+async def test_processes_a_job_leaves_behind_end_before_its_status_is_written(tmp_path: Path, marker: str, kind: str) -> None:
+    pid_file = tmp_path / "escaped.pid"
+    env = runtime_env(tmp_path, grace=0.3)
+    controller = BashJobController()
+    handle = await submit(controller, bash_job(escaping(kind, marker, pid_file) + "exit 3"), env)
+    assert await controller.get_result(handle) == 3  # the job's own status, not the reaper's
+    assert not pid_alive(int(pid_file.read_text()))  # gone when the wrapper ended: no waiting
+    assert carrying(marker) == []
+    assert await controller.get_job_status(handle) == Status.FAILED
+    await controller.cleanup_job(handle, env)
+
+
+async def test_a_job_that_leaves_nothing_behind_is_not_slowed(tmp_path: Path) -> None:
+    env = runtime_env(tmp_path)
+    controller = BashJobController()
+    handle = await submit(controller, bash_job("sleep 0.01 & wait; exit 4"), env)
+    assert await controller.get_result(handle) == 4
+    assert Path(handle.status_path).read_text() == "4\n"
+
+
+def is_spawner(pid: int) -> bool:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3:5] == [REAPER.encode(), b"spawner"]
+
+
+async def test_a_killed_spawner_is_replaced_and_its_jobs_go_on(tmp_path: Path, marker: str) -> None:
+    controller = BashJobController()
+    first = await submit(controller, bash_job(f"sleep {marker}"), runtime_env(tmp_path / "1"))
+    table = process_table()
+    spawners = [pid for pid in live_descendants(os.getpid(), table) if table[pid][0] == os.getpid() and is_spawner(pid)]
+    assert spawners
+    for pid in spawners:
+        os.kill(pid, signal.SIGKILL)
+    handle = await submit(controller, bash_job("exit 5"), runtime_env(tmp_path / "2"))
+    assert await controller.get_result(handle) == 5
+    assert first.group.running  # a job outlives the spawner that started it
+    await controller.stop_job(first, runtime_env(tmp_path / "1"))
+    assert carrying(marker) == []
+
+
+async def test_without_the_spawner_jobs_still_reap_what_they_leave(tmp_path: Path, marker: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(process_group._SPAWNER, "spawn", lambda *args: None)  # the slow path: preexec_fn
+    pid_file = tmp_path / "escaped.pid"
+    controller = BashJobController()
+    handle = await submit(controller, bash_job(escaping("setsid", marker, pid_file) + "exit 3"), runtime_env(tmp_path))
+    assert await controller.get_result(handle) == 3
+    assert not pid_alive(int(pid_file.read_text()))
+
+
+async def test_a_working_folder_gone_before_the_exec_is_told_in_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    status = tmp_path / "status"
+    group = ProcessGroup.spawn(["true"], env={}, cwd=str(tmp_path / "gone"), log_path=str(log), status_path=str(status))
+    assert await group.wait() == 127
+    assert log.read_text() == f"aiflowd: cannot start the job: No such file or directory: {tmp_path / 'gone'}\n"
+
+
+async def test_stopping_a_job_reaches_the_processes_that_escaped_its_group(tmp_path: Path, marker: str) -> None:
+    command = f"setsid bash -c 'trap \"\" TERM; sleep {marker}' & sleep {marker}"
+    env = runtime_env(tmp_path, grace=0.3)
+    controller = BashJobController()
+    handle = await submit(controller, bash_job(command), env)
+    wait_for(lambda: len(carrying(marker)) == 2)
+    await controller.stop_job(handle, env)
+    assert await controller.get_job_status(handle) == Status.KILLED
+    assert carrying(marker) == []
+    await controller.cleanup_job(handle, env)
+
+
+SPAWNER = """
+import asyncio, json, sys
+from pathlib import Path
+from aiflowd.controllers.subprocess import BashJobController, SubprocessJobHandle
+from aiflowd.model import JobConfig
+from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
+from aiflowd.plugins.bash import BashJob
+from aiflowd.runners.reaper import live_descendants, process_table
+
+async def main():
+    tmp = Path(sys.argv[1])
+    env = JobRuntimeEnv(str(tmp / "work"), str(tmp / "job.log"), str(tmp), JobExecutionInfo("wf", "job", "e", "e.job.1"))
+    handle = await BashJobController().submit_job(BashJob(JobConfig("job", "bash"), sys.argv[2], "utf-8", {}, None), env)
+    print(json.dumps(handle.to_json()))
+
+asyncio.run(main())
+"""
+
+
+async def test_a_job_started_by_a_process_that_died_keeps_running_and_is_stopped_whole(tmp_path: Path, marker: str) -> None:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", SPAWNER, str(tmp_path), f"setsid sleep {marker} & sleep {marker}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    record = json.loads(out.stdout)
+    wait_for(lambda: len(carrying(marker)) == 2)  # the starter is gone; the job (and what it started) is not
+    group = ProcessGroup.attach(int(record["pid"]), int(record["start_time"]), str(record["status_path"]))
+    assert group.running
+    await group.terminate(0.5)
+    assert carrying(marker) == []
+
+
+# --- run-once owns its jobs --------------------------------------------------------------
+
+
+def test_run_once_killed_with_sigkill_takes_its_jobs_along(tmp_path: Path, marker: str) -> None:
+    pids = tmp_path / "pids"
+    path = write(
+        tmp_path / "owned.yaml",
+        f"""
+        a:
+          job_type: bash
+          bash_command: "echo $$ >> {pids}; setsid sleep {marker} & sleep {marker}"
+        """,
+    )
+    config = write(tmp_path / "aiflowd.yaml", "stop_grace_period: 0.5\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aiflowd.cli.aiflowd", "--config", str(config), "run-once", str(path)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cli_env(),
+    )
+    try:
+        wait_for(lambda: len(carrying(marker)) == 2, timeout=30)
+        job = int(pids.read_text().split()[0])
+        process.kill()
+    finally:
+        process.kill()
+        process.wait()
+    wait_for(lambda: not carrying(marker) and not pid_alive(job), timeout=5)
+
+
+async def test_a_job_that_must_die_with_its_owner_runs_as_usual_otherwise(tmp_path: Path) -> None:
+    env = runtime_env(tmp_path, jobs_die_with_owner=True)
+    controller = BashJobController()
+    handle = await submit(controller, bash_job("echo out; echo err >&2; exit 7"), env)
+    assert await controller.get_result(handle) == 7
+    assert Path(env.log_path).read_text() == "out\nerr\n"
+    assert Path(handle.status_path).read_text() == "7\n"
+    handle = await submit(controller, bash_job("sleep 30"), runtime_env(tmp_path / "2", grace=0.5, jobs_die_with_owner=True))
+    await controller.stop_job(handle, env)
+    assert await controller.get_job_status(handle) == Status.KILLED
+    assert await controller.get_result(handle) == 128 + signal.SIGTERM
+
+
+# --- compile helpers ---------------------------------------------------------------------
+
+LOOPING_DEFINITION = """
+import os, subprocess
+subprocess.Popen(["setsid", "sleep", "{marker}"])
+with open({pid_file!r}, "w") as fh:
+    fh.write(str(os.getpid()))
+while True:
+    pass
+"""
+
+
+def looping_workflow(tmp_path: Path, marker: str, body: str = LOOPING_DEFINITION) -> tuple[Path, Path]:
+    pid_file = tmp_path / "helper.pid"
+    folder = tmp_path / "spin"
+    write(folder / "spin.yaml", "{}\n")
+    write(folder / "spin.py", body.format(marker=marker, pid_file=str(pid_file)))
+    return folder, pid_file
+
+
+def test_killing_validate_mid_compile_kills_the_compile_helper(tmp_path: Path, marker: str) -> None:
+    folder, pid_file = looping_workflow(tmp_path, marker)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aiflowd.cli.aiflowctl", "validate", str(folder)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cli_env(),
+    )
+    try:
+        helper = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=30))
+        assert pid_alive(helper)
+    finally:
+        process.kill()
+        process.wait()
+    wait_for(lambda: not pid_alive(helper), timeout=5)
+
+
+def test_a_compile_helper_that_lost_its_parent_before_it_could_ask_exits_at_once(tmp_path: Path) -> None:
+    # The race the parent-death signal cannot close: the parent named in the environment is not ours.
+    result = subprocess.run(
+        [sys.executable, "-m", "aiflowd.runners.compile_workflow", "/nonexistent/request.json", str(tmp_path / "out.json")],
+        env=cli_env(AIFLOWD_HELPER_PARENT="1" if os.getppid() != 1 else "2"),
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 1 and result.stderr == b""  # it never read the request
+
+
+def test_a_compile_that_times_out_kills_what_the_definition_started(registry, tmp_path: Path, marker: str) -> None:  # type: ignore[no-untyped-def]
+    folder, pid_file = looping_workflow(tmp_path, marker)
+    loader = WorkflowLoader(registry, LoaderSettings(compile_timeout=2))
+    with pytest.raises(LoadError, match="did not finish within 2s"):
+        loader.load(str(folder))
+    assert not pid_alive(int(pid_file.read_text()))
+    assert carrying(marker) == []
+
+
+def test_a_compile_ends_what_the_definition_left_running(registry, tmp_path: Path, marker: str) -> None:  # type: ignore[no-untyped-def]
+    body = """
+import subprocess
+from aiflowd import job_config, user_define_operation, BashProcessor
+subprocess.Popen(["setsid", "sleep", "{marker}"])
+subprocess.Popen(["sh", "-c", "sleep {marker} &"])
+with job_config("a"):
+    user_define_operation(processor=BashProcessor("true"))
+"""
+    folder, _ = looping_workflow(tmp_path, marker, body)
+    loaded = WorkflowLoader(registry, LoaderSettings(compile_timeout=20)).load(str(folder))
+    assert list(loaded.workflow.jobs) == ["a"]
+    assert carrying(marker) == []
+
+
+def test_a_cancelled_helper_is_killed_with_what_it_started(tmp_path: Path, marker: str) -> None:
+    started = tmp_path / "started"
+    script = f"setsid sleep {marker} & touch {started}; while :; do :; done"
+    cancel = HelperCancel()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(run_helper(["sh", "-c", script], env=cli_env(), timeout=60, cancel=cancel)))
+    worker.start()
+    try:
+        wait_for(lambda: started.exists() and carrying(marker))
+        cancel.cancel()
+        worker.join(timeout=10)
+    finally:
+        cancel.cancel()
+        worker.join()
+        cancel.close()
+    assert results[0].cancelled and results[0].returncode is None
+    assert carrying(marker) == []
+
+
+# --- a log that cannot be written --------------------------------------------------------
+
+
+async def failed_outcome(tmp_path: Path, log_path: Path) -> str:
+    outcome = await JobSupervisor(BashJobController(), bash_job("echo hello"), runtime_env(tmp_path, log_path=log_path)).run()
+    assert outcome.status == Status.FAILED
+    assert outcome.message is not None
+    return outcome.message
+
+
+async def test_a_log_folder_that_is_a_file_fails_the_job_with_the_path_and_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "logs").write_text("not a folder")
+    log = tmp_path / "logs" / "job.log"
+    assert await failed_outcome(tmp_path, log) == f"cannot write the job's log {log}: Not a directory"
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    where.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+async def test_a_full_log_folder_fails_the_job_with_the_path_and_the_reason(tmp_path: Path) -> None:
+    with tiny_tmpfs(tmp_path / "full", "size=16k") as full:
+        with contextlib.suppress(OSError), open(full / "filler", "wb") as fh:
+            while True:
+                fh.write(b"x" * 4096)
+                fh.flush()
+        log = full / "job.log"
+        assert await failed_outcome(tmp_path, log) == f"cannot write the job's log {log}: No space left on device"
+
+
+async def test_a_read_only_log_folder_fails_the_job_with_the_path_and_the_reason(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        # chmod does not stop root: a read-only file system does.
+        with tiny_tmpfs(tmp_path / "ro", "size=16k,ro") as read_only:
+            log = read_only / "job.log"
+            assert await failed_outcome(tmp_path, log) == f"cannot write the job's log {log}: Read-only file system"
+        return
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    log = folder / "job.log"
+    assert await failed_outcome(tmp_path, log) == f"cannot write the job's log {log}: Permission denied"
+
+
+# --- the daemon ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    running = Daemon(tmp_path)
+    try:
+        yield running.start()
+    finally:
+        running.close()
+
+
+def test_what_a_daemon_job_leaves_behind_ends_with_the_job(daemon: Daemon, marker: str) -> None:
+    pid_file = daemon.root / "escaped.pid"
+    script = daemon.root / "leaky.sh"
+    script.write_text(escaping("setsid", marker, pid_file))
+    daemon.write_workflow("leaky.yaml", f"a:\n  job_type: bash\n  bash_command: sh {script}\n")
+    daemon.wait_jobs("leaky", lambda rows: rows and rows[0]["status"] == "FINISHED")
+    assert not pid_alive(int(pid_file.read_text()))
+    assert carrying(marker) == []
+
+
+def test_a_daemon_stopped_with_sigterm_leaves_no_process_behind(daemon: Daemon, marker: str) -> None:
+    daemon.write_workflow(
+        "leaky.yaml",
+        f"""
+        a:
+          job_type: bash
+          bash_command: setsid sleep {marker} & sleep {marker}
+        """,
+    )
+    wait_for(lambda: len(carrying(marker)) == 2, timeout=20)
+    assert daemon.stop() == 0
+    assert carrying(marker) == []
+
+
+def test_a_daemon_killed_mid_compile_leaves_no_compile_helper(daemon: Daemon, tmp_path: Path, marker: str) -> None:
+    pid_file = tmp_path / "helper.pid"
+    daemon.write_workflow("spin/spin.yaml", "{}\n")
+    daemon.write_workflow("spin/spin.py", LOOPING_DEFINITION.format(marker=marker, pid_file=str(pid_file)))
+    helper = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=30))
+    daemon.kill9()
+    wait_for(lambda: not pid_alive(helper), timeout=5)
+
+
+def test_a_daemon_killed_with_sigkill_leaves_its_jobs_running(daemon: Daemon, marker: str) -> None:
+    daemon.write_workflow("long.yaml", f"a:\n  job_type: bash\n  bash_command: sleep {marker}\n")
+    job = wait_for(lambda: carrying(marker), timeout=20)[0]
+    daemon.kill9()
+    assert pid_alive(job)
