@@ -225,7 +225,7 @@ def supervise(status_file: str, grace: float, owner: int, argv: list[str]) -> in
             _record(status_file, 143)
             return 143
         try:
-            child = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=(*_STOP_SIGNALS, _PARENT_DEATH), setsigmask=())
+            child = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=(*_STOP_SIGNALS, _PARENT_DEATH, signal.SIGPIPE, signal.SIGXFSZ), setsigmask=())
         except OSError as err:
             print(f"aiflowd: cannot run {argv[0]}: {err.strerror}", file=sys.stderr, flush=True)
             rc = 127 if isinstance(err, FileNotFoundError) else 126
@@ -289,6 +289,10 @@ def _start_wrapper(request: dict[str, Any], log_fd: int) -> dict[str, Any]:
         # Only a few calls between fork and exec: every descriptor of the spawner but the
         # log is close-on-exec, and the children's signal state is set in ``spawner``.
         try:
+            # Python ignores SIGPIPE and SIGXFSZ at start, and an ignored signal stays ignored
+            # across exec: a job must get the defaults (`yes | head` ends quietly by SIGPIPE).
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
             os.setsid()
             become_subreaper()
             os.dup2(_DEVNULL, 0)
@@ -324,8 +328,8 @@ def spawner(fd: int) -> int:
     _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
-    # A handler, reset to the default by exec; nothing is ignored or blocked, which would
-    # be inherited. In its own session, no terminal's signal reaches this process.
+    # A handler, reset to the default by exec; nothing is blocked, and the signals Python
+    # ignores are given back their defaults in each child, since both would be inherited. In its own session, no terminal's signal reaches this process.
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     while True:
         ready, _, _ = select.select([sock.fileno(), wake_r], [], [])

@@ -119,6 +119,20 @@ async def test_a_job_that_leaves_nothing_behind_is_not_slowed(tmp_path: Path) ->
     assert Path(handle.status_path).read_text() == "4\n"
 
 
+@pytest.mark.parametrize("owned", [False, True], ids=["daemon-job", "run-once-job"])
+async def test_a_job_gets_default_signal_dispositions(tmp_path: Path, owned: bool) -> None:
+    """A job started through a Python process must not inherit the SIGPIPE/SIGXFSZ that
+    Python ignores: ``yes | head`` then ends quietly instead of "Broken pipe" errors."""
+    env = runtime_env(tmp_path, jobs_die_with_owner=owned)
+    controller = BashJobController()
+    handle = await submit(controller, bash_job("grep SigIgn /proc/self/status; yes | head -c 4"), env)
+    assert await controller.get_result(handle) == 0
+    text = Path(env.log_path).read_text()
+    ignored = int(text.split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1)) and not ignored & (1 << (signal.SIGXFSZ - 1)), text
+    assert "Broken pipe" not in text and text.endswith("y\ny\n")
+
+
 def is_spawner(pid: int) -> bool:
     return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3:5] == [REAPER.encode(), b"spawner"]
 
