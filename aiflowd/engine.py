@@ -19,7 +19,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +183,7 @@ class Engine:
     async def serve(
         self,
         initial: list[tuple[str, LoadedWorkflow | LoadError]] = (),  # type: ignore[assignment]
+        loading: Collection[str] = (),
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -190,7 +191,8 @@ class Engine:
 
         ``initial`` is the first scan of the folder: its versions are recorded, then what
         a previous daemon left is taken over, then new versions take effect, so that a
-        restart neither repeats nor forgets anything.
+        restart neither repeats nor forgets anything. ``loading`` names workflows still
+        loading: they are not retired, and arrive later as "loaded".
         """
         with self._send, self._receive:
             async with anyio.create_task_group() as tg:
@@ -198,7 +200,7 @@ class Engine:
                 changes = [change for path, result in initial if (change := self._set_version(path, result))]
                 loaded = {_workflow_name(path) for path, _ in initial}
                 for name, row in self._stored_workflows().items():
-                    if row["status"] != RETIRED and name not in loaded:
+                    if row["status"] != RETIRED and name not in loaded and name not in loading:
                         self.workflows[name] = WorkflowEntry(name, row["path"])
                         self._removed(name)  # gone while the daemon was down
                 self._recover()

@@ -4,11 +4,16 @@ The folder is watched as a whole (never single files, which editors replace on s
 recursively so that a folder workflow's assets count. An event only names an entry to
 look at again; what is on disk decides. If the folder itself disappears, its parent is
 watched until it is back, and then everything is looked at again.
+
+Watching never ends the daemon: when watchfiles fails (a file name that is not UTF-8
+makes its Rust side raise, for one), the failure is logged, watching starts again after
+a growing pause, and everything is looked at again, since events may have been missed.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +28,10 @@ log = structlog.get_logger("aiflowd.watcher")
 #: batch may gather: small, because the time from a drop to a running job counts.
 STEP_MS = 10
 DEBOUNCE_MS = 100
+
+#: The pause before watching again after a failure: doubled at each failure in a row,
+#: up to the longest, and back to the first once a watch has run for ``HEALTHY`` seconds.
+BACKOFF_FIRST, BACKOFF_LONGEST, HEALTHY = 0.1, 10.0, 60.0
 
 
 def entry_of(root: str, path: str) -> str | None:
@@ -49,23 +58,50 @@ class FolderWatcher:
         self.on_entries = on_entries
         self.on_rescan = on_rescan
         self._stop = anyio.Event()
+        #: Failures of watchfiles so far (each one restarted the watch).
+        self.failures = 0
 
     def close(self) -> None:
         """End watching promptly: the watch thread sees this at its next step, not at a time-out."""
         self._stop.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch until closed; ready (``task_status``) once the first watch is in place."""
         started = False
+        backoff = BACKOFF_FIRST
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                started = await self._watch(task_status, started)
+                return
+            except Exception as err:  # noqa: BLE001 - watching must outlive any failure of watchfiles
+                self.failures += 1
+                if time.monotonic() - began > HEALTHY:
+                    backoff = BACKOFF_FIRST
+                log.error("watching failed: watching again", folder=self.folder, error=_describe(err), pause=backoff)
+            if not started:
+                task_status.started()
+                started = True
+            with anyio.move_on_after(backoff):
+                await self._stop.wait()
+            backoff = min(backoff * 2, BACKOFF_LONGEST)
+            if not self._stop.is_set():
+                await self.on_rescan()  # events may have been lost meanwhile
+
+    async def _watch(self, task_status: TaskStatus[None], started: bool) -> bool:
+        """The watch loop proper: returns when closed, raises when watchfiles fails."""
         while True:
             if not os.path.isdir(self.folder):
                 if not started:
                     task_status.started()
                     started = True
                 await self._wait_for_folder()
+                if self._stop.is_set():
+                    return started
                 await self.on_rescan()
                 continue
             if self._stop.is_set():
-                return
+                return started
             stop = self._stop
             changes = watchfiles.awatch(self.folder, step=STEP_MS, debounce=DEBOUNCE_MS, stop_event=stop, recursive=True)
             try:
@@ -89,7 +125,7 @@ class FolderWatcher:
                         task_status.started()
                         started = True
                 if not batches:
-                    return
+                    return started
                 if isinstance(batches[0], Exception):
                     raise batches[0]
                 await self._handle(batches[0])
@@ -97,18 +133,24 @@ class FolderWatcher:
                     await self._handle(batch)
                     if not os.path.isdir(self.folder):
                         break
-            except (FileNotFoundError, RuntimeError, StopAsyncIteration) as err:
+            except (FileNotFoundError, StopAsyncIteration) as err:
+                if os.path.isdir(self.folder):
+                    raise  # not the folder going away: a failure, watched again after a pause
+                log.info("watched folder went away", folder=self.folder, error=str(err))
+            except RuntimeError as err:
+                if os.path.isdir(self.folder):
+                    raise
                 log.info("watched folder went away", folder=self.folder, error=str(err))
             finally:
                 await changes.aclose()
             if self._stop.is_set():
-                return
+                return started
             await self.on_rescan()
 
     async def _handle(self, batch: set[tuple[watchfiles.Change, str]]) -> None:
         if not os.path.isdir(self.folder):
             return
-        entries = {entry for _, path in batch if (entry := entry_of(self.folder, path)) is not None}
+        entries = {entry for _, path in batch if isinstance(path, str) and (entry := entry_of(self.folder, path)) is not None}
         if entries:
             await self.on_entries(entries)
 
@@ -126,3 +168,10 @@ class FolderWatcher:
             ):
                 if os.path.isdir(self.folder) or stop.is_set():
                     break
+
+
+def _describe(err: BaseException) -> str:
+    """One line for a failure, its sub-exceptions named (watchfiles raises them in a group)."""
+    if isinstance(err, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in err.exceptions)
+    return f"{type(err).__name__}: {err}"

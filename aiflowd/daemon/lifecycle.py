@@ -74,8 +74,9 @@ class Daemon:
                 tg.start_soon(server.serve)
                 self.watcher = watcher = FolderWatcher(config.workflows_dir, self.folder.entries_changed, self.folder.rescan)
                 await tg.start(watcher.run)
-                initial = await anyio.to_thread.run_sync(self.folder.load_all)
-                await tg.start(self.engine.serve, initial)
+                # READY does not wait for slow definitions: they are served as they compile.
+                initial, loading = await self.folder.scan(tg, config.max_parallel_loads)
+                await tg.start(self.engine.serve, initial, loading)
                 if self.manager.watchdog_interval:
                     tg.start_soon(self._watchdog, self.manager.watchdog_interval)
                 count = sum(1 for entry in self.engine.workflows.values() if entry.status != RETIRED)
