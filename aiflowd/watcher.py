@@ -60,6 +60,7 @@ class FolderWatcher:
         self._stop = anyio.Event()
         #: Failures of watchfiles so far (each one restarted the watch).
         self.failures = 0
+        self._started = False
 
     def close(self) -> None:
         """End watching promptly: the watch thread sees this at its next step, not at a time-out."""
@@ -67,41 +68,41 @@ class FolderWatcher:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Watch until closed; ready (``task_status``) once the first watch is in place."""
-        started = False
         backoff = BACKOFF_FIRST
         while not self._stop.is_set():
             began = time.monotonic()
             try:
-                started = await self._watch(task_status, started)
+                await self._watch(task_status)
                 return
             except Exception as err:  # noqa: BLE001 - watching must outlive any failure of watchfiles
                 self.failures += 1
                 if time.monotonic() - began > HEALTHY:
                     backoff = BACKOFF_FIRST
                 log.error("watching failed: watching again", folder=self.folder, error=_describe(err), pause=backoff)
-            if not started:
-                task_status.started()
-                started = True
+            self._ready(task_status)
             with anyio.move_on_after(backoff):
                 await self._stop.wait()
             backoff = min(backoff * 2, BACKOFF_LONGEST)
             if not self._stop.is_set():
                 await self.on_rescan()  # events may have been lost meanwhile
 
-    async def _watch(self, task_status: TaskStatus[None], started: bool) -> bool:
+    def _ready(self, task_status: TaskStatus[None]) -> None:
+        if not self._started:
+            self._started = True
+            task_status.started()
+
+    async def _watch(self, task_status: TaskStatus[None]) -> None:
         """The watch loop proper: returns when closed, raises when watchfiles fails."""
         while True:
             if not os.path.isdir(self.folder):
-                if not started:
-                    task_status.started()
-                    started = True
+                self._ready(task_status)
                 await self._wait_for_folder()
                 if self._stop.is_set():
-                    return started
+                    return
                 await self.on_rescan()
                 continue
             if self._stop.is_set():
-                return started
+                return
             stop = self._stop
             changes = watchfiles.awatch(self.folder, step=STEP_MS, debounce=DEBOUNCE_MS, stop_event=stop, recursive=True)
             try:
@@ -121,11 +122,9 @@ class FolderWatcher:
                     # The watch is set up synchronously when the generator first runs, before
                     # its first wait: one turn of the loop later it is in place.
                     await anyio.sleep(0)
-                    if not started:
-                        task_status.started()
-                        started = True
+                    self._ready(task_status)
                 if not batches:
-                    return started
+                    return
                 if isinstance(batches[0], Exception):
                     raise batches[0]
                 await self._handle(batches[0])
@@ -144,7 +143,7 @@ class FolderWatcher:
             finally:
                 await changes.aclose()
             if self._stop.is_set():
-                return started
+                return
             await self.on_rescan()
 
     async def _handle(self, batch: set[tuple[watchfiles.Change, str]]) -> None:

@@ -9,7 +9,10 @@ Loads run in parallel, one task per workflow: YAML is read at once, Python defin
 compile on a bounded pool (``max_parallel_loads``), so one slow definition delays only
 itself. A workflow never has two loads at once: a change during a load is looked at
 when it ends, and the latest content wins. What a definition writes into its own folder
-while it compiles belongs to the version that load produced, so it triggers no reload.
+while it compiles belongs to the version that load produced, so it triggers no reload:
+file stats are taken before and after each load, and files other than the YAML and the
+definition that changed meanwhile are hashed into that version. (A user's edit of an
+asset in that very window is therefore seen only at its next save.)
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from aiflowd.workflows.yamlfile import printable
 log = structlog.get_logger("aiflowd")
 
 Result = LoadedWorkflow | LoadError
+#: A workflow's files by (inode, size, mtime), and the ones its loader reads itself.
+_Stamp = tuple[dict[str, tuple[int, int, int]], set[str]]
 
 #: Threads that may load at once. Loads waiting for a compile slot hold a thread but no
 #: CPU; this only keeps a folder of thousands of workflows from starting thousands.
@@ -80,9 +85,7 @@ class WorkflowFolder:
 
     # -- the initial scan ------------------------------------------------------------
 
-    async def scan(
-        self, task_group: TaskGroup, max_parallel_loads: int | None = None
-    ) -> tuple[list[tuple[str, Result]], set[str]]:
+    async def scan(self, task_group: TaskGroup, max_parallel_loads: int | None = None) -> tuple[list[tuple[str, Result]], set[str]]:
         """Start loading every workflow; return what the engine must have before it serves.
 
         Returns the loads that are done and the names of those still compiling: once
@@ -91,6 +94,7 @@ class WorkflowFolder:
         the rest are handed to it as they finish. Load tasks run in ``task_group``.
         """
         self._task_group = task_group
+        task_group.start_soon(self._stop_loads_on_exit)
         if max_parallel_loads:
             self.loader.limit_compiles(max_parallel_loads)
         try:
@@ -108,6 +112,14 @@ class WorkflowFolder:
         initial = list(self._initial.values())
         self._initial.clear()
         return initial, set(self._slots)
+
+    async def _stop_loads_on_exit(self) -> None:
+        # Cancelled with the daemon's task group: loads still waiting for a compile slot
+        # then end at once instead of each compiling before the daemon may exit.
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self.loader.stopping.set()
 
     # -- looking again -------------------------------------------------------------
 
@@ -186,9 +198,13 @@ class WorkflowFolder:
 
         before = await anyio.to_thread.run_sync(_stamp, path, limiter=self._threads)
         result = await anyio.to_thread.run_sync(self._load, path, version, compiling, limiter=self._threads)
-        if before is not None and await anyio.to_thread.run_sync(_stamp, path, limiter=self._threads) != before:
-            # Written while it loaded: by its own definition (that is part of this
-            # version, or it would reload for ever) or by the user (looked at again below).
+        after = await anyio.to_thread.run_sync(_stamp, path, limiter=self._threads)
+        if after != before:
+            if before is None or after is None or _sources_changed(before, after):
+                slot.again = True  # the user saved meanwhile: this result is stale, the latest content wins
+                return
+            # Other files were written while it loaded: by its own definition, as part of
+            # this version (or it would reload for ever on its own writes).
             version = await anyio.to_thread.run_sync(_version, path, limiter=self._threads)
             if isinstance(result, LoadedWorkflow) and version is not None:
                 result.workflow.version = version
@@ -237,8 +253,17 @@ def _version(path: str) -> str | None:
         return None
 
 
-def _stamp(path: str) -> list[tuple[str, int, int, int]] | None:
+def _stamp(path: str) -> _Stamp | None:
+    """The workflow's files by their metadata, and which of them the loader itself reads."""
     try:
-        return workflow_stamp(find_source(path))
+        source = find_source(path)
     except LoadError:
         return None
+    stamp = {file: (ino, size, mtime) for file, ino, size, mtime in workflow_stamp(source)}
+    return stamp, {source.config_file, source.definition_file or ""}
+
+
+def _sources_changed(before: _Stamp, after: _Stamp) -> bool:
+    """Whether a file the loader reads (the YAML, the definition) changed, or the set of them."""
+    (old, sources), (new, now) = before, after
+    return sources != now or any(old.get(file) != new.get(file) for file in sources)

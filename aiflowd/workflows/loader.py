@@ -249,6 +249,8 @@ class WorkflowLoader:
         self.registry = registry
         self.settings = settings or LoaderSettings()
         self.compile_slots = threading.BoundedSemaphore(cpu_count())
+        #: Set when the daemon stops: loads still waiting for a compile slot give up.
+        self.stopping = threading.Event()
 
     def limit_compiles(self, count: int) -> None:
         """Let at most ``count`` definitions compile at once (loads run in parallel threads;
@@ -543,8 +545,15 @@ class _Load:
         if self.on_compile is not None:
             self.on_compile()
         slots = self.loader.compile_slots
-        with slots:
+        while not slots.acquire(timeout=0.5):  # woken by a free slot; the time-out only looks at stopping
+            if self.loader.stopping.is_set():
+                shown = self.source.definition_file or self.source.config_file
+                self.problems.append(Problem(shown, 0, 0, "", "not compiled: aiflowd is stopping"))
+                return {"jobs": {}, "rules": []}
+        try:
             return self.run_compiler(request, yaml_jobs)
+        finally:
+            slots.release()
 
     def run_compiler(self, request: dict[str, Any], yaml_jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, run_helper
