@@ -18,8 +18,9 @@ asset in that very window is therefore seen only at its next save.)
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -29,7 +30,16 @@ from anyio.abc import TaskGroup
 from aiflowd.engine import RETIRED, Engine, WorkflowEntry, _workflow_name
 from aiflowd.model import Status
 from aiflowd.workflows.errors import LoadError, Problem
-from aiflowd.workflows.loader import LoadedWorkflow, WorkflowLoader, discover, find_source, is_entry, workflow_stamp, workflow_version
+from aiflowd.workflows.loader import (
+    LoadedWorkflow,
+    WorkflowLoader,
+    WorkflowSource,
+    discover,
+    find_source,
+    is_entry,
+    workflow_stamp,
+    workflow_version,
+)
 from aiflowd.workflows.yamlfile import printable
 
 log = structlog.get_logger("aiflowd")
@@ -38,9 +48,18 @@ Result = LoadedWorkflow | LoadError
 #: A workflow's files by (inode, size, mtime), and the ones its loader reads itself.
 _Stamp = tuple[dict[str, tuple[int, int, int]], set[str]]
 
-#: Threads that may load at once. Loads waiting for a compile slot hold a thread but no
-#: CPU; this only keeps a folder of thousands of workflows from starting thousands.
-LOAD_THREADS = 64
+#: Workers that look at workflows and load them, not counting those whose load waits for
+#: or runs the compiler: each of those is replaced by a new worker, so that YAML-only
+#: workflows never queue behind definitions. Reading YAML is short and holds the GIL, so
+#: a few workers are as fast as many, and a folder of thousands of workflows costs a few
+#: tasks, not thousands.
+WORKERS = 2
+#: Workflows a worker looks at per thread hop (a hop costs about as much as reading a
+#: small YAML file).
+BATCH = 64
+#: Threads for those workers, compiling ones included (each waits for a compile slot or a
+#: compiler process, without CPU); beyond this many, loads wait their turn.
+LOAD_THREADS = 256
 
 
 @dataclass
@@ -55,6 +74,16 @@ class _Slot:
     force: bool = False
     #: The load waits for or runs the compiler: the slow part, not awaited at start.
     compiling: bool = False
+
+
+@dataclass
+class _Batch:
+    """Workflows one worker looks at in one thread hop, and what it found."""
+
+    names: deque[str]
+    done: list[tuple[str, tuple[str, str | None, Result | None]]] = field(default_factory=list)
+    #: One of them compiles: the worker is held, the rest went back to the queue.
+    slow: bool = False
 
 
 @dataclass
@@ -82,6 +111,8 @@ class WorkflowFolder:
         self._initial: dict[str, tuple[str, Result]] = {}
         self._progress = anyio.Event()
         self._threads = anyio.CapacityLimiter(LOAD_THREADS)
+        self._queue: deque[str] = deque()  # names of slots no worker has taken yet
+        self._fast_workers = 0  # workers not held by a compiling load
 
     # -- the initial scan ------------------------------------------------------------
 
@@ -161,62 +192,118 @@ class WorkflowFolder:
         if slot is not None:
             slot.path, slot.again, slot.force = path, True, slot.force or force
             return
-        slot = self._slots[name] = _Slot(path, force=force)
+        self._slots[name] = _Slot(path, force=force)
         self.loading[name] = printable(path)
-        self._task_group.start_soon(self._serve_slot, name, slot)
+        self._queue.append(name)
+        self._add_workers()
 
-    async def _serve_slot(self, name: str, slot: _Slot) -> None:
+    def _add_workers(self) -> None:
+        assert self._task_group is not None
+        while self._fast_workers < min(WORKERS, len(self._queue)):
+            self._fast_workers += 1
+            self._task_group.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        """Looks at queued workflows, a batch per thread hop, until none is left (or, back
+        from a compile, it is one worker too many)."""
         try:
-            while True:
-                slot.again = False
+            while self._queue and self._fast_workers <= WORKERS:
+                batch = _Batch(deque(self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))))
                 try:
-                    await self._look_again(name, slot)
-                except Exception as err:  # one entry's failure is that entry's problem
-                    log.exception("looking at a workflow failed", path=printable(slot.path))
-                    shown = printable(slot.path)
-                    self._hand_on(name, shown, None, LoadError([Problem(shown, 0, 0, "", f"aiflowd could not look at it: {err!r}")]))
-                if not slot.again:
-                    return
+                    await anyio.to_thread.run_sync(self._look_batch, batch, limiter=self._threads)
+                finally:
+                    if batch.slow:
+                        self._fast_workers += 1  # free again
+                await self._apply_all(batch.done)
         finally:
-            del self._slots[name]
-            self.loading.pop(name, None)
-            self._progress.set()
+            self._fast_workers -= 1
 
-    async def _look_again(self, name: str, slot: _Slot) -> None:
-        path, shown = slot.path, printable(slot.path)
-        if not await anyio.to_thread.run_sync(is_entry, path, self.folder, limiter=self._threads):
-            self._gone(name, shown)
+    def _look_batch(self, batch: _Batch) -> None:
+        """In a worker thread: look at each workflow of the batch, until one of them
+        compiles (the rest then go back to the queue, for other workers)."""
+        while batch.names:
+            name = batch.names.popleft()
+            slot = self._slots[name]
+            seen, force = self._seen.get(name), slot.force
+            slot.force = False
+
+            def compiling(slot: _Slot = slot) -> None:
+                anyio.from_thread.run_sync(self._compiling, batch, slot)
+
+            try:
+                outcome = self._look(slot.path, seen, force, compiling)
+            except Exception as err:  # one entry's failure is that entry's problem
+                log.exception("looking at a workflow failed", path=printable(slot.path))
+                shown = printable(slot.path)
+                outcome = ("loaded", None, LoadError([Problem(shown, 0, 0, "", f"aiflowd could not look at it: {err!r}")]))
+            batch.done.append((name, outcome))
+
+    async def _apply(self, name: str, slot: _Slot, outcome: tuple[str, str | None, Result | None]) -> None:
+        """Hand a look's outcome on; look again if the workflow changed meanwhile, else end its slot."""
+        kind, version, result = outcome
+        shown = printable(slot.path)
+        try:
+            if kind == "gone":
+                self._gone(name, shown)
+            elif kind == "stale":
+                slot.again = True  # the user saved meanwhile: the latest content wins
+            elif kind == "loaded" and result is not None:
+                if slot.again and await anyio.to_thread.run_sync(_version, slot.path, limiter=self._threads) != version:
+                    pass  # changed since: not handed on, the next look loads the latest
+                else:
+                    slot.again = False
+                    self._hand_on(name, shown, version, result)
+        except Exception:  # never into the daemon: the next change looks again
+            log.exception("handing on a workflow failed", path=shown)
+        if slot.again:
+            slot.again, slot.compiling = False, False
+            self._queue.append(name)
+            self._add_workers()
             return
-        version = await anyio.to_thread.run_sync(_version, path, limiter=self._threads)
-        seen = self._seen.get(name)
-        if version is not None and seen is not None and seen.version == version and (seen.valid or not slot.force):
-            return  # the same content: a no-op save, a touch, a definition's own writes
-        slot.force = False
+        del self._slots[name]
+        self.loading.pop(name, None)
+        self._progress.set()
 
-        def compiling() -> None:
-            anyio.from_thread.run_sync(self._compiling, slot)
-
-        before = await anyio.to_thread.run_sync(_stamp, path, limiter=self._threads)
-        result = await anyio.to_thread.run_sync(self._load, path, version, compiling, limiter=self._threads)
-        after = await anyio.to_thread.run_sync(_stamp, path, limiter=self._threads)
+    def _look(self, path: str, seen: _Seen | None, force: bool, on_compile: Callable[[], None]) -> tuple[str, str | None, Result | None]:
+        """In a worker thread, all a look needs: "gone", "same", "stale" or "loaded", the version, the result."""
+        if not is_entry(path, self.folder):
+            return "gone", None, None
+        try:
+            source = find_source(path)
+        except LoadError as err:
+            return "loaded", None, err  # an entry that is not read: its one problem line
+        version = workflow_version(source)
+        if seen is not None and seen.version == version and (seen.valid or not force):
+            return "same", version, None  # a no-op save, a touch, a definition's own writes
+        before = _stamp_of(source)
+        result = self._load(source, version, on_compile)
+        after = _stamp(path) if source.path != source.config_file else _stamp_of(source)  # a file has no definition to appear
         if after != before:
-            if before is None or after is None or _sources_changed(before, after):
-                slot.again = True  # the user saved meanwhile: this result is stale, the latest content wins
-                return
+            if after is None or _sources_changed(before, after):
+                return "stale", None, None
             # Other files were written while it loaded: by its own definition, as part of
             # this version (or it would reload for ever on its own writes).
-            version = await anyio.to_thread.run_sync(_version, path, limiter=self._threads)
-            if isinstance(result, LoadedWorkflow) and version is not None:
+            version = workflow_version(source)
+            if isinstance(result, LoadedWorkflow):
                 result.workflow.version = version
-        if slot.again:
-            if await anyio.to_thread.run_sync(_version, path, limiter=self._threads) != version:
-                return  # changed since: the latest content wins, this result is not handed on
-            slot.again = False
-        self._hand_on(name, shown, version, result)
+        return "loaded", version, result
 
-    def _compiling(self, slot: _Slot) -> None:
+    def _compiling(self, batch: _Batch, slot: _Slot) -> None:
         slot.compiling = True
+        if not batch.slow:
+            batch.slow = True
+            self._fast_workers -= 1  # its worker waits for the compiler: the others take over
+            self._queue.extendleft(reversed(batch.names))
+            batch.names.clear()
+            self._add_workers()
+            done, batch.done = batch.done, []  # looked at before it: handed on now, not after the compile
+            assert self._task_group is not None
+            self._task_group.start_soon(self._apply_all, done)
         self._progress.set()
+
+    async def _apply_all(self, done: list[tuple[str, tuple[str, str | None, Result | None]]]) -> None:
+        for name, outcome in done:
+            await self._apply(name, self._slots[name], outcome)
 
     def _hand_on(self, name: str, shown: str, version: str | None, result: Result) -> None:
         self._seen[name] = _Seen(version, isinstance(result, LoadedWorkflow))
@@ -234,15 +321,14 @@ class WorkflowFolder:
         if entry is not None and entry.status != RETIRED and entry.path == shown:
             self.engine.post("removed", name)
 
-    def _load(self, path: str, version: str | None, on_compile: Any) -> Result:
+    def _load(self, source: WorkflowSource, version: str | None, on_compile: Callable[[], None]) -> Result:
         try:
-            return self.loader.load(path, version, on_compile)
+            return self.loader.load_source(source, version, on_compile)
         except LoadError as err:
             return err
         except Exception as err:  # a loader bug is this workflow's problem, not the daemon's
-            log.exception("loading failed", path=printable(path))
-            shown = printable(path)
-            return LoadError([Problem(shown, 0, 0, "", f"aiflowd could not load it: {type(err).__name__}: {err}")])
+            log.exception("loading failed", path=printable(source.path))
+            return LoadError([Problem(source.path, 0, 0, "", f"aiflowd could not load it: {type(err).__name__}: {err}")])
 
 
 def _version(path: str) -> str | None:
@@ -254,11 +340,14 @@ def _version(path: str) -> str | None:
 
 
 def _stamp(path: str) -> _Stamp | None:
-    """The workflow's files by their metadata, and which of them the loader itself reads."""
     try:
-        source = find_source(path)
+        return _stamp_of(find_source(path))
     except LoadError:
         return None
+
+
+def _stamp_of(source: WorkflowSource) -> _Stamp:
+    """The workflow's files by their metadata, and which of them the loader itself reads."""
     stamp = {file: (ino, size, mtime) for file, ino, size, mtime in workflow_stamp(source)}
     return stamp, {source.config_file, source.definition_file or ""}
 

@@ -263,7 +263,12 @@ class WorkflowLoader:
         ``on_compile`` is called (in the loading thread) before a definition is compiled,
         the slow part: the daemon serves what needs no compiler without waiting for it.
         """
-        source = find_source(path)
+        return self.load_source(find_source(path), version, on_compile)
+
+    def load_source(
+        self, source: WorkflowSource, version: str | None = None, on_compile: Callable[[], None] | None = None
+    ) -> LoadedWorkflow:
+        """``load`` of a workflow whose files the caller found already (``find_source``)."""
         load = _Load(self, source)
         load.on_compile = on_compile
         return load.run(version)

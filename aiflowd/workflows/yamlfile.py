@@ -109,25 +109,39 @@ def refusal(path: str, inside: str | None = None) -> str | None:
     Links are resolved without reading anything: a loop or a link to nothing is named as
     such, and a link whose target is outside ``inside`` is refused, whatever it points to.
     """
+    return _resolve(path, inside)[0]
+
+
+def _resolve(path: str, inside: str | None) -> tuple[str | None, str]:
+    """(why ``path`` is not read or None, the path to open: ``path`` itself or its target)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as err:
+        return err.strerror or str(err), path
+    if not stat.S_ISLNK(mode) and (inside is None or os.path.dirname(os.path.abspath(path)) == os.path.abspath(inside)):
+        return _not_regular(mode), path  # no link on the way: nothing to resolve (the common case, and fast)
     try:
         real = os.path.realpath(path, strict=True)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            return "a symbolic link loop: not followed"
+            return "a symbolic link loop: not followed", path
         if err.errno == errno.ENOENT and os.path.islink(path):
-            return f"a symbolic link to {printable(os.readlink(path))}, which does not exist"
-        return err.strerror or str(err)
+            return f"a symbolic link to {printable(os.readlink(path))}, which does not exist", path
+        return err.strerror or str(err), path
     if inside is not None:
         folder = os.path.realpath(inside)
         if real != folder and not real.startswith(folder.rstrip(os.sep) + os.sep):
-            return f"a link out of {printable(inside)} (to {printable(real)})"
+            return f"a link out of {printable(inside)} (to {printable(real)})", path
     try:
-        mode = os.stat(real).st_mode
+        return _not_regular(os.stat(real).st_mode), real
     except OSError as err:
-        return err.strerror or str(err)
-    if not stat.S_ISREG(mode):
-        return f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file"
-    return None
+        return err.strerror or str(err), path
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file"
 
 
 def open_regular(path: str, inside: str | None = None) -> BinaryIO:
@@ -136,15 +150,14 @@ def open_regular(path: str, inside: str | None = None) -> BinaryIO:
     Raises RefusedFile (its ``strerror`` says why) or OSError. The check is repeated on
     the open descriptor, so a file swapped for a FIFO in between is refused, not waited on.
     """
-    reason = refusal(path, inside)
+    reason, real = _resolve(path, inside)
     if reason is not None:
         raise RefusedFile(errno.EPERM, reason, path)
-    real = os.path.realpath(path)
     fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise RefusedFile(errno.EPERM, f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file", path)
+        reason = _not_regular(os.fstat(fd).st_mode)
+        if reason is not None:
+            raise RefusedFile(errno.EPERM, reason, path)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
