@@ -5,10 +5,11 @@ The watcher only says "look at this entry again"; this module decides what is on
 to the engine. It never raises into the daemon: whatever goes wrong with one entry
 becomes a problem of that entry.
 
-Loads run in parallel, one task per workflow: YAML is read at once, Python definitions
-compile on a bounded pool (``max_parallel_loads``), so one slow definition delays only
-itself. A workflow never has two loads at once: a change during a load is looked at
-when it ends, and the latest content wins. What a definition writes into its own folder
+Loads run in parallel: a few workers look at queued workflows, and a load that reaches
+the compiler keeps its worker while another takes over the queue; definitions compile on
+a bounded pool (``max_parallel_loads``), so one slow definition delays only itself and
+YAML-only workflows never wait for one. A workflow is looked at by one worker at a time:
+a change during its load is looked at when the load ends, and the latest content wins. What a definition writes into its own folder
 while it compiles belongs to the version that load produced, so it triggers no reload:
 file stats are taken before and after each load, and files other than the YAML and the
 definition that changed meanwhile are hashed into that version. (A user's edit of an
@@ -64,7 +65,7 @@ LOAD_THREADS = 256
 
 @dataclass
 class _Slot:
-    """The one load task of one workflow."""
+    """A workflow to look at (queued, or with one worker): never two looks at once."""
 
     path: str
     #: Looked at again while loading: look once more when this load ends.
