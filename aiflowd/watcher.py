@@ -22,6 +22,8 @@ import structlog
 import watchfiles
 from anyio.abc import TaskStatus
 
+from aiflowd.workflows.yamlfile import printable
+
 log = structlog.get_logger("aiflowd.watcher")
 
 #: Milliseconds without further changes before a batch is handed on, and the longest a
@@ -135,11 +137,11 @@ class FolderWatcher:
             except (FileNotFoundError, StopAsyncIteration) as err:
                 if os.path.isdir(self.folder):
                     raise  # not the folder going away: a failure, watched again after a pause
-                log.info("watched folder went away", folder=self.folder, error=str(err))
+                log.info("watched folder went away", folder=self.folder, error=_describe(err))
             except RuntimeError as err:
                 if os.path.isdir(self.folder):
                     raise
-                log.info("watched folder went away", folder=self.folder, error=str(err))
+                log.info("watched folder went away", folder=self.folder, error=_describe(err))
             finally:
                 await changes.aclose()
             if self._stop.is_set():
@@ -173,4 +175,4 @@ def _describe(err: BaseException) -> str:
     """One line for a failure, its sub-exceptions named (watchfiles raises them in a group)."""
     if isinstance(err, BaseExceptionGroup):
         return "; ".join(_describe(e) for e in err.exceptions)
-    return f"{type(err).__name__}: {err}"
+    return printable(f"{type(err).__name__}: {err}")  # a path in it may hold bytes that are not UTF-8
