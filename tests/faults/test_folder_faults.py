@@ -228,3 +228,29 @@ def test_an_empty_moment_of_an_in_place_save_neither_stops_nor_restarts_the_job(
     assert statuses(rows) == [("serve", "RUNNING")]
     assert len(daemon.json("workflow", "list-executions", "svc")) == 1
     assert daemon.json("workflow", "show", "svc")["version"] == version
+
+
+def test_a_slow_definition_with_an_open_execution_is_loaded_before_the_restart_takes_it_over(daemon: Daemon, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    release.touch()
+    daemon.write_config("compile_timeout: 60s\n")
+    staging = tmp_path / "svc"
+    staging.mkdir()
+    (staging / "svc.yaml").write_text("s:\n  job_type: bash\n  bash_command: sleep 60\n")
+    (staging / "svc.py").write_text(SLOW_DEFINITION.format(release=str(release)))
+    daemon.start()
+    os.rename(staging, daemon.workflows / "svc")
+    [running] = daemon.wait_jobs("svc", lambda rows: statuses(rows) == [("s", "RUNNING")])
+    daemon.kill9()
+
+    release.unlink()
+    daemon.start(wait=False)
+    wait_for(lambda: compilers_under(daemon.workflows / "svc"), timeout=20)
+    assert daemon.notifications is not None and daemon.notifications.count("READY=1") == 0  # its running job needs its version
+    release.touch()
+    daemon.wait_ready()
+    rows = daemon.jobs("svc")
+    assert [(row["job_execution_id"], row["status"]) for row in rows] == [
+        (running["job_execution_id"], "RUNNING")
+    ]  # taken over, not killed
+    assert daemon.stop() == 0
