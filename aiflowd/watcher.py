@@ -5,9 +5,12 @@ recursively so that a folder workflow's assets count. An event only names an ent
 look at again; what is on disk decides. If the folder itself disappears, its parent is
 watched until it is back, and then everything is looked at again.
 
-Watching never ends the daemon: when watchfiles fails (a file name that is not UTF-8
-makes its Rust side raise, for one), the failure is logged, watching starts again after
-a growing pause, and everything is looked at again, since events may have been missed.
+Watching never ends the daemon: when watchfiles fails (a name that is not UTF-8 makes
+its Rust side raise, for one), the failure is logged and everything is looked at again,
+since events may have been missed. A failed watch of the whole tree falls back at once to
+the top level alone (a folder it cannot walk then costs only its own assets' events),
+and the whole tree is tried again every ``RETRY_TREE`` seconds; a failed top-level watch
+starts again after a growing pause.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ DEBOUNCE_MS = 100
 #: The pause before watching again after a failure: doubled at each failure in a row,
 #: up to the longest, and back to the first once a watch has run for ``HEALTHY`` seconds.
 BACKOFF_FIRST, BACKOFF_LONGEST, HEALTHY = 0.1, 10.0, 60.0
+#: While only the top level is watched, how often the whole tree is tried again.
+RETRY_TREE = 10.0
 
 
 def entry_of(root: str, path: str) -> str | None:
@@ -62,6 +67,9 @@ class FolderWatcher:
         self._stop = anyio.Event()
         #: Failures of watchfiles so far (each one restarted the watch).
         self.failures = 0
+        #: Whether the whole tree is watched (False: the top level only, after a failure;
+        #: the whole tree is tried again every ``RETRY_TREE`` seconds, with a rescan).
+        self.recursive = True
         self._started = False
 
     def close(self) -> None:
@@ -80,11 +88,17 @@ class FolderWatcher:
                 self.failures += 1
                 if time.monotonic() - began > HEALTHY:
                     backoff = BACKOFF_FIRST
-                log.error("watching failed: watching again", folder=self.folder, error=_describe(err), pause=backoff)
+                if self.recursive:
+                    # Perhaps a folder it cannot walk (a name that is not UTF-8): watch the
+                    # top level alone at once, and try the whole tree again now and then.
+                    self.recursive = False
+                    log.error("watching failed: watching the top level only", folder=self.folder, error=_describe(err))
+                else:
+                    log.error("watching failed: watching again", folder=self.folder, error=_describe(err), pause=backoff)
+                    with anyio.move_on_after(backoff):
+                        await self._stop.wait()
+                    backoff = min(backoff * 2, BACKOFF_LONGEST)
             self._ready(task_status)
-            with anyio.move_on_after(backoff):
-                await self._stop.wait()
-            backoff = min(backoff * 2, BACKOFF_LONGEST)
             if not self._stop.is_set():
                 await self.on_rescan()  # events may have been lost meanwhile
 
@@ -106,7 +120,16 @@ class FolderWatcher:
             if self._stop.is_set():
                 return
             stop = self._stop
-            changes = watchfiles.awatch(self.folder, step=STEP_MS, debounce=DEBOUNCE_MS, stop_event=stop, recursive=True)
+            recursive = self.recursive
+            changes = watchfiles.awatch(
+                self.folder,
+                step=STEP_MS,
+                debounce=DEBOUNCE_MS,
+                stop_event=stop,
+                recursive=recursive,
+                rust_timeout=None if recursive else int(RETRY_TREE * 1000),
+                yield_on_timeout=not recursive,
+            )
             try:
                 first = changes.__anext__()
                 async with anyio.create_task_group() as tg:
@@ -129,11 +152,10 @@ class FolderWatcher:
                     return
                 if isinstance(batches[0], Exception):
                     raise batches[0]
-                await self._handle(batches[0])
-                async for batch in changes:
-                    await self._handle(batch)
-                    if not os.path.isdir(self.folder):
-                        break
+                if await self._handle(batches[0], recursive):
+                    async for batch in changes:
+                        if not await self._handle(batch, recursive):
+                            break
             except (FileNotFoundError, StopAsyncIteration) as err:
                 if os.path.isdir(self.folder):
                     raise  # not the folder going away: a failure, watched again after a pause
@@ -148,12 +170,18 @@ class FolderWatcher:
                 return
             await self.on_rescan()
 
-    async def _handle(self, batch: set[tuple[watchfiles.Change, str]]) -> None:
+    async def _handle(self, batch: set[tuple[watchfiles.Change, str]], recursive: bool) -> bool:
+        """Hand a batch on; False when this watch should end (the folder went, or it is
+        time to try watching the whole tree again)."""
+        if not batch and not recursive:
+            self.recursive = True  # a time-out of the top-level watch: try the whole tree again
+            return False
         if not os.path.isdir(self.folder):
-            return
+            return False
         entries = {entry for _, path in batch if isinstance(path, str) and (entry := entry_of(self.folder, path)) is not None}
         if entries:
             await self.on_entries(entries)
+        return os.path.isdir(self.folder)
 
     async def _wait_for_folder(self) -> None:
         parent = os.path.dirname(self.folder)
