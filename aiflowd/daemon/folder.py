@@ -114,6 +114,7 @@ class WorkflowFolder:
         self._threads = anyio.CapacityLimiter(LOAD_THREADS)
         self._queue: deque[str] = deque()  # names of slots no worker has taken yet
         self._fast_workers = 0  # workers not held by a compiling load
+        self._loader_seen: tuple[Any, ...] = ()  # what loaded the invalid versions (see rescan)
 
     # -- the initial scan ------------------------------------------------------------
 
@@ -126,6 +127,7 @@ class WorkflowFolder:
         the rest are handed to it as they finish. Load tasks run in ``task_group``.
         """
         self._task_group = task_group
+        self._loader_seen = self._loader_stamp()
         task_group.start_soon(self._stop_loads_on_exit)
         if max_parallel_loads:
             self.loader.limit_compiles(max_parallel_loads)
@@ -161,8 +163,15 @@ class WorkflowFolder:
             self._request(path)
 
     async def rescan(self) -> None:
-        """Look at everything again (the watcher restarted, the folder came back, a reload)."""
+        """Look at everything again (the watcher restarted, the folder came back, a reload).
+
+        Unchanged files are not loaded again, except invalid ones when the loader changed
+        (a reload brought a plugin, a longer compile_timeout): a watcher that restarts
+        often never recompiles a looping definition each time.
+        """
         try:
+            stamp = self._loader_stamp()
+            force, self._loader_seen = stamp != self._loader_seen, stamp
             present = await anyio.to_thread.run_sync(discover, self.folder) if os.path.isdir(self.folder) else []
             names = {_workflow_name(printable(path)) for path in present}
             for name, entry in list(self.engine.workflows.items()):
@@ -173,9 +182,13 @@ class WorkflowFolder:
                 else:
                     self._gone(name, entry.path)
             for path in present:
-                self._request(path, force=True)
+                self._request(path, force=force)
         except Exception:  # a failed rescan must not end the daemon; the next event looks again
             log.exception("rescan failed", folder=self.folder)
+
+    def _loader_stamp(self) -> tuple[Any, ...]:
+        settings = self.loader.settings
+        return (tuple(self.loader.registry.job_types()), settings.compile_timeout, tuple(settings.plugin_paths), settings.python)
 
     def loading_rows(self, known: Mapping[str, WorkflowEntry]) -> list[dict[str, Any]]:
         """``workflow list`` rows for workflows still loading that the engine does not serve yet."""
