@@ -34,6 +34,8 @@ class DaemonConfig:
     control_idle_timeout: float = 30.0
     control_request_timeout: float = 5.0
     max_concurrent_jobs: int = 64
+    #: How many Python definitions may compile at once (None: one per CPU).
+    max_parallel_loads: int | None = None
     job_env: dict[str, str] = field(default_factory=dict)
     flink: dict[str, Any] = field(default_factory=dict)
     file: str | None = None
@@ -62,6 +64,7 @@ _KEYS = {
     "control_idle_timeout",
     "control_request_timeout",
     "max_concurrent_jobs",
+    "max_parallel_loads",
     "job_env",
     "flink",
 }
@@ -132,6 +135,12 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
             where("max_concurrent_jobs", f"must be a whole number >= 1, got {value!r}")
         else:
             config.max_concurrent_jobs = value
+    if data.get("max_parallel_loads") is not None:
+        value = data["max_parallel_loads"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            where("max_parallel_loads", f"must be a whole number >= 1 (or null: one per CPU), got {value!r}")
+        else:
+            config.max_parallel_loads = value
     if data.get("control_group") is not None:
         config.control_group = str(data["control_group"])
     for key in ("job_env", "flink"):

@@ -27,7 +27,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,6 +218,7 @@ class Engine:
     async def serve(
         self,
         initial: list[tuple[str, LoadedWorkflow | LoadError]] = (),  # type: ignore[assignment]
+        loading: Collection[str] = (),
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -225,12 +226,13 @@ class Engine:
 
         ``initial`` is the first scan of the folder: its versions are recorded, then what
         a previous daemon left is taken over, then new versions take effect, so that a
-        restart neither repeats nor forgets anything.
+        restart neither repeats nor forgets anything. ``loading`` names workflows still
+        loading: they are not retired, and arrive later as "loaded".
         """
         with self._send, self._receive:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
-                self._take_over(initial)
+                self._take_over(initial, loading)
                 self._flush()
                 if self.store_check_interval > 0:
                     self._start_task(self._check_store_now_and_then, what="store check")
@@ -252,7 +254,7 @@ class Engine:
                                 self._settle_after_failure(message)
                     self._flush()
 
-    def _take_over(self, initial: list[tuple[str, LoadedWorkflow | LoadError]]) -> None:
+    def _take_over(self, initial: list[tuple[str, LoadedWorkflow | LoadError]], loading: Collection[str] = ()) -> None:
         """Record the first scan, retire what left while down, recover, then let new versions act.
 
         Each step is contained to the workflow it concerns: one bad record or version must
@@ -265,7 +267,7 @@ class Engine:
                     changes.append(change)
         loaded = {_workflow_name(path) for path, _ in initial}
         for name, row in self._stored_workflows().items():
-            if row["status"] != RETIRED and name not in loaded:
+            if row["status"] != RETIRED and name not in loaded and name not in loading:
                 with self._containing("retiring a workflow", workflow=name):
                     self.workflows[name] = WorkflowEntry(name, row["path"])
                     self._removed(name)  # gone while the daemon was down

@@ -295,3 +295,75 @@ def test_all_problems_of_a_file_are_reported_together(loader: WorkflowLoader, tm
     path = write(tmp_path / "many.yaml", "a:\n  job_tpye: bash\nb:\n  job_type: bash\n  bash_command: x\n  retries: -1\n")
     found = problems(loader, path)
     assert len(found) == 2, found  # a.job_tpye (no follow-on 'needs a job_type'), b.retries
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "properties: {owner: me}\n"])
+def test_a_file_without_jobs_is_a_load_error(loader: WorkflowLoader, tmp_path: Path, text: str) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)  # an in-place save is empty for a moment: never a valid version
+    assert one_problem(loader, path) == (
+        f"{path}:1:1: no jobs: a workflow needs at least one, like 'job_1: {{job_type: bash, bash_command: echo hello}}'"
+    )
+
+
+def test_entries_that_cannot_be_read_are_listed_and_each_is_one_problem(loader: WorkflowLoader, tmp_path: Path) -> None:
+    import os
+
+    outside, folder = tmp_path / "outside", tmp_path / "workflows"
+    (outside / "far").mkdir(parents=True)
+    (outside / "secret.yaml").write_text("TOPSECRET: [\n")
+    (outside / "far" / "far.yaml").write_text("a:\n  job_type: bash\n  bash_command: 'true'\n")
+    folder.mkdir()
+    (folder / "loop.yaml").symlink_to("loop.yaml")
+    (folder / "ping").symlink_to("pong")
+    (folder / "pong").symlink_to("ping")
+    (folder / "gone.yaml").symlink_to("nothing.yaml")
+    (folder / "secret.yaml").symlink_to(outside / "secret.yaml")
+    (folder / "far").symlink_to(outside / "far")
+    (folder / "notes.txt").symlink_to(outside / "secret.yaml")  # a file elsewhere that is no workflow: ignored
+    os.mkfifo(folder / "pipe.yaml")
+    write(folder / "defn" / "defn.yaml", "a:\n  job_type: bash\n  bash_command: 'true'\n")
+    (folder / "defn" / "defn.py").symlink_to(outside / "secret.yaml")
+    with open(os.fsencode(folder) + b"/odd\xff.yaml", "w") as fh:
+        fh.write("a:\n  job_type: bash\n  bash_command: 'true'\n")
+    write(folder / "fine.yaml", "a:\n  job_type: bash\n  bash_command: 'true'\n")
+
+    found = discover(str(folder))
+    assert [os.path.basename(path) for path in found] == sorted(
+        ["defn", "far", "fine.yaml", "gone.yaml", "loop.yaml", "odd\udcff.yaml", "ping", "pipe.yaml", "pong", "secret.yaml"]
+    )
+    reported = {}
+    for path in found:
+        try:
+            loader.load(path)
+        except LoadError as err:
+            [problem] = err.problems
+            reported[os.path.basename(path)] = str(problem).split(": ", 1)[1]
+    assert reported == {
+        "defn": f"not read: a link out of {folder}/defn (to {outside}/secret.yaml)",
+        "far": f"not read: a link out of {folder} (to {outside}/far)",
+        "gone.yaml": "not read: a symbolic link to nothing.yaml, which does not exist",
+        "loop.yaml": "not read: a symbolic link loop: not followed",
+        "odd\udcff.yaml": "the name is not valid UTF-8 or holds control characters: rename it",
+        "ping": "not read: a symbolic link loop: not followed",
+        "pipe.yaml": "not read: a named pipe (FIFO), not a regular file",
+        "pong": "not read: a symbolic link loop: not followed",
+        "secret.yaml": f"not read: a link out of {folder} (to {outside}/secret.yaml)",
+    }
+    with pytest.raises(LoadError) as info:
+        loader.load(os.fsdecode(os.fsencode(folder) + b"/odd\xff.yaml"))
+    assert info.value.problems[0].file == f"{folder}/odd\\xff.yaml"  # printable: it never breaks a log or an answer
+
+
+def test_sql_files_and_hashed_assets_are_only_regular_files_inside_the_folder(loader: WorkflowLoader, tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "secret.sql").write_text("TOPSECRET")
+    folder = tmp_path / "w"
+    write(folder / "w.yaml", "a:\n  job_type: flink\n  sql_file: link.sql\n")
+    (folder / "link.sql").symlink_to(tmp_path / "secret.sql")
+    os.mkfifo(folder / "queue")  # hashing it used to block for ever
+    version = workflow_version(find_source(str(folder)))
+    assert one_problem(loader, folder) == f"{folder}/w.yaml:3:3: a.sql_file: 'link.sql' is not read: a link out of {folder} (to {tmp_path}/secret.sql)"
+    (tmp_path / "secret.sql").write_text("changed elsewhere")
+    assert workflow_version(find_source(str(folder))) == version  # what a link out of the folder holds is never read

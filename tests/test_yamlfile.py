@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +59,25 @@ def test_merge_keys_and_complex_keys_are_refused() -> None:
 
 def test_empty_file_is_an_empty_mapping() -> None:
     assert read_yaml("f.yaml", "# nothing\n").data == {}
+
+
+def test_only_regular_files_are_read_and_never_by_blocking(tmp_path: Path) -> None:
+
+    os.mkfifo(tmp_path / "pipe.yaml")
+    with pytest.raises(LoadError) as info:
+        read_yaml(str(tmp_path / "pipe.yaml"))  # used to wait for a writer for ever
+    assert str(info.value) == f"{tmp_path}/pipe.yaml: not read: a named pipe (FIFO), not a regular file"
+    (tmp_path / "outside.yaml").write_text("TOPSECRET: [\n")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "link.yaml").symlink_to(tmp_path / "outside.yaml")
+    with pytest.raises(LoadError) as info:
+        read_yaml(str(tmp_path / "in" / "link.yaml"), inside=str(tmp_path / "in"))
+    assert "TOPSECRET" not in str(info.value) and "a link out of" in str(info.value)
+
+
+def test_printable_escapes_bytes_that_are_not_utf8_and_control_characters() -> None:
+    from aiflowd.workflows.yamlfile import printable
+
+    assert printable("plain name.yaml") == "plain name.yaml"
+    assert printable("bad\udcff.yaml") == "bad\\xff.yaml"
+    assert printable("two\nlines") == "two\\nlines"

@@ -158,8 +158,9 @@ class Daemon:
         await tg.start(supervise, "signals", self._signals, self.restarts)  # handlers in place before anything else
         await tg.start(self.server.serve)
         await tg.start(partial(supervise, "watcher", self._watch, self.restarts, on_restart=self.folder.rescan))
-        initial = await anyio.to_thread.run_sync(self.folder.load_all)
-        await tg.start(self.engine.serve, initial)
+        # READY does not wait for slow definitions: they are served as they compile.
+        initial, loading = await self.folder.scan(tg, config.max_parallel_loads)
+        await tg.start(self.engine.serve, initial, loading)
         if self.manager.watchdog_interval:
             tg.start_soon(supervise, "watchdog", partial(self._watchdog, self.manager.watchdog_interval), self.restarts)
         count = sum(1 for entry in self.engine.workflows.values() if entry.status != RETIRED)

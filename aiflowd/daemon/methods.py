@@ -105,7 +105,7 @@ class ControlMethods:
                         "path": entry.path,
                     }
                 )
-            return rows
+            return sorted(rows + self.daemon.folder.loading_rows(engine.workflows), key=lambda row: row["workflow"])
 
         return await self._ask(listing)
 

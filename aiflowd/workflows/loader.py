@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ from aiflowd.plugin_interface import Job, JobGenerationError, PluginError, Plugi
 from aiflowd.plugins.bash import BashProcessor
 from aiflowd.plugins.flink import FlinkJavaProcessor, FlinkPythonProcessor, FlinkSqlProcessor, SqlStatementsProcessor, split_sql
 from aiflowd.workflows.errors import LoadError, Problem, suggest
-from aiflowd.workflows.yamlfile import Path, YamlDocument, format_path, read_yaml
+from aiflowd.workflows.yamlfile import Path, RefusedFile, YamlDocument, format_path, open_regular, printable, read_yaml, refusal
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 WORKFLOW_KEYS = {"periodic_config", "properties", "dependencies", "on_change", "start_new_workflow_execution_on_events"}
@@ -97,19 +98,48 @@ class LoaderSettings:
     plugin_paths: list[str] = field(default_factory=list)
 
 
-def find_source(path: str) -> WorkflowSource:
-    """The workflow at ``path``: a ``NAME.yaml`` file, or a ``NAME/`` folder holding its YAML."""
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity, as a container or systemd sets it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def find_source(path: str, inside: str | None = None) -> WorkflowSource:
+    """The workflow at ``path``: a ``NAME.yaml`` file, or a ``NAME/`` folder holding its YAML.
+
+    ``inside`` is the folder the entry must stay in (default: the folder holding it, as
+    the watched folder holds its entries). An entry that is no workflow to read (a name
+    that is not UTF-8, a link loop, a link to nothing or out of the folder, a FIFO) is one
+    problem line, shown with a printable name.
+    """
     path = os.path.abspath(path)
+    shown = printable(path)
+    if shown != path:
+        raise LoadError([Problem(shown, 0, 0, "", "the name is not valid UTF-8 or holds control characters: rename it")])
+    inside = inside or os.path.dirname(path)
+    reason = refusal(path, inside)
+    if reason is not None and not reason.startswith("a folder"):
+        if not os.path.lexists(path):
+            raise LoadError([Problem(path, 0, 0, "", "no such file or folder")])
+        if path.endswith((".yaml", ".yml")) or os.path.islink(path):
+            raise LoadError([Problem(path, 0, 0, "", f"not read: {reason}")])
     if os.path.isdir(path):
         name = os.path.basename(path)
         for candidate in (f"{name}.yaml", f"{name}.yml", *CONFIG_NAMES):
             config = os.path.join(path, candidate)
-            if os.path.isfile(config):
+            if os.path.lexists(config):
                 break
         else:
             raise LoadError([Problem(path, 0, 0, "", f"no workflow here: expected {name}/{name}.yaml or {name}/workflow.yaml")])
         definition = os.path.join(path, f"{name}.py")
-        return WorkflowSource(name, path, config, definition if os.path.isfile(definition) else None, path)
+        if not os.path.lexists(definition):
+            return WorkflowSource(name, path, config, None, path)
+        reason = refusal(definition, path)
+        if reason is not None:
+            raise LoadError([Problem(definition, 0, 0, "", f"not read: {reason}")])
+        return WorkflowSource(name, path, config, definition, path)
     name, ext = os.path.splitext(os.path.basename(path))
     if ext not in (".yaml", ".yml"):
         raise LoadError([Problem(path, 0, 0, "", "a workflow is a NAME.yaml file or a NAME/ folder")])
@@ -118,49 +148,98 @@ def find_source(path: str) -> WorkflowSource:
 
 def is_workflow_folder(path: str) -> bool:
     name = os.path.basename(os.path.abspath(path))
-    return any(os.path.isfile(os.path.join(path, c)) for c in (f"{name}.yaml", f"{name}.yml", *CONFIG_NAMES))
+    return any(os.path.lexists(os.path.join(path, c)) for c in (f"{name}.yaml", f"{name}.yml", *CONFIG_NAMES))
+
+
+def _skipped(name: str) -> bool:
+    """Hidden files, private ones and editor temporaries: never workflows."""
+    return name.startswith((".", "_")) or name.endswith(("~", ".tmp", ".swp"))
+
+
+def is_entry(path: str, folder: str) -> bool:
+    """Whether an entry of the watched folder is reported on: a workflow, or what looks
+    like one but cannot be read (a FIFO named ``*.yaml``, a link loop or a link to nothing,
+    a link leaving the folder, a folder whose name is not UTF-8).
+
+    Never raises: an entry that cannot even be looked at is reported (its load says why).
+    """
+    name = os.path.basename(path)
+    if _skipped(name):
+        return False
+    try:
+        if name.endswith((".yaml", ".yml")) and not os.path.isdir(path):
+            return os.path.lexists(path)
+        if os.path.islink(path):
+            reason = refusal(path, folder)
+            if reason is not None and "symbolic link" in reason:
+                return True  # a loop or a link to nothing: said so, never followed
+            if reason is not None and " out of " in reason:
+                return os.path.isdir(path)  # a folder elsewhere: refused; a file elsewhere is no workflow
+        if not os.path.isdir(path):
+            return False
+        return printable(name) != name or is_workflow_folder(path)
+    except Exception:  # noqa: BLE001 - looked at again by its load, which reports what is wrong
+        return True
 
 
 def discover(folder: str) -> list[str]:
-    """The workflows directly in a watched folder (hidden and editor temporary files skipped)."""
-    found = []
+    """The entries of a watched folder to report on (see ``is_entry``); never raises.
+
+    Names are as on disk (``os.fsdecode``: surrogate escapes for bytes that are not
+    UTF-8); show them with ``printable``.
+    """
     try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        names = sorted(os.listdir(folder))
     except OSError:
         return []
-    for entry in entries:
-        if entry.name.startswith((".", "_")) or entry.name.endswith(("~", ".tmp", ".swp")):
-            continue
-        if entry.is_dir():
-            if is_workflow_folder(entry.path):
-                found.append(entry.path)
-        elif entry.name.endswith((".yaml", ".yml")):
-            found.append(entry.path)
-    return found
+    return [path for name in names if is_entry(path := os.path.join(folder, name), folder)]
+
+
+def _hashed_files(source: WorkflowSource) -> list[str]:
+    if source.path == source.config_file:
+        return [source.config_file]
+    files: list[str] = []
+    for root, dirs, names in os.walk(source.workflow_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        files.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith(".") and not n.endswith((".pyc", "~")))
+        if len(files) > MAX_HASHED_FILES:
+            break
+    return files
 
 
 def workflow_version(source: WorkflowSource) -> str:
-    """A hash of everything the workflow is made of: any change of any file gives a new version."""
+    """A hash of everything the workflow is made of: any change of any file gives a new version.
+
+    Only regular files in the workflow's folder are read; anything else (a FIFO, a link
+    out of the folder) counts by what it is, never by what it would yield.
+    """
     digest = hashlib.sha256()
-    if source.path == source.config_file:
-        files = [source.config_file]
-    else:
-        files = []
-        for root, dirs, names in os.walk(source.workflow_dir):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
-            files.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith(".") and not n.endswith((".pyc", "~")))
-            if len(files) > MAX_HASHED_FILES:
-                break
-    for file in files:
-        digest.update(os.path.relpath(file, source.workflow_dir).encode() + b"\0")
+    inside = os.path.dirname(source.path) if source.path == source.config_file else source.workflow_dir
+    for file in _hashed_files(source):
+        digest.update(os.fsencode(os.path.relpath(file, source.workflow_dir)) + b"\0")
         try:
-            with open(file, "rb") as fh:
+            with open_regular(file, inside) as fh:
                 while chunk := fh.read(1 << 20):
                     digest.update(chunk)
+        except RefusedFile as err:
+            digest.update(f"<refused: {err.strerror}>".encode("utf-8", "backslashreplace"))
         except OSError:
             digest.update(b"<unreadable>")
         digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+def workflow_stamp(source: WorkflowSource) -> list[tuple[str, int, int, int]]:
+    """The files ``workflow_version`` hashes, by their metadata only: cheap to compare
+    before and after a load, to learn whether anything was written meanwhile."""
+    stamp = []
+    for file in _hashed_files(source):
+        try:
+            st = os.lstat(file)
+        except OSError:
+            continue
+        stamp.append((file, st.st_ino, st.st_size, st.st_mtime_ns))
+    return stamp
 
 
 class WorkflowLoader:
@@ -169,11 +248,30 @@ class WorkflowLoader:
     def __init__(self, registry: PluginRegistry, settings: LoaderSettings | None = None) -> None:
         self.registry = registry
         self.settings = settings or LoaderSettings()
+        self.compile_slots = threading.BoundedSemaphore(cpu_count())
+        #: Set when the daemon stops: loads still waiting for a compile slot give up.
+        self.stopping = threading.Event()
 
-    def load(self, path: str, version: str | None = None) -> LoadedWorkflow:
-        """Load the workflow at ``path``; ``version``, when the caller hashed its files already."""
-        source = find_source(path)
-        return _Load(self, source).run(version)
+    def limit_compiles(self, count: int) -> None:
+        """Let at most ``count`` definitions compile at once (loads run in parallel threads;
+        one that needs no compiler never waits for one that does)."""
+        self.compile_slots = threading.BoundedSemaphore(max(1, count))
+
+    def load(self, path: str, version: str | None = None, on_compile: Callable[[], None] | None = None) -> LoadedWorkflow:
+        """Load the workflow at ``path``; ``version``, when the caller hashed its files already.
+
+        ``on_compile`` is called (in the loading thread) before a definition is compiled,
+        the slow part: the daemon serves what needs no compiler without waiting for it.
+        """
+        return self.load_source(find_source(path), version, on_compile)
+
+    def load_source(
+        self, source: WorkflowSource, version: str | None = None, on_compile: Callable[[], None] | None = None
+    ) -> LoadedWorkflow:
+        """``load`` of a workflow whose files the caller found already (``find_source``)."""
+        load = _Load(self, source)
+        load.on_compile = on_compile
+        return load.run(version)
 
 
 class _Load:
@@ -185,6 +283,7 @@ class _Load:
         self.problems: list[Problem] = []
         self.doc: YamlDocument
         self.job_type_misspelt: set[str] = set()
+        self.on_compile: Callable[[], None] | None = None
 
     def problem(self, path: Path, message: str) -> None:
         self.problems.append(self.doc.problem(path, message))
@@ -196,7 +295,7 @@ class _Load:
                 [Problem(source.path, 0, 0, "", f"'{source.name}' is not a valid workflow name (letters, digits, '_', '-', '.')")]
             )
         version = version or workflow_version(source)
-        self.doc = read_yaml(source.config_file)
+        self.doc = read_yaml(source.config_file, inside=source.workflow_dir)
         data = self.doc.data
         if not isinstance(data, dict):
             raise LoadError([self.doc.problem((), "a workflow file must be a mapping of job names to job configs")])
@@ -219,6 +318,9 @@ class _Load:
         workflow.rules = [rule for rule, _ in rules]
         self.check_rules(workflow, rules)
         jobs = self.generate(workflow, yaml_jobs)
+        if not graphs and not self.problems:
+            example = "job_1: {job_type: bash, bash_command: echo hello}"
+            self.problems.append(Problem(source.config_file, 1, 1, "", f"no jobs: a workflow needs at least one, like '{example}'"))
         if self.problems:
             raise LoadError(self.problems)
         return LoadedWorkflow(workflow, jobs)
@@ -445,7 +547,18 @@ class _Load:
             "module": self.source.name,
             "yaml_processors": processors,
         }
-        return self.run_compiler(request, yaml_jobs)
+        if self.on_compile is not None:
+            self.on_compile()
+        slots = self.loader.compile_slots
+        while not slots.acquire(timeout=0.5):  # woken by a free slot; the time-out only looks at stopping
+            if self.loader.stopping.is_set():
+                shown = self.source.definition_file or self.source.config_file
+                self.problems.append(Problem(shown, 0, 0, "", "not compiled: aiflowd is stopping"))
+                return {"jobs": {}, "rules": []}
+        try:
+            return self.run_compiler(request, yaml_jobs)
+        finally:
+            slots.release()
 
     def run_compiler(self, request: dict[str, Any], yaml_jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, run_helper
@@ -609,10 +722,16 @@ class _Load:
         if key == "sql_file":
             path = os.path.join(self.source.workflow_dir, text)
             try:
-                with open(path, encoding="utf-8") as fh:
-                    text = fh.read()
+                with open_regular(path, self.source.workflow_dir) as fh:
+                    text = fh.read().decode("utf-8")
+            except RefusedFile as err:
+                self.problem((name, key), f"'{job[key]}' is not read: {err.strerror}")
+                return None
             except OSError as err:
                 self.problem((name, key), f"cannot read '{job[key]}': {err.strerror or err}")
+                return None
+            except UnicodeDecodeError as err:
+                self.problem((name, key), f"'{job[key]}' is not UTF-8 text (byte {err.start})")
                 return None
         try:
             return SqlStatementsProcessor(split_sql(text), source=str(job[key]) if key == "sql_file" else "sql")

@@ -2,16 +2,21 @@
 
 Only plain data is built (no Python tags); duplicate keys are errors; the file's size,
 its nesting and the nodes alias expansion may produce are bounded, so no file can hang
-or exhaust the reader.
+or exhaust the reader. Only regular files are read, never by blocking on open (a FIFO
+would), and, given the folder they must be in, never through a link leaving it: what a
+problem line quotes is then always the user's own text.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import functools
+import os
+import stat
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -69,12 +74,108 @@ def format_path(path: Path) -> str:
     return out
 
 
-def read_yaml(file: str, text: str | bytes | None = None) -> YamlDocument:
-    """Read one YAML document; raise LoadError with one located problem on bad input."""
+class RefusedFile(OSError):
+    """A path that is not read: not a regular file, a link loop, or a link leaving its folder."""
+
+
+_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def printable(text: str) -> str:
+    """``text`` safe to show on one line: bytes that are not UTF-8 (surrogate escapes from
+    ``os.fsdecode``) and control characters become backslash escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif 0xDC80 <= ord(char) <= 0xDCFF:
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def refusal(path: str, inside: str | None = None) -> str | None:
+    """Why ``path`` must not be read, or None for a regular file (inside ``inside`` when given).
+
+    Links are resolved without reading anything: a loop or a link to nothing is named as
+    such, and a link whose target is outside ``inside`` is refused, whatever it points to.
+    """
+    return _resolve(path, inside)[0]
+
+
+def _resolve(path: str, inside: str | None) -> tuple[str | None, str]:
+    """(why ``path`` is not read or None, the path to open: ``path`` itself or its target)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as err:
+        return err.strerror or str(err), path
+    if not stat.S_ISLNK(mode) and (inside is None or os.path.dirname(os.path.abspath(path)) == os.path.abspath(inside)):
+        return _not_regular(mode), path  # no link on the way: nothing to resolve (the common case, and fast)
+    try:
+        real = os.path.realpath(path, strict=True)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symbolic link loop: not followed", path
+        if err.errno == errno.ENOENT and os.path.islink(path):
+            return f"a symbolic link to {printable(os.readlink(path))}, which does not exist", path
+        return err.strerror or str(err), path
+    if inside is not None:
+        folder = os.path.realpath(inside)
+        if real != folder and not real.startswith(folder.rstrip(os.sep) + os.sep):
+            return f"a link out of {printable(inside)} (to {printable(real)})", path
+    try:
+        return _not_regular(os.stat(real).st_mode), real
+    except OSError as err:
+        return err.strerror or str(err), path
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file"
+
+
+def open_regular(path: str, inside: str | None = None) -> BinaryIO:
+    """Open a regular file for reading (``refusal`` decides); never blocks on the open.
+
+    Raises RefusedFile (its ``strerror`` says why) or OSError. The check is repeated on
+    the open descriptor, so a file swapped for a FIFO in between is refused, not waited on.
+    """
+    reason, real = _resolve(path, inside)
+    if reason is not None:
+        raise RefusedFile(errno.EPERM, reason, path)
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        reason = _not_regular(os.fstat(fd).st_mode)
+        if reason is not None:
+            raise RefusedFile(errno.EPERM, reason, path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_yaml(file: str, text: str | bytes | None = None, inside: str | None = None) -> YamlDocument:
+    """Read one YAML document; raise LoadError with one located problem on bad input.
+
+    ``inside``: the folder the file must be in (links leaving it are not read).
+    """
     if text is None:
         try:
-            with open(file, "rb") as fh:
+            with open_regular(file, inside) as fh:
                 text = fh.read(MAX_FILE_BYTES + 1)
+        except RefusedFile as err:
+            raise LoadError([Problem(file, 0, 0, "", f"not read: {err.strerror}")]) from err
         except OSError as err:
             raise LoadError([Problem(file, 0, 0, "", f"cannot read: {err.strerror or err}")]) from err
     if len(text) > MAX_FILE_BYTES:
