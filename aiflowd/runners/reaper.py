@@ -42,6 +42,8 @@ _POLL = 0.05
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: The supervising wrapper's parent-death signal: one no stop sends, so each means what it says.
 _PARENT_DEATH = signal.SIGUSR2
+#: What a supervised job gets back at its default: our handlers, and what Python ignores.
+_DEFAULTED = (*_STOP_SIGNALS, _PARENT_DEATH, signal.SIGPIPE, signal.SIGXFSZ)
 
 
 _prctl: Any = None
@@ -225,7 +227,7 @@ def supervise(status_file: str, grace: float, owner: int, argv: list[str]) -> in
             _record(status_file, 143)
             return 143
         try:
-            child = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=(*_STOP_SIGNALS, _PARENT_DEATH, signal.SIGPIPE, signal.SIGXFSZ), setsigmask=())
+            child = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=_DEFAULTED, setsigmask=())
         except OSError as err:
             print(f"aiflowd: cannot run {argv[0]}: {err.strerror}", file=sys.stderr, flush=True)
             rc = 127 if isinstance(err, FileNotFoundError) else 126
@@ -329,7 +331,8 @@ def spawner(fd: int) -> int:
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     # A handler, reset to the default by exec; nothing is blocked, and the signals Python
-    # ignores are given back their defaults in each child, since both would be inherited. In its own session, no terminal's signal reaches this process.
+    # ignores are given back their defaults in each child, since both would be inherited.
+    # In its own session, no terminal's signal reaches this process.
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     while True:
         ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
