@@ -364,6 +364,6 @@ def test_sql_files_and_hashed_assets_are_only_regular_files_inside_the_folder(lo
     (folder / "link.sql").symlink_to(tmp_path / "secret.sql")
     os.mkfifo(folder / "queue")  # hashing it used to block for ever
     version = workflow_version(find_source(str(folder)))
-    assert one_problem(loader, folder) == f"{folder}/w.yaml:3:3: a.sql_file: 'link.sql' is not read: a link out of {folder} (to {tmp_path}/secret.sql)"
+    assert one_problem(loader, folder) == f"{folder}/w.yaml:3:3: a.sql_file: cannot read 'link.sql': a link out of {folder} (to {tmp_path}/secret.sql)"
     (tmp_path / "secret.sql").write_text("changed elsewhere")
     assert workflow_version(find_source(str(folder))) == version  # what a link out of the folder holds is never read

@@ -725,7 +725,7 @@ class _Load:
                 with open_regular(path, self.source.workflow_dir) as fh:
                     text = fh.read().decode("utf-8")
             except RefusedFile as err:
-                self.problem((name, key), f"'{job[key]}' is not read: {err.strerror}")
+                self.problem((name, key), f"cannot read '{job[key]}': {err.strerror}")
                 return None
             except OSError as err:
                 self.problem((name, key), f"cannot read '{job[key]}': {err.strerror or err}")
