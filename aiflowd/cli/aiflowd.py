@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiflowd import __version__
@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "init":
-        return init(Path(args.dir), args.examples)
+        return _printing(lambda: init(Path(args.dir), args.examples))
     if args.command == "systemd-units":
-        return systemd_units(args.user, args.unit_config, args.prefix, args.socket, args.output)
+        return _printing(lambda: systemd_units(args.user, args.unit_config, args.prefix, args.socket, args.output))
     try:
         config = load_config(config_path(args.config or getattr(args, "sub_config", None)))
     except LoadError as err:
@@ -78,6 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run-once":
         return run_once(config, args.path, args.job, args.verbose)
     return serve(config)
+
+
+def _printing(command: Callable[[], int]) -> int:
+    """Run a command that prints; a reader that leaves early (``| head``) is not an error."""
+    try:
+        code = command()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that finds no pipe to complain about.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def config_path(given: str | None) -> str | None:
