@@ -201,7 +201,7 @@ def test_installed_units_name_the_installed_daemon(venv: Path, tmp_path: Path) -
 
 
 def _pins() -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (REPO / "constraints.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:

@@ -35,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Without --config, ./{LOCAL_CONFIG} is read if there is one; else aiflowd serves ./workflows with its state in ./.aiflowd.",
     )
     parser.add_argument("--version", action="version", version=f"aiflowd {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="daemon config (`aiflowd init` writes one; the documented sample is in the wheel)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument(
+        "--config", metavar="FILE", help=f"daemon config (default: ./{LOCAL_CONFIG} if there is one; `aiflowd init` writes one)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="[COMMAND]")
     once = sub.add_parser("run-once", help="run one execution of one workflow in the foreground")
     once.add_argument("path", metavar="PATH", help="a NAME.yaml file or a NAME/ workflow folder")
     once.add_argument("--job", metavar="NAME", help="run only this job, ignoring its rules")
