@@ -12,6 +12,7 @@ the code that runs is the wheel's, not the checkout's (checked).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -224,3 +225,9 @@ def test_version_is_written_once() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
     assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "aiflowd.__version__"}
+
+
+def test_readme_names_this_version_s_wheel() -> None:
+    """The README's install commands name the wheel file, so they follow the version."""
+    named = set(re.findall(r"aiflowd-([0-9][^-]*)-py3-none-any\.whl", (REPO / "README.md").read_text()))
+    assert named == {aiflowd.__version__}
