@@ -1,9 +1,15 @@
 """``aiflowctl``: drive a running aiflowd through its control socket, or validate workflows.
 
-Human tables by default, ``--json`` for scripts. Exit codes: 0 done, 1 refused or
-failed (by the daemon, or by the socket's permissions), 2 usage, 3 daemon unreachable
-(no answer, or none within ``--timeout``). Every error is one line on stderr. The socket is found through ``--socket``, then
-``$AIFLOWD_SOCKET``, then ``--config``, then the default (``./.aiflowd/aiflowd.sock``).
+Human tables by default, ``--json`` for scripts (errors too: ``{"error": {"code",
+"message"}}`` on stdout). Exit codes: 0 done, 1 refused or failed (by the daemon, or by
+the socket's permissions), 2 usage, 3 daemon unreachable (no answer, or none within
+``--timeout``). Every error is one line on stderr. The global options may come before or
+after the command (``aiflowctl workflow show X --json``).
+
+The socket is found through ``--socket``, then ``$AIFLOWD_SOCKET``, then ``--config``,
+then ``./aiflowd.yaml`` when there is one (as ``aiflowd`` reads it), then the default
+(``./.aiflowd/aiflowd.sock``); when no daemon answers, the error names the path, where it
+came from, and how to point elsewhere. ``validate`` and ``plugins`` need no daemon.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 DONE, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 DEFAULT_TIMEOUT = 60.0
+LOCAL_CONFIG = "aiflowd.yaml"  # read from the current folder without --config, as aiflowd does
 
 
 def _seconds(text: str) -> float:
@@ -30,23 +37,63 @@ def _seconds(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiflowctl", description="Control and inspect aiflowd.")
-    parser.add_argument("--socket", metavar="PATH", help="the daemon's control socket")
-    parser.add_argument("--config", metavar="FILE", help="daemon config (its socket and plugins)")
-    parser.add_argument("--json", action="store_true", help="print answers as JSON for scripts")
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are also JSON on stdout when --json is on the command line."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            print(json.dumps({"error": {"code": "usage", "message": message}}), flush=True)
+        super().error(message)
+
+
+def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes. On the commands themselves they have no defaults,
+    so an option given before the command is not undone by its absence after it."""
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--socket", metavar="PATH", default=default(None), help="the daemon's control socket (or $AIFLOWD_SOCKET)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default(None),
+        help=f"daemon config, for its socket and plugins (default: ./{LOCAL_CONFIG} if there is one)",
+    )
+    parser.add_argument("--json", action="store_true", default=default(False), help="print answers and errors as JSON, for scripts")
     parser.add_argument(
         "--timeout",
         type=_seconds,
-        default=DEFAULT_TIMEOUT,
+        default=default(DEFAULT_TIMEOUT),
         metavar="SECONDS",
         help=f"how long to wait for an answer (default {DEFAULT_TIMEOUT:g})",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="the daemon's state")
 
-    workflow = sub.add_parser("workflow", help="workflows").add_subparsers(dest="action", required=True)
-    workflow.add_parser("list", help="list workflows").add_argument("--all", action="store_true", help="include retired ones")
+
+def build_parser() -> argparse.ArgumentParser:
+    from aiflowd import __version__
+
+    parser = _Parser(prog="aiflowctl", description="Control and inspect aiflowd.")
+    parser.add_argument("--version", action="version", version=f"aiflowctl {__version__}")
+    _global_options(parser, defaults=True)
+    common = _Parser(add_help=False)
+    _global_options(common, defaults=False)
+
+    def command(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
+        """A command that runs (not one grouping others): it takes the global options too."""
+        parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text, parents=[common])
+        return parser
+
+    def group(subparsers: Any, name: str, text: str) -> Any:
+        return subparsers.add_parser(name, help=text, description=text).add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    command(sub, "status", "the daemon's state")
+
+    workflow = group(sub, "workflow", "workflows")
+    command(workflow, "list", "list workflows").add_argument("--all", action="store_true", help="include retired ones")
     for name, text in (
         ("show", "one workflow, with its jobs and problems"),
         ("list-executions", "its executions"),
@@ -54,26 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
         ("pause-scheduling", "stop starting executions (timers, events, file changes)"),
         ("resume-scheduling", "start executions again"),
     ):
-        workflow.add_parser(name, help=text).add_argument("workflow", metavar="WF")
-    stop = workflow.add_parser("stop-execution", help="stop its running executions (or one)")
-    stop.add_argument("workflow", metavar="WF")
-    stop.add_argument("execution", metavar="EXECUTION", nargs="?", type=int)
+        command(workflow, name, text).add_argument("workflow", metavar="WF", help="the workflow's name")
+    stop = command(workflow, "stop-execution", "stop its running executions (or one)")
+    stop.add_argument("workflow", metavar="WF", help="the workflow's name")
+    stop.add_argument("execution", metavar="EXECUTION", nargs="?", type=int, help="only this execution (default: every running one)")
 
-    job = sub.add_parser("job", help="jobs").add_subparsers(dest="action", required=True)
-    listing = job.add_parser("list-executions", help="job executions of a workflow")
-    listing.add_argument("workflow", metavar="WF")
-    listing.add_argument("job", metavar="JOB", nargs="?")
+    job = group(sub, "job", "jobs")
+    listing = command(job, "list-executions", "job executions of a workflow")
+    listing.add_argument("workflow", metavar="WF", help="the workflow's name")
+    listing.add_argument("job", metavar="JOB", nargs="?", help="only this job's")
     for name, text in (
         ("start-execution", "start the job (in the open execution, or a new one)"),
         ("stop-execution", "stop the running job"),
         ("restart-execution", "stop and start the job"),
     ):
-        action = job.add_parser(name, help=text)
-        action.add_argument("workflow", metavar="WF")
-        action.add_argument("job", metavar="JOB")
-    logs = job.add_parser("logs", help="a job execution's log")
-    logs.add_argument("workflow", metavar="WF")
-    logs.add_argument("job", metavar="JOB")
+        action = command(job, name, text)
+        action.add_argument("workflow", metavar="WF", help="the workflow's name")
+        action.add_argument("job", metavar="JOB", help="the job's name")
+    logs = command(job, "logs", "a job execution's log")
+    logs.add_argument("workflow", metavar="WF", help="the workflow's name")
+    logs.add_argument("job", metavar="JOB", help="the job's name")
     logs.add_argument("--execution", type=int, metavar="ID", help="the workflow execution (default: the latest)")
     logs.add_argument("--bytes", type=int, metavar="N", help="the last N bytes (default 1 MiB, at most 64 MiB)")
     logs.add_argument(
@@ -83,24 +130,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the log from its start and keep printing; on to each retry's log, until the job ends with no retry to come",
     )
 
-    event = sub.add_parser("event", help="events").add_subparsers(dest="action", required=True)
-    send = event.add_parser("send", help="send an event to the rules")
-    send.add_argument("key")
-    send.add_argument("value")
-    send.add_argument("--type", dest="event_type", default="*")
-    send.add_argument("--sender", default="aiflowctl")
-    send.add_argument("--namespace", default="default")
-    events = event.add_parser("list", help="recent events")
+    event = group(sub, "event", "events")
+    send = command(event, "send", "send an event to the rules")
+    send.add_argument("key", help="the event's key, as the rules name it")
+    send.add_argument("value", help="its value")
+    send.add_argument("--type", dest="event_type", default="*", help="its event type (default %(default)s)")
+    send.add_argument("--sender", default="aiflowctl", help="who sends it (default %(default)s)")
+    send.add_argument("--namespace", default="default", help="its namespace (default %(default)s)")
+    events = command(event, "list", "recent events")
     events.add_argument("-f", "--follow", action="store_true", help="keep printing events as they come")
 
-    sub.add_parser("plugins", help="job types and where their plugins come from")
-    validate = sub.add_parser("validate", help="check workflows with the daemon's loader, without a daemon")
+    command(sub, "plugins", "job types and where their plugins come from (with no daemon: the ones installed here)")
+    validate = command(sub, "validate", "check workflows with the daemon's loader, without a daemon")
     validate.add_argument("paths", nargs="+", metavar="PATH", help="workflow files or folders, or folders of workflows")
-    sub.add_parser("reload", help="read the config again (as SIGHUP)")
+    command(sub, "reload", "read the config again (as SIGHUP)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_errors = "--json" in args_list
+    try:
+        code = _main(args_list)
+        sys.stdout.flush()  # here, where a reader that left can still be handled
+        return code
+    except BrokenPipeError:  # our reader left (aiflowctl ... | head): not an error
+        # Python flushes stdout again at exit; point it at /dev/null so that finds no pipe to complain about.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return DONE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "validate":
         return cmd_validate(args)
@@ -108,38 +171,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aiflowd.control.protocol import ControlError
 
     try:
-        path = socket_path(args)
-    except Exception as err:  # noqa: BLE001 - a bad --config file; its message says what
-        print(f"aiflowctl: {err}", file=sys.stderr)
-        return USAGE
+        path, source = socket_path(args)
+    except Exception as err:  # noqa: BLE001 - a bad config file; its message says what
+        return fail(args, "usage", str(err), USAGE)
     try:
-        with ControlClient(path, timeout=None if getattr(args, "follow", False) else args.timeout) as client:
+        client = ControlClient(path, timeout=None if getattr(args, "follow", False) else args.timeout)
+    except Unreachable as err:
+        if args.command == "plugins":
+            return local_plugins(args, path)
+        return fail(args, "unreachable", f"{err}; the path came from {source}; {ELSEWHERE}", UNREACHABLE)
+    except Refused as err:
+        return fail(args, "refused", str(err), FAILED)
+    try:
+        with client:
             return run_command(client, args)
     except Unreachable as err:
-        print(f"aiflowctl: {err}", file=sys.stderr)
-        return UNREACHABLE
+        return fail(args, "unreachable", str(err), UNREACHABLE)
     except Refused as err:
-        print(f"aiflowctl: {err}", file=sys.stderr)
-        return FAILED
+        return fail(args, "refused", str(err), FAILED)
     except ControlError as err:
-        if args.json:
-            print(json.dumps({"error": {"code": err.code, "message": err.message}}))
-        print(f"aiflowctl: {err.message}", file=sys.stderr)
-        return FAILED
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # our reader left (aiflowctl ... | head)
-        return DONE
+        return fail(args, err.code, err.message, FAILED)
 
 
-def socket_path(args: argparse.Namespace) -> str:
+ELSEWHERE = "point aiflowctl elsewhere with --socket PATH, $AIFLOWD_SOCKET or --config FILE"
+
+
+def fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
+    """One error: a line on stderr, and with --json the same as JSON on stdout."""
+    if args.json:
+        print(json.dumps({"error": {"code": code, "message": message}}))
+    print(f"aiflowctl: {message}", file=sys.stderr)
+    return exit_code
+
+
+def socket_path(args: argparse.Namespace) -> tuple[str, str]:
+    """The control socket's path, and where it came from (in words, for the error that names it)."""
     if args.socket:
-        return str(args.socket)
+        return str(args.socket), "--socket"
     if os.environ.get("AIFLOWD_SOCKET"):
-        return os.environ["AIFLOWD_SOCKET"]
+        return os.environ["AIFLOWD_SOCKET"], "$AIFLOWD_SOCKET"
     from aiflowd.config import load_config
 
-    return load_config(args.config).control_socket
+    config_file = args.config or (LOCAL_CONFIG if os.path.isfile(LOCAL_CONFIG) else None)
+    path = load_config(config_file).control_socket
+    if args.config:
+        return path, f"--config {args.config}"
+    if config_file:
+        return path, f"./{LOCAL_CONFIG}"
+    return path, "the default (no --socket, $AIFLOWD_SOCKET, --config or ./aiflowd.yaml given)"
+
+
+def local_plugins(args: argparse.Namespace, socket: str) -> int:
+    """``aiflowctl plugins`` with no daemon: the job types this installation (and config) provides."""
+    from aiflowd.config import load_config
+    from aiflowd.workflows.errors import LoadError
+    from aiflowd.workflows.loader import loader_for
+
+    try:
+        config = load_config(args.config or (LOCAL_CONFIG if os.path.isfile(LOCAL_CONFIG) else None))
+    except LoadError as err:
+        return fail(args, "usage", str(err), USAGE)
+    loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
+    for error in plugin_errors:
+        print(f"aiflowctl: {error}", file=sys.stderr)
+    print(f"aiflowctl: no daemon answers at {socket}: these are the plugins installed here, as a daemon would load them", file=sys.stderr)
+    result = [info.describe() for info in loader.registry]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_human("plugins", result)
+    return DONE
 
 
 def run_command(client: Any, args: argparse.Namespace) -> int:

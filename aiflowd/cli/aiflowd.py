@@ -1,40 +1,215 @@
-"""``aiflowd``: the daemon, and ``aiflowd run-once`` to try a workflow in the foreground."""
+"""``aiflowd``: the daemon; ``run-once`` to try a workflow in the foreground; ``init`` and
+``systemd-units`` to get started (a starter folder, units for the chosen paths).
+
+Without ``--config``, ``./aiflowd.yaml`` is read when there is one (``aiflowd init``
+writes it), else the defaults apply (``./workflows``, state in ``./.aiflowd``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import re
+import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from aiflowd import __version__
 from aiflowd.config import DaemonConfig, load_config
 from aiflowd.model import Status
 from aiflowd.workflows.errors import LoadError
 
 TAIL_LINES = 20
+#: The config ``aiflowd`` and ``aiflowctl`` read from the current folder without --config.
+LOCAL_CONFIG = "aiflowd.yaml"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aiflowd", description="Run AIFlow-style workflows from a watched folder.")
-    parser.add_argument("--config", metavar="FILE", help="daemon config (see etc/aiflowd.yaml)")
-    sub = parser.add_subparsers(dest="command")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aiflowd",
+        description="Run AIFlow-style workflows from a watched folder. With no command: serve, until SIGTERM or Ctrl-C.",
+        epilog=f"Without --config, ./{LOCAL_CONFIG} is read if there is one; else aiflowd serves ./workflows with its state in ./.aiflowd.",
+    )
+    parser.add_argument("--version", action="version", version=f"aiflowd {__version__}")
+    parser.add_argument(
+        "--config", metavar="FILE", help=f"daemon config (default: ./{LOCAL_CONFIG} if there is one; `aiflowd init` writes one)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="[COMMAND]")
     once = sub.add_parser("run-once", help="run one execution of one workflow in the foreground")
     once.add_argument("path", metavar="PATH", help="a NAME.yaml file or a NAME/ workflow folder")
     once.add_argument("--job", metavar="NAME", help="run only this job, ignoring its rules")
     once.add_argument("--config", dest="sub_config", metavar="FILE", help=argparse.SUPPRESS)
     once.add_argument("-v", "--verbose", action="store_true", help="log aiflowd's own events too")
-    args = parser.parse_args(argv)
+    init = sub.add_parser("init", help="write a starter folder: a config and a hello workflow")
+    init.add_argument("dir", metavar="DIR", nargs="?", default=".", help="the folder to write into (created if absent; default: here)")
+    init.add_argument("--examples", action="store_true", help="copy the bundled examples that need no Flink into DIR/workflows too")
+    units = sub.add_parser("systemd-units", help="print aiflowd.service and aiflowd.socket for the chosen paths")
+    units.add_argument("--user", default="aiflowd", metavar="NAME", help="the user and group the daemon runs as (default aiflowd)")
+    units.add_argument(
+        "--config",
+        dest="unit_config",
+        default="/etc/aiflowd/aiflowd.yaml",
+        metavar="PATH",
+        help="the config the service reads (default %(default)s)",
+    )
+    units.add_argument(
+        "--prefix", default=sys.prefix, metavar="DIR", help="the environment holding bin/aiflowd (default: this one, %(default)s)"
+    )
+    units.add_argument(
+        "--socket", default="/run/aiflowd.sock", metavar="PATH", help="the control socket systemd creates (default %(default)s)"
+    )
+    units.add_argument("--output", metavar="DIR", help="write the two unit files into DIR instead of printing them")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "init":
+        return _printing(lambda: init(Path(args.dir), args.examples))
+    if args.command == "systemd-units":
+        return _printing(lambda: systemd_units(args.user, args.unit_config, args.prefix, args.socket, args.output))
     try:
-        config = load_config(args.config or getattr(args, "sub_config", None))
+        config = load_config(config_path(args.config or getattr(args, "sub_config", None)))
     except LoadError as err:
         print(err, file=sys.stderr)
         return 2
     if args.command == "run-once":
         return run_once(config, args.path, args.job, args.verbose)
     return serve(config)
+
+
+def _printing(command: Callable[[], int]) -> int:
+    """Run a command that prints; a reader that leaves early (``| head``) is not an error."""
+    try:
+        code = command()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that finds no pipe to complain about.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def config_path(given: str | None) -> str | None:
+    """The config to read: the one given, else ./aiflowd.yaml when it exists, else none (the defaults)."""
+    if given:
+        return given
+    return LOCAL_CONFIG if os.path.isfile(LOCAL_CONFIG) else None
+
+
+STARTER_CONFIG = """\
+# aiflowd's config for this folder. `aiflowd` run here reads it (elsewhere:
+# aiflowd --config {config}). Relative paths are relative to this file.
+# Every key, with its default: {sample}
+workflows_dir: workflows   # the watched folder: drop NAME.yaml files or NAME/ folders in it
+state_dir: .aiflowd        # the SQLite state, job logs and the control socket
+"""
+
+HELLO_WORKFLOW = """\
+# A workflow: each top-level key is a job. Save a change and aiflowd runs the new version.
+# Every key: `aiflowctl validate` checks this file; docs/workflows.md in aiflowd's sources.
+hello:
+  job_type: bash
+  bash_command: echo "Hello from aiflowd"
+world:
+  job_type: bash
+  bash_command: echo "hello finished, so world runs"
+  action_on_job_status:
+    - {upstream_job: hello, upstream_job_status: FINISHED, action: START}
+"""
+
+
+def init(folder: Path, with_examples: bool) -> int:
+    """Write a starter folder; never overwrite a file that is there (one line, exit 1)."""
+    from aiflowd import data
+
+    config, hello = folder / LOCAL_CONFIG, folder / "workflows" / "hello.yaml"
+    examples = sorted(p for p in data.examples().iterdir() if not p.name.startswith(("flink", ".", "_"))) if with_examples else []
+    targets = [config, hello, *(folder / "workflows" / p.name for p in examples)]
+    for target in targets:
+        if target.exists():
+            print(f"aiflowd: {target} exists; init writes only new files (remove it, or init another folder)", file=sys.stderr)
+            return 1
+    try:
+        hello.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(STARTER_CONFIG.format(config=config.resolve(), sample=data.sample_config()))
+        hello.write_text(HELLO_WORKFLOW)
+        for example in examples:
+            if example.is_dir():
+                shutil.copytree(example, folder / "workflows" / example.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copyfile(example, folder / "workflows" / example.name)
+    except OSError as err:
+        print(f"aiflowd: cannot write the starter folder {folder}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    print(f"wrote {config} and {hello}" + (f", and {len(examples)} examples in {hello.parent}" if examples else ""))
+    there = "" if folder.resolve() == Path.cwd() else f"cd {folder} && "
+    print(f"next: {there}aiflowd            (serves {hello.parent}; Ctrl-C stops it)")
+    print("then, from another terminal in that folder: aiflowctl status; aiflowctl job logs hello hello")
+    return 0
+
+
+_USER_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_-]{0,31}")
+
+
+def systemd_units(user: str, config: str, prefix: str, socket: str, output: str | None) -> int:
+    """The shipped units with the chosen user and paths filled in; printed, or written to a folder."""
+    from aiflowd import data
+
+    if not _USER_NAME.fullmatch(user):
+        print(f"aiflowd: --user {user!r} is not a user name systemd accepts", file=sys.stderr)
+        return 2
+    executable = os.path.join(os.path.abspath(prefix), "bin", "aiflowd")
+    config, socket = os.path.abspath(config), os.path.abspath(socket)
+    header = [
+        f"# Written by `aiflowd systemd-units` (aiflowd {__version__}) for {executable}, running as {user},",
+        f"# reading {config}; aiflowctl finds the daemon with --socket {socket} or a",
+        f"# control_socket: {socket} line in that config.",
+    ]
+    replace = {
+        "ExecStart": f"{_quote(executable)} --config {_quote(config)}",
+        "User": user,
+        "Group": user,
+        "SocketUser": user,
+        "SocketGroup": user,
+        "ListenStream": socket,
+    }
+    units = {}
+    for name in ("aiflowd.service", "aiflowd.socket"):
+        lines = data.unit_template(name).read_text().splitlines()
+        while lines and lines[0].startswith("#"):  # the template's own install notes, for its fixed paths
+            lines.pop(0)
+        body = []
+        for line in lines:
+            key = line.split("=", 1)[0]
+            if key == "Documentation":
+                continue  # the template points at a checkout's README, which an install does not have
+            body.append(f"{key}={replace[key]}" if "=" in line and key in replace else line)
+        units[name] = "\n".join([*header, *body]) + "\n"
+    if output is None:
+        for name, text in units.items():
+            print(f"# ---- {name}")
+            sys.stdout.write(text)
+        return 0
+    try:
+        os.makedirs(output, exist_ok=True)
+        for name, text in units.items():
+            Path(output, name).write_text(text)
+    except OSError as err:
+        print(f"aiflowd: cannot write the units into {output}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    written = ", ".join(os.path.join(output, n) for n in units)
+    print(f"wrote {written}; then: systemctl daemon-reload && systemctl enable --now aiflowd.socket aiflowd.service")
+    return 0
+
+
+def _quote(path: str) -> str:
+    """A path as one word of a systemd command line."""
+    return f'"{path}"' if any(c.isspace() or c in "\"'\\" for c in path) else path
 
 
 def serve(config: DaemonConfig) -> int:

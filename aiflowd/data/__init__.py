@@ -1,0 +1,37 @@
+"""Where the sample config, the systemd units and the examples are, installed or not.
+
+A wheel holds them in this package (``setup.py`` copies them in at build time from
+``etc/``, ``systemd/`` and ``examples/`` at the repository root, their one source); a
+source checkout or an editable install reads them from the repository root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+_CHECKOUT = _HERE.parent.parent
+
+
+def root() -> Path:
+    """The folder holding ``etc/``, ``systemd/`` and ``examples/``."""
+    if (_HERE / "etc" / "aiflowd.yaml").is_file():
+        return _HERE
+    if (_CHECKOUT / "etc" / "aiflowd.yaml").is_file():
+        return _CHECKOUT
+    raise FileNotFoundError(f"aiflowd's data files are neither in {_HERE} nor in {_CHECKOUT}: a broken install?")
+
+
+def sample_config() -> Path:
+    """The documented config: every key with its default."""
+    return root() / "etc" / "aiflowd.yaml"
+
+
+def unit_template(name: str) -> Path:
+    """A systemd unit as shipped (``aiflowd.service`` or ``aiflowd.socket``)."""
+    return root() / "systemd" / name
+
+
+def examples() -> Path:
+    """The example workflows folder."""
+    return root() / "examples" / "workflows"
