@@ -48,6 +48,7 @@ class ControlMethods:
             "workflow.start_execution": write(self.m_workflow_start_execution),
             "workflow.stop_execution": write(self.m_workflow_stop_execution),
             "workflow.pause_scheduling": write(self.m_pause),
+            "execution.show": read(self.m_execution_show),
             "workflow.resume_scheduling": write(self.m_resume),
             "job.list_executions": read(self.m_job_list_executions),
             "job.start_execution": write(self.m_job_start),
@@ -148,6 +149,22 @@ class ControlMethods:
         execution = params.get("execution")
         ids = await self._ask(lambda engine: engine.stop_execution(name, int(execution) if execution is not None else None))
         return {"stopped": ids}
+
+    async def m_execution_show(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One workflow execution by id (ids are unique across workflows), with its job executions."""
+        try:
+            execution_id = int(params.get("execution"))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as err:
+            raise ControlError(BAD_REQUEST, "'execution' must be a whole number") from err
+
+        def show(engine: Engine) -> dict[str, Any]:
+            row = engine.store.execution(execution_id)
+            if row is None:
+                raise EngineError(f"no execution with id {execution_id}")
+            jobs = engine.store.job_executions(execution_id=execution_id, limit=100_000)
+            return {**row, "execution_id": row["id"], "jobs": [_job_row(job) for job in reversed(jobs)]}
+
+        return await self._ask(show)
 
     async def m_pause(self, params: dict[str, Any]) -> dict[str, Any]:
         name = _param(params, "workflow")
@@ -325,6 +342,7 @@ def _job_row(row: dict[str, Any]) -> dict[str, Any]:
         "exit_code": row["exit_code"],
         "message": row["message"],
         "reason": row["reason"],
+        "kind": row.get("kind", "start"),
         "log_path": row["log_path"],
     }
 
