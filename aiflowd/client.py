@@ -138,6 +138,14 @@ class Client:
         """Stop the job if it runs, then start it; the id of its execution."""
         return int(self.call("job.restart_execution", workflow=workflow, job=job)["execution_id"])
 
+    def stop_scheduling_job(self, execution_id: int, job: str) -> None:
+        """Hold the job's rules in one running execution: no event starts, stops or restarts it there."""
+        self.call("job.stop_scheduling", execution=int(execution_id), job=job)
+
+    def resume_scheduling_job(self, execution_id: int, job: str) -> None:
+        """Undo ``stop_scheduling_job``."""
+        self.call("job.resume_scheduling", execution=int(execution_id), job=job)
+
     # -- events ----------------------------------------------------------------------
 
     def send_event(self, key: str, value: str = "", event_type: str = "*", namespace: str = "default", sender: str | None = None) -> None:

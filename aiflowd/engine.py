@@ -162,6 +162,8 @@ class ExecutionRun:
     restart_after_stop: dict[str, str] = field(default_factory=dict)
     #: What its several-event rules have seen so far (AIFlow's MEET_ALL conditions).
     memory: scheduler.EventMemory = field(default_factory=scheduler.EventMemory)
+    #: Jobs whose rules are held in this execution (AIFlow's stop_scheduling_job): they see no event.
+    held: set[str] = field(default_factory=set)
     stop_reason: str | None = None
     status: Status = Status.RUNNING
     ended: anyio.Event = field(default_factory=anyio.Event)
@@ -769,6 +771,23 @@ class Engine:
         self._apply(execution, [scheduler.Decision(job, action, BY_REQUEST, kind=kind)])
         return execution.id
 
+    def _rules(self, execution: ExecutionRun, event: Event) -> list[scheduler.Decision]:
+        """What the execution's rules ask for on ``event``, but for the jobs whose scheduling is held."""
+        decisions = scheduler.on_event(execution.loaded.workflow, execution.states, event, execution.memory)
+        return [d for d in decisions if d.job not in execution.held] if execution.held else decisions
+
+    def hold_job_rules(self, execution_id: int, job: str, held: bool) -> None:
+        """Stop (``held``) or resume acting on the rules of ``job`` in one open execution."""
+        execution = self.executions.get(execution_id)
+        if execution is None:
+            raise EngineError(f"no running execution with id {execution_id}")
+        if job not in execution.loaded.workflow.jobs:
+            raise EngineError(f"workflow '{execution.workflow}' has no job '{job}'")
+        if held:
+            execution.held.add(job)
+        else:
+            execution.held.discard(job)
+
     def _apply(self, execution: ExecutionRun, decisions: list[scheduler.Decision]) -> None:
         for decision in decisions:
             if execution.stop_reason is not None:
@@ -914,7 +933,7 @@ class Engine:
         self.store.update_job_execution(run.id, status=Status.RUNNING.value, started_at=run.started_at, handle=handle_record)
         self._notify(run)
         event = scheduler.job_status_event(execution.workflow, run.job, Status.RUNNING, run.started_at)
-        self._apply(execution, scheduler.on_event(execution.loaded.workflow, execution.states, event, execution.memory))
+        self._apply(execution, self._rules(execution, event))
 
     def _record_end(self, run: JobRun, outcome: JobOutcome) -> None:
         """Write a job execution's end and forget it as running; the decisions that follow are the caller's."""
@@ -963,7 +982,7 @@ class Engine:
                 decisions = [scheduler.Decision(run.job, JobAction.START, why, kind=scheduler.RESTART)]
             self._apply(execution, decisions)
             if event is not None:
-                self._apply(execution, scheduler.on_event(execution.loaded.workflow, execution.states, event, execution.memory))
+                self._apply(execution, self._rules(execution, event))
             self._start_deferred_tick(execution, run.job)
         self._maybe_end(execution)
 
@@ -1006,7 +1025,7 @@ class Engine:
         for execution in list(self.executions.values()):
             entry = self.workflows.get(execution.workflow)
             if execution.stop_reason is None and not (entry is not None and entry.paused):
-                self._apply(execution, scheduler.on_event(execution.loaded.workflow, execution.states, event, execution.memory))
+                self._apply(execution, self._rules(execution, event))
                 self._maybe_end(execution)
         for entry in list(self.workflows.values()):
             if entry.loaded is None or entry.status != ACTIVE or entry.paused:

@@ -54,6 +54,8 @@ class ControlMethods:
             "job.start_execution": write(self.m_job_start),
             "job.stop_execution": write(self.m_job_stop),
             "job.restart_execution": write(self.m_job_restart),
+            "job.stop_scheduling": write(self.m_job_stop_scheduling),
+            "job.resume_scheduling": write(self.m_job_resume_scheduling),
             "job.logs": read(self.m_job_logs),
             "event.send": write(self.m_event_send),
             "event.list": read(self.m_event_list),
@@ -194,6 +196,22 @@ class ControlMethods:
 
     async def m_job_restart(self, params: dict[str, Any]) -> dict[str, Any]:
         return await self._job_action(params, JobAction.RESTART)
+
+    async def _hold(self, params: dict[str, Any], held: bool) -> dict[str, Any]:
+        job = _param(params, "job")
+        try:
+            execution_id = int(params.get("execution"))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as err:
+            raise ControlError(BAD_REQUEST, "'execution' must be a whole number") from err
+        await self._ask(lambda engine: engine.hold_job_rules(execution_id, job, held))
+        return {"execution_id": execution_id, "job": job, "held": held}
+
+    async def m_job_stop_scheduling(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Hold the rules of a job in one execution: events no longer start, stop or restart it."""
+        return await self._hold(params, True)
+
+    async def m_job_resume_scheduling(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._hold(params, False)
 
     async def m_job_logs(self, params: dict[str, Any]) -> Any:
         """A job's log in chunks of at most ``LOG_CHUNK`` bytes, read in a thread.
