@@ -280,3 +280,16 @@ def test_events_start_and_stop_executions(daemon: Daemon, tmp_path: Path) -> Non
         wait_rows(client, workflow, "long", lambda rows: statuses(rows) == ["KILLED"])
         wait_for(lambda workflow=workflow: [e["status"] for e in client.list_executions(workflow)] == ["KILLED"], timeout=20)
     assert os.path.exists(daemon.socket)
+
+
+def test_the_daemons_socket_is_in_every_jobs_environment_unless_job_env_names_another(tmp_path: Path) -> None:
+    from aiflowd.engine import Engine, EnginePaths
+    from aiflowd.plugin_interface import PluginRegistry
+    from aiflowd.store import Store
+
+    def job_env(settings: dict[str, Any]) -> dict[str, str]:
+        engine = Engine(PluginRegistry(), Store(":memory:"), EnginePaths(str(tmp_path), str(tmp_path)), settings=settings, control_socket="/run/a.sock")
+        return dict(engine._job_settings()["job_env"])
+
+    assert job_env({"job_env": {"LANG": "C"}}) == {"AIFLOWD_SOCKET": "/run/a.sock", "LANG": "C"}
+    assert job_env({"job_env": {"AIFLOWD_SOCKET": "/elsewhere.sock"}}) == {"AIFLOWD_SOCKET": "/elsewhere.sock"}
