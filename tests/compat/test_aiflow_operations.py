@@ -289,7 +289,12 @@ def test_the_daemons_socket_is_in_every_jobs_environment_unless_job_env_names_an
 
     def job_env(settings: dict[str, Any]) -> dict[str, str]:
         engine = Engine(PluginRegistry(), Store(":memory:"), EnginePaths(str(tmp_path), str(tmp_path)), settings=settings, control_socket="/run/a.sock")
-        return dict(engine._job_settings()["job_env"])
+        try:
+            return dict(engine._job_settings()["job_env"])
+        finally:
+            engine._send.close()  # never served: its inbox is closed here
+            engine._receive.close()
+            engine.store.close()
 
     assert job_env({"job_env": {"LANG": "C"}}) == {"AIFLOWD_SOCKET": "/run/a.sock", "LANG": "C"}
     assert job_env({"job_env": {"AIFLOWD_SOCKET": "/elsewhere.sock"}}) == {"AIFLOWD_SOCKET": "/elsewhere.sock"}
