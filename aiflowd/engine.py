@@ -107,7 +107,7 @@ class WorkflowEntry:
         if workflow is None:
             return False
         scheduled = workflow.periodic_config is not None or any(g.config.periodic_config for g in workflow.jobs.values())
-        return not scheduled and not workflow.start_on_events and not workflow.stop_on_events
+        return not scheduled and not workflow.start_on_events  # stop triggers alone stop what a file change started
 
     @property
     def policy(self) -> ChangePolicy:

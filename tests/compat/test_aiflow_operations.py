@@ -270,13 +270,16 @@ def test_events_start_and_stop_executions(daemon: Daemon, tmp_path: Path) -> Non
     folder.rename(daemon.workflows / "aiflow")
     wait_for(lambda: {w["workflow"] for w in client.list_workflows()} == {"triggered", "aiflow"}, timeout=20)
     assert client.list_executions("triggered") == [] and client.list_executions("aiflow") == []
+    # a stop trigger alone stops what the file's arrival started
+    daemon.write_workflow("stoppable.yaml", "stop_workflow_execution_on_events: [{event_key: halt}]\nlong:\n  job_type: bash\n  bash_command: sleep 60\n")
+    wait_rows(client, "stoppable", "long", lambda rows: statuses(rows) == ["RUNNING"])
 
     client.send_event("begin")
     wait_rows(client, "triggered", "long", lambda rows: statuses(rows) == ["RUNNING"])
     client.send_event("ready")  # with begin, all of the definition's condition
     wait_rows(client, "aiflow", "long", lambda rows: statuses(rows) == ["RUNNING"])
     client.send_event("halt")
-    for workflow in ("triggered", "aiflow"):
+    for workflow in ("triggered", "aiflow", "stoppable"):
         wait_rows(client, workflow, "long", lambda rows: statuses(rows) == ["KILLED"])
         wait_for(lambda workflow=workflow: [e["status"] for e in client.list_executions(workflow)] == ["KILLED"], timeout=20)
     assert os.path.exists(daemon.socket)
