@@ -171,3 +171,29 @@ def test_yaml_rule_mistakes_are_located(loader: WorkflowLoader, tmp_path: Path) 
     assert any("must be 'all' or 'any'" in m for m in messages), messages
     assert any("did you mean 'events'" in m for m in messages), messages
     assert any("must be ONCE or REPEATED" in m for m in messages), messages
+
+
+def test_a_database_written_before_job_kinds_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from aiflowd.store import SCHEMA, Store
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA.replace("    kind TEXT NOT NULL DEFAULT 'start', -- why it started: start, retry or restart\n", ""))
+    old.execute(
+        "INSERT INTO job_executions (execution_id, workflow, job, job_type, attempt, status, created_at, log_path, working_dir)"
+        " VALUES (1, 'wf', 'a', 'bash', 1, 'FINISHED', 0, '', '')"
+    )
+    old.commit()
+    assert "kind" not in {row[1] for row in old.execute("PRAGMA table_info(job_executions)")}
+    old.close()
+    store = Store(str(path))
+    try:
+        new_id = store.create_job_execution(
+            execution_id=1, workflow="wf", job="a", job_type="bash", attempt=2, status="INIT", kind="restart", created_at=1.0, log_path="", working_dir=""
+        )
+        store.commit()
+        assert [(row["id"], row["kind"]) for row in store.job_executions(workflow="wf")] == [(new_id, "restart"), (1, "start")]
+    finally:
+        store.close()
