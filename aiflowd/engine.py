@@ -49,6 +49,8 @@ log = structlog.get_logger("aiflowd.engine")
 
 ACTIVE, INVALID, RETIRED = "active", "invalid", "retired"
 CHANGED = "workflow changed"
+#: The reason of what a user asked for through the control socket.
+BY_REQUEST = "by request"
 #: How the message of a job execution lost in a restart begins: such a one is never retried.
 LOST = "lost in a restart: "
 #: How often the engine looks whether its database file is still there (and retries a failed commit).
@@ -96,6 +98,8 @@ class WorkflowEntry:
     unrecovered: list[dict[str, Any]] = field(default_factory=list)
     #: Savepoints the jobs of a stopped older version left, for the new version to start from.
     restore: dict[str, str] = field(default_factory=dict)
+    #: What the version's several-event triggers (start/stop on events) have seen so far.
+    trigger_memory: scheduler.EventMemory = field(default_factory=scheduler.EventMemory)
 
     @property
     def change_triggered(self) -> bool:
@@ -103,7 +107,7 @@ class WorkflowEntry:
         if workflow is None:
             return False
         scheduled = workflow.periodic_config is not None or any(g.config.periodic_config for g in workflow.jobs.values())
-        return not scheduled and not workflow.start_on_events
+        return not scheduled and not workflow.start_on_events  # stop triggers alone stop what a file change started
 
     @property
     def policy(self) -> ChangePolicy:
@@ -136,6 +140,11 @@ class JobRun:
     recovered: bool = False
     #: Taken over after a restart but not found again: it may still run, so it is never retried.
     lost: bool = False
+    #: Why it started: ``start``, ``retry`` (of a failure) or ``restart`` (it ran before in this execution).
+    kind: str = scheduler.START
+    #: Who stopped it, when something did: ``rule`` (by design of the workflow), ``restart``
+    #: (a rule or a request restarting it), ``request`` (a user), or None (anything else).
+    stopped_by: str | None = None
 
 
 @dataclass(eq=False)
@@ -151,6 +160,10 @@ class ExecutionRun:
     running: dict[str, JobRun] = field(default_factory=dict)
     pending: dict[str, scheduler.Decision] = field(default_factory=dict)
     restart_after_stop: dict[str, str] = field(default_factory=dict)
+    #: What its several-event rules have seen so far (AIFlow's MEET_ALL conditions).
+    memory: scheduler.EventMemory = field(default_factory=scheduler.EventMemory)
+    #: Jobs whose rules are held in this execution (AIFlow's stop_scheduling_job): they see no event.
+    held: set[str] = field(default_factory=set)
     stop_reason: str | None = None
     status: Status = Status.RUNNING
     ended: anyio.Event = field(default_factory=anyio.Event)
@@ -183,11 +196,14 @@ class Engine:
         on_job_change: Callable[[JobRun], None] | None = None,
         clock: Clock | None = None,
         store_check_interval: float = STORE_CHECK_INTERVAL,
+        control_socket: str | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.paths = paths
         self.settings = settings or {}
+        #: The daemon's control socket: given to every job as ``AIFLOWD_SOCKET`` (unless ``job_env`` names another).
+        self.control_socket = control_socket
         self.keep_open_for_events = keep_open_for_events
         self.on_job_change = on_job_change or (lambda run: None)
         self.clock: Clock = clock or SystemClock()
@@ -521,6 +537,7 @@ class Engine:
         if previous_version == version and old is not None:
             return None  # the same content again: nothing to do
         if previous_version != version:
+            entry.trigger_memory = scheduler.EventMemory()  # a new version's triggers count afresh
             log.info("workflow loaded", workflow=name, version=version)
         if timers:
             self._arm_timers(entry)
@@ -752,8 +769,26 @@ class Engine:
             raise EngineError(f"job '{job}' of '{workflow}' is not running")
         if action == JobAction.START and running:
             raise EngineError(f"job '{job}' of '{workflow}' is already running (use restart-execution)")
-        self._apply(execution, [scheduler.Decision(job, action, "by request")])
+        kind = scheduler.RESTART if action == JobAction.RESTART and execution.states[job].attempt else scheduler.START
+        self._apply(execution, [scheduler.Decision(job, action, BY_REQUEST, kind=kind)])
         return execution.id
+
+    def _rules(self, execution: ExecutionRun, event: Event) -> list[scheduler.Decision]:
+        """What the execution's rules ask for on ``event``, but for the jobs whose scheduling is held."""
+        decisions = scheduler.on_event(execution.loaded.workflow, execution.states, event, execution.memory)
+        return [d for d in decisions if d.job not in execution.held] if execution.held else decisions
+
+    def hold_job_rules(self, execution_id: int, job: str, held: bool) -> None:
+        """Stop (``held``) or resume acting on the rules of ``job`` in one open execution."""
+        execution = self.executions.get(execution_id)
+        if execution is None:
+            raise EngineError(f"no running execution with id {execution_id}")
+        if job not in execution.loaded.workflow.jobs:
+            raise EngineError(f"workflow '{execution.workflow}' has no job '{job}'")
+        if held:
+            execution.held.add(job)
+        else:
+            execution.held.discard(job)
 
     def _apply(self, execution: ExecutionRun, decisions: list[scheduler.Decision]) -> None:
         for decision in decisions:
@@ -766,26 +801,33 @@ class Engine:
                 continue
             state = execution.states[decision.job]
             if decision.action == JobAction.START and not state.running:
-                self._start_job(execution, decision.job, decision.reason)
+                self._start_job(execution, decision.job, decision.reason, decision.kind)
             elif decision.action == JobAction.RESTART:
                 if state.running:
                     execution.restart_after_stop[decision.job] = decision.reason
-                    self._to_stop.append((execution.running[decision.job], f"restarted ({decision.reason})"))
+                    run = execution.running[decision.job]
+                    run.stopped_by = "restart"
+                    self._to_stop.append((run, f"restarted ({decision.reason})"))
                 else:
-                    self._start_job(execution, decision.job, decision.reason)
+                    self._start_job(execution, decision.job, decision.reason, decision.kind)
             elif decision.action == JobAction.STOP and state.running:
-                self._to_stop.append((execution.running[decision.job], f"stopped ({decision.reason})"))
+                run = execution.running[decision.job]
+                run.stopped_by = "request" if decision.reason == BY_REQUEST else "rule"
+                self._to_stop.append((run, f"stopped ({decision.reason})"))
 
     async def _due_later(self, execution_id: int, decision: scheduler.Decision, due: float) -> None:
         await self.clock.sleep_until(due)
-        self.post(Due(execution_id, scheduler.Decision(decision.job, decision.action, decision.reason)))
+        self.post(Due(execution_id, scheduler.Decision(decision.job, decision.action, decision.reason, kind=decision.kind)))
 
-    def _start_job(self, execution: ExecutionRun, job: str, reason: str) -> None:
+    def _start_job(self, execution: ExecutionRun, job: str, reason: str, kind: str = scheduler.START) -> None:
         state = execution.states[job]
         state.attempt += 1
+        if kind != scheduler.RETRY:
+            state.fresh_attempt = state.attempt  # retries are counted from here
         state.status = Status.INIT
         generated = execution.loaded.jobs[job]
         run = self._job_run(execution, job, generated.job_type, state.attempt, reason)
+        run.kind = kind
         entry = self.workflows.get(execution.workflow)
         if entry is not None and job in entry.restore:
             run.env.restore_savepoint = entry.restore.pop(job)
@@ -799,6 +841,7 @@ class Engine:
             attempt=run.attempt,
             status=Status.INIT.value,
             reason=reason,
+            kind=kind,
             created_at=self.clock.now(),
             log_path=run.env.log_path,
             working_dir=run.env.working_dir,
@@ -815,9 +858,19 @@ class Engine:
             log_path=self.paths.log_path(workflow, execution.id, job, attempt),
             workflow_dir=execution.loaded.workflow.workflow_dir,
             job_execution_info=info,
-            settings=self.settings,
+            settings=self._job_settings(),
         )
         return JobRun(0, execution, job, job_type, attempt, env, reason)
+
+    def _job_settings(self) -> dict[str, Any]:
+        """The settings a job's controller gets: the daemon's, with the control socket in ``job_env``.
+
+        So a job reaches the daemon that runs it (``aiflowd.client``, AIFlow's notification
+        client) without configuration; a ``job_env`` naming ``AIFLOWD_SOCKET`` wins.
+        """
+        if not self.control_socket:
+            return self.settings
+        return {**self.settings, "job_env": {"AIFLOWD_SOCKET": self.control_socket, **(self.settings.get("job_env") or {})}}
 
     async def _supervise(self, run: JobRun) -> None:
         try:
@@ -882,7 +935,7 @@ class Engine:
         self.store.update_job_execution(run.id, status=Status.RUNNING.value, started_at=run.started_at, handle=handle_record)
         self._notify(run)
         event = scheduler.job_status_event(execution.workflow, run.job, Status.RUNNING, run.started_at)
-        self._apply(execution, scheduler.on_event(execution.loaded.workflow, execution.states, event))
+        self._apply(execution, self._rules(execution, event))
 
     def _record_end(self, run: JobRun, outcome: JobOutcome) -> None:
         """Write a job execution's end and forget it as running; the decisions that follow are the caller's."""
@@ -927,10 +980,11 @@ class Engine:
             else:
                 decisions, event = scheduler.on_job_ended(execution.loaded.workflow, run.job, state, outcome.status)
             if run.job in execution.restart_after_stop:
-                decisions = [scheduler.Decision(run.job, JobAction.START, execution.restart_after_stop.pop(run.job))]
+                why = execution.restart_after_stop.pop(run.job)
+                decisions = [scheduler.Decision(run.job, JobAction.START, why, kind=scheduler.RESTART)]
             self._apply(execution, decisions)
             if event is not None:
-                self._apply(execution, scheduler.on_event(execution.loaded.workflow, execution.states, event))
+                self._apply(execution, self._rules(execution, event))
             self._start_deferred_tick(execution, run.job)
         self._maybe_end(execution)
 
@@ -964,16 +1018,26 @@ class Engine:
         self._user_event(event)
 
     def _user_event(self, event: Event) -> None:
+        """Record the event; the rules and triggers of every workflow not paused see it.
+
+        A paused workflow's executions run on, but its event rules hold, as its timers do:
+        they do not see the event (nor count it toward a several-event condition) at all.
+        """
         self.store.add_event(event.key, event.value, event.event_type, event.namespace, event.sender, event.time)
         for execution in list(self.executions.values()):
-            if execution.stop_reason is None:
-                self._apply(execution, scheduler.on_event(execution.loaded.workflow, execution.states, event))
+            entry = self.workflows.get(execution.workflow)
+            if execution.stop_reason is None and not (entry is not None and entry.paused):
+                self._apply(execution, self._rules(execution, event))
                 self._maybe_end(execution)
         for entry in list(self.workflows.values()):
             if entry.loaded is None or entry.status != ACTIVE or entry.paused:
                 continue
-            if any(condition.matches(event) for condition in entry.loaded.workflow.start_on_events):
-                self._start_execution(entry, f"event {event.key}={event.value}")
+            workflow, why = entry.loaded.workflow, f"event {event.key}={event.value}"
+            if workflow.stop_on_events and scheduler.triggers_met(workflow.stop_on_events, event, entry.trigger_memory, "stop"):
+                for execution in [e for e in self.executions.values() if e.workflow == entry.name and e.stop_reason is None]:
+                    self._stop_execution(execution, f"stopped on {why}")
+            if workflow.start_on_events and scheduler.triggers_met(workflow.start_on_events, event, entry.trigger_memory, "start"):
+                self._start_execution(entry, why)
 
     # -- recovery --------------------------------------------------------------------
 
@@ -1014,20 +1078,24 @@ class Engine:
                 lost.discard(job)
             state = execution.states.setdefault(job, scheduler.JobState())
             state.attempt = max(state.attempt, job_row["attempt"])
+            kind = job_row.get("kind") or scheduler.START
+            if kind != scheduler.RETRY:
+                state.fresh_attempt = job_row["attempt"]
             state.status = Status(job_row["status"])
             if not state.status.is_final:
                 run = self._job_run(execution, job, job_row["job_type"], job_row["attempt"], job_row["reason"])
                 run.id, run.status, run.recovered, run.recovered_handle = job_row["id"], state.status, True, job_row["handle"]
+                run.kind = kind
                 run.created_at, run.started_at = job_row["created_at"], job_row["started_at"]
                 execution.running[job] = run
                 self._to_launch.append(run)
         for job, state in execution.states.items():
             config = entry.loaded.workflow.jobs[job].config if job in entry.loaded.workflow.jobs else None
-            retry = state.status == Status.FAILED and state.attempt <= (config.retries if config else 0) and job not in lost
+            retry = state.status == Status.FAILED and state.retries_done < (config.retries if config else 0) and job not in lost
             if config and retry and job not in execution.running:
                 delay = max(0.001, ended_at.get(job, 0.0) + config.retry_delay - self.clock.now())
-                reason = f"retry {state.attempt} of {config.retries}"
-                self._apply(execution, [scheduler.Decision(job, JobAction.START, reason, delay=delay)])
+                reason = f"retry {state.retries_done + 1} of {config.retries}"
+                self._apply(execution, [scheduler.Decision(job, JobAction.START, reason, delay=delay, kind=scheduler.RETRY)])
         if entry.loaded.workflow.version != row["version"]:
             self._apply_change_policy(entry)
         self._maybe_end(execution)

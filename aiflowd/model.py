@@ -185,11 +185,42 @@ class EventCondition:
 
 
 @dataclass(frozen=True)
+class AllEventsCondition:
+    """Holds once every one of ``events`` has been seen: AIFlow's ``MeetAllEventCondition``.
+
+    Seen counts from the start of the execution (for a job rule) or of the workflow's
+    version (for a workflow trigger), and again from the last time the condition held:
+    then each event is forgotten, unless its ``repeated`` flag (AIFlow's
+    ``EventLife.REPEATED``) keeps it counted, so that the next match of the others
+    fires again. The scheduler keeps what has been seen (``scheduler.EventMemory``).
+    """
+
+    events: tuple[EventCondition, ...]
+    repeated: tuple[bool, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.repeated:
+            object.__setattr__(self, "repeated", tuple(False for _ in self.events))
+        if len(self.repeated) != len(self.events):
+            raise ValueError("AllEventsCondition needs one 'repeated' flag per event")
+
+    def matching(self, event: Event) -> set[int]:
+        """The indexes of the events this one matches."""
+        return {i for i, wanted in enumerate(self.events) if wanted.matches(event)}
+
+
+#: What a job rule waits for; a workflow trigger waits for the last two kinds.
+Condition = JobStatusCondition | EventCondition | AllEventsCondition
+#: What starts or stops a workflow execution when it happens.
+TriggerCondition = EventCondition | AllEventsCondition
+
+
+@dataclass(frozen=True)
 class Rule:
     """AIFlow's control edge: when ``condition`` holds, do ``action`` to ``job``."""
 
     job: str
-    condition: JobStatusCondition | EventCondition
+    condition: Condition
     action: JobAction = JobAction.START
 
 
@@ -208,7 +239,10 @@ class Workflow:
     dependencies: dict[str, Any] = field(default_factory=dict)
     #: None: ``restart`` for change-triggered workflows, ``wait`` for scheduled ones.
     on_change: ChangePolicy | None = None
-    start_on_events: list[EventCondition] = field(default_factory=list)
+    #: Start a new execution whenever one of these holds (AIFlow's start_new_workflow_execution_on_events).
+    start_on_events: list[TriggerCondition] = field(default_factory=list)
+    #: Stop the running executions whenever one of these holds (AIFlow's stop_workflow_execution_on_events).
+    stop_on_events: list[TriggerCondition] = field(default_factory=list)
 
     def rules_for(self, job: str) -> list[Rule]:
         return [rule for rule in self.rules if rule.job == job]

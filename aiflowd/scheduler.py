@@ -7,18 +7,26 @@ start), STOP (nothing if it does not run), NONE. A FAILED job with retries left 
 started again after its ``retry_delay`` and its failure is not announced, as Airflow's
 "up for retry". Because decisions depend only on their arguments, the same stored state
 and events give the same decisions after a restart. ``next_slot`` computes timer ticks.
+
+A rule waiting for several events (``AllEventsCondition``, AIFlow's MEET_ALL) needs to
+remember which it has seen: the caller owns an ``EventMemory`` per execution (and one per
+workflow for its triggers) and passes it in; the functions here only update it. Every
+decision says why the job starts (``kind``: a fresh ``start``, a ``retry`` of a failure,
+a ``restart`` of a job that ran in this execution).
 """
 
 from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from aiflowd.model import (
     ANY,
     JOB_STATUS_CHANGED,
+    AllEventsCondition,
+    Condition,
     Event,
     EventCondition,
     JobAction,
@@ -26,8 +34,12 @@ from aiflowd.model import (
     PeriodicConfig,
     Rule,
     Status,
+    TriggerCondition,
     Workflow,
 )
+
+#: Why a job execution started: the kinds a Decision and a job execution record.
+START, RETRY, RESTART = "start", "retry", "restart"
 
 
 @dataclass
@@ -36,6 +48,12 @@ class JobState:
 
     status: Status | None = None
     attempt: int = 0
+    #: The attempt of the latest start that was not a retry: retries left are counted from it.
+    fresh_attempt: int = 1
+
+    @property
+    def retries_done(self) -> int:
+        return max(0, self.attempt - self.fresh_attempt)
 
     @property
     def running(self) -> bool:
@@ -50,6 +68,50 @@ class Decision:
     action: JobAction
     reason: str
     delay: float = 0.0
+    #: Why the job would start: ``start``, ``retry`` or ``restart`` (a label, not part of equality).
+    kind: str = field(default=START, compare=False)
+
+
+@dataclass
+class EventMemory:
+    """Which events of each several-event condition have been seen (see ``AllEventsCondition``).
+
+    Keyed by the condition's place (a rule's index, a trigger's); owned by the caller, one
+    per execution for job rules, one per workflow version for its triggers.
+    """
+
+    seen: dict[Hashable, set[int]] = field(default_factory=dict)
+
+
+def condition_met(condition: Condition, event: Event, memory: EventMemory | None = None, key: Hashable = None) -> bool:
+    """Whether ``event`` makes ``condition`` hold, remembering (in ``memory``) what it needs to."""
+    if isinstance(condition, JobStatusCondition):
+        if event.event_type != JOB_STATUS_CHANGED or event.key != condition.upstream_job:
+            return False
+        if condition.status == ANY:
+            return event.value in (Status.FINISHED.value, Status.FAILED.value, Status.KILLED.value)
+        return event.value == condition.status
+    if isinstance(condition, EventCondition):
+        return condition.matches(event)
+    assert isinstance(condition, AllEventsCondition)
+    matched = condition.matching(event)
+    if not matched:
+        return False
+    memory = memory if memory is not None else EventMemory()
+    seen = memory.seen.setdefault(key, set())
+    seen |= matched
+    if len(seen) < len(condition.events):
+        return False
+    memory.seen[key] = {i for i in seen if condition.repeated[i]}  # ONCE events must come again
+    return True
+
+
+def triggers_met(conditions: Sequence[TriggerCondition], event: Event, memory: EventMemory, tag: str) -> bool:
+    """Whether ``event`` makes any of a workflow's trigger conditions hold (each remembers apart)."""
+    met = False
+    for i, condition in enumerate(conditions):
+        met = condition_met(condition, event, memory, (tag, i)) or met  # every condition sees the event
+    return met
 
 
 def job_status_event(workflow: str, job: str, status: Status, time: float = 0.0) -> Event:
@@ -65,30 +127,28 @@ def initial_decisions(workflow: Workflow, only_job: str | None = None) -> list[D
     return [Decision(job, JobAction.START, "execution started") for job in workflow.jobs if job not in governed]
 
 
-def condition_holds(rule: Rule, event: Event) -> bool:
-    condition = rule.condition
-    if isinstance(condition, JobStatusCondition):
-        if event.event_type != JOB_STATUS_CHANGED or event.key != condition.upstream_job:
-            return False
-        if condition.status == ANY:
-            return event.value in (Status.FINISHED.value, Status.FAILED.value, Status.KILLED.value)
-        return event.value == condition.status
-    assert isinstance(condition, EventCondition)
-    return condition.matches(event)
+def condition_holds(rule: Rule, event: Event, memory: EventMemory | None = None, key: Hashable = None) -> bool:
+    return condition_met(rule.condition, event, memory, key)
 
 
-def on_event(workflow: Workflow, jobs: Mapping[str, JobState], event: Event) -> list[Decision]:
-    """The actions the rules ask for when ``event`` happens, given the jobs' states."""
+def on_event(workflow: Workflow, jobs: Mapping[str, JobState], event: Event, memory: EventMemory | None = None) -> list[Decision]:
+    """The actions the rules ask for when ``event`` happens, given the jobs' states.
+
+    ``memory`` is the execution's (see ``EventMemory``); without it, several-event
+    conditions remember nothing beyond this call.
+    """
+    memory = memory if memory is not None else EventMemory()
     decisions: list[Decision] = []
-    for rule in workflow.rules:
-        if rule.job not in workflow.jobs or not condition_holds(rule, event):
+    for index, rule in enumerate(workflow.rules):
+        if rule.job not in workflow.jobs or not condition_holds(rule, event, memory, ("rule", index)):
             continue
         state = jobs.get(rule.job, JobState())
         reason = _describe(rule, event)
         if rule.action == JobAction.START and not state.running:
             decisions.append(Decision(rule.job, JobAction.START, reason))
         elif rule.action == JobAction.RESTART:
-            decisions.append(Decision(rule.job, JobAction.RESTART if state.running else JobAction.START, reason))
+            kind = RESTART if state.attempt else START  # never ran in this execution: a first start
+            decisions.append(Decision(rule.job, JobAction.RESTART if state.running else JobAction.START, reason, kind=kind))
         elif rule.action == JobAction.STOP and state.running:
             decisions.append(Decision(rule.job, JobAction.STOP, reason))
     return decisions
@@ -97,9 +157,9 @@ def on_event(workflow: Workflow, jobs: Mapping[str, JobState], event: Event) -> 
 def on_job_ended(workflow: Workflow, job: str, state: JobState, status: Status) -> tuple[list[Decision], Event | None]:
     """After a job execution ends: a retry, or the status event that rules may act on."""
     config = workflow.jobs[job].config
-    if status == Status.FAILED and state.attempt <= config.retries:
-        reason = f"retry {state.attempt} of {config.retries}"
-        return [Decision(job, JobAction.START, reason, delay=config.retry_delay)], None
+    if status == Status.FAILED and state.retries_done < config.retries:
+        reason = f"retry {state.retries_done + 1} of {config.retries}"
+        return [Decision(job, JobAction.START, reason, delay=config.retry_delay, kind=RETRY)], None
     return [], job_status_event(workflow.name, job, status)
 
 
@@ -116,6 +176,8 @@ def execution_status(jobs: Mapping[str, JobState], stopped: bool = False) -> Sta
 def _describe(rule: Rule, event: Event) -> str:
     if isinstance(rule.condition, JobStatusCondition):
         return f"{rule.condition.upstream_job} {event.value}"
+    if isinstance(rule.condition, AllEventsCondition):
+        return f"all of {len(rule.condition.events)} events, the last {event.key}={event.value}"
     return f"event {event.key}={event.value}"
 
 

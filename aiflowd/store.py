@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS job_executions (
     attempt INTEGER NOT NULL,
     status TEXT NOT NULL,
     reason TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT 'start', -- why it started: start, retry or restart
     created_at REAL NOT NULL,
     started_at REAL,
     ended_at REAL,
@@ -103,6 +104,7 @@ JOB_EXECUTION_COLUMNS = (
     "attempt",
     "status",
     "reason",
+    "kind",
     "created_at",
     "started_at",
     "ended_at",
@@ -143,6 +145,9 @@ class Store:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(job_executions)")}
+        if "kind" not in columns:  # a database written before job executions had a kind
+            db.execute("ALTER TABLE job_executions ADD COLUMN kind TEXT NOT NULL DEFAULT 'start'")
         db.commit()
         if self.path != ":memory:":
             status = os.stat(self.path)
@@ -307,6 +312,10 @@ class Store:
         query += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [dict(row) for row in self.db.execute(query, params).fetchall()]
+
+    def execution(self, execution_id: int) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone()
+        return dict(row) if row else None
 
     # -- job executions --------------------------------------------------------------
 

@@ -17,11 +17,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiflowd import __version__
 from aiflowd.config import DaemonConfig, load_config
 from aiflowd.model import Status
 from aiflowd.workflows.errors import LoadError
+
+if TYPE_CHECKING:
+    from aiflowd.engine import JobRun
 
 TAIL_LINES = 20
 #: The config ``aiflowd`` and ``aiflowctl`` read from the current folder without --config.
@@ -233,7 +237,7 @@ def serve(config: DaemonConfig) -> int:
 def run_once(config: DaemonConfig, path: str, only_job: str | None, verbose: bool) -> int:
     import anyio
 
-    from aiflowd.engine import Engine, EnginePaths, JobRun
+    from aiflowd.engine import Engine, EnginePaths
     from aiflowd.logs import configure_logging
     from aiflowd.store import Store
     from aiflowd.workflows.loader import loader_for
@@ -263,7 +267,7 @@ def run_once(config: DaemonConfig, path: str, only_job: str | None, verbose: boo
             if run.message:
                 line += f"  ({run.message})"
         elif run.status == Status.RUNNING:
-            line += f" ({run.reason})"
+            line += f" ({_why(run)})"
         else:
             return
         print(line, flush=True)
@@ -313,17 +317,39 @@ def run_once(config: DaemonConfig, path: str, only_job: str | None, verbose: boo
     status, interrupted = anyio.run(main)
     store.close()
     for run in runs:
-        print(f"--- {run.job} (attempt {run.attempt}) log: {run.env.log_path}")
+        print(f"--- {run.job} ({_label(run, runs)}) log: {run.env.log_path}")
         for line in _tail(run.env.log_path, TAIL_LINES):
             print(f"    {line}")
     started = {run.job for run in runs}
     for job in workflow.jobs:
         if job not in started and (only_job is None or job == only_job):
             print(f"  {job:<20} not started (its rules did not fire)")
-    print(f"execution of {workflow.name}: {status.value}")
+    by_design = status == Status.KILLED and all(_stopped_by_design(run) for run in runs if run.status == Status.KILLED)
+    print(f"execution of {workflow.name}: {status.value}" + (" (jobs stopped by its rules, by design)" if by_design else ""))
     if interrupted:
         return 130
-    return 0 if status == Status.FINISHED else 1
+    return 0 if status == Status.FINISHED or by_design else 1
+
+
+def _stopped_by_design(run: JobRun) -> bool:
+    """Whether a KILLED job was stopped by the workflow's own rules (a STOP or a RESTART), not by a failure.
+
+    AIFlow's scheduling-on-status demo stops a job with a rule: its execution ends KILLED,
+    and that is the workflow working as written, so ``run-once`` succeeds.
+    """
+    return run.stopped_by in ("rule", "restart")
+
+
+def _why(run: JobRun) -> str:
+    """Why a job execution started, as a line of run-once shows it."""
+    return run.reason if run.kind == "start" else f"{run.kind}: {run.reason}"
+
+
+def _label(run: JobRun, runs: list[JobRun]) -> str:
+    """``run 2, restart`` rather than ``attempt 2``: a restart by a rule is not a retry of a failure."""
+    if run.attempt == 1 and not any(r.job == run.job and r is not run for r in runs):
+        return "run 1"
+    return f"run {run.attempt}, {run.kind}"
 
 
 def _tail(path: str, lines: int) -> list[str]:

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 import sqlite3
 import time
 from functools import partial
@@ -139,6 +140,7 @@ class Daemon:
             except SocketPathError as err:
                 raise StartupError(str(err)) from err
             self._bound_socket = True
+        self.engine.control_socket = _socket_path(sock, config.control_socket)  # jobs get it as AIFLOWD_SOCKET
         self.folder = WorkflowFolder(config.workflows_dir, self.loader, self.engine)
         self.server = ControlServer(
             sock,
@@ -345,3 +347,9 @@ def _instance_id(state_dir: str) -> str:
         return value
     except OSError as err:
         raise StartupError(f"{path}: cannot read the instance id: {err.strerror or err}") from err
+
+
+def _socket_path(sock: socket.socket, configured: str) -> str:
+    """The path clients reach ``sock`` at (systemd may have bound it elsewhere than configured)."""
+    name = sock.getsockname()
+    return name if isinstance(name, str) and name else configured

@@ -48,11 +48,14 @@ class ControlMethods:
             "workflow.start_execution": write(self.m_workflow_start_execution),
             "workflow.stop_execution": write(self.m_workflow_stop_execution),
             "workflow.pause_scheduling": write(self.m_pause),
+            "execution.show": read(self.m_execution_show),
             "workflow.resume_scheduling": write(self.m_resume),
             "job.list_executions": read(self.m_job_list_executions),
             "job.start_execution": write(self.m_job_start),
             "job.stop_execution": write(self.m_job_stop),
             "job.restart_execution": write(self.m_job_restart),
+            "job.stop_scheduling": write(self.m_job_stop_scheduling),
+            "job.resume_scheduling": write(self.m_job_resume_scheduling),
             "job.logs": read(self.m_job_logs),
             "event.send": write(self.m_event_send),
             "event.list": read(self.m_event_list),
@@ -149,6 +152,22 @@ class ControlMethods:
         ids = await self._ask(lambda engine: engine.stop_execution(name, int(execution) if execution is not None else None))
         return {"stopped": ids}
 
+    async def m_execution_show(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One workflow execution by id (ids are unique across workflows), with its job executions."""
+        try:
+            execution_id = int(params.get("execution"))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as err:
+            raise ControlError(BAD_REQUEST, "'execution' must be a whole number") from err
+
+        def show(engine: Engine) -> dict[str, Any]:
+            row = engine.store.execution(execution_id)
+            if row is None:
+                raise EngineError(f"no execution with id {execution_id}")
+            jobs = engine.store.job_executions(execution_id=execution_id, limit=100_000)
+            return {**row, "execution_id": row["id"], "jobs": [_job_row(job) for job in reversed(jobs)]}
+
+        return await self._ask(show)
+
     async def m_pause(self, params: dict[str, Any]) -> dict[str, Any]:
         name = _param(params, "workflow")
         await self._ask(lambda engine: engine.set_paused(name, True))
@@ -177,6 +196,22 @@ class ControlMethods:
 
     async def m_job_restart(self, params: dict[str, Any]) -> dict[str, Any]:
         return await self._job_action(params, JobAction.RESTART)
+
+    async def _hold(self, params: dict[str, Any], held: bool) -> dict[str, Any]:
+        job = _param(params, "job")
+        try:
+            execution_id = int(params.get("execution"))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as err:
+            raise ControlError(BAD_REQUEST, "'execution' must be a whole number") from err
+        await self._ask(lambda engine: engine.hold_job_rules(execution_id, job, held))
+        return {"execution_id": execution_id, "job": job, "held": held}
+
+    async def m_job_stop_scheduling(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Hold the rules of a job in one execution: events no longer start, stop or restart it."""
+        return await self._hold(params, True)
+
+    async def m_job_resume_scheduling(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._hold(params, False)
 
     async def m_job_logs(self, params: dict[str, Any]) -> Any:
         """A job's log in chunks of at most ``LOG_CHUNK`` bytes, read in a thread.
@@ -325,6 +360,7 @@ def _job_row(row: dict[str, Any]) -> dict[str, Any]:
         "exit_code": row["exit_code"],
         "message": row["message"],
         "reason": row["reason"],
+        "kind": row.get("kind", "start"),
         "log_path": row["log_path"],
     }
 

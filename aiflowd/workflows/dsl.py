@@ -2,7 +2,9 @@
 
 ``with job_config("job_1"): user_define_operation(processor=...)`` adds nodes to a job;
 passing an operation's output channel as another's ``input`` adds a DataEdge;
-``action_on_job_status`` / ``action_on_event`` add rules. Calls record into the active
+``action_on_job_status`` / ``action_on_event`` / ``action_on_all_events`` add rules;
+``start_workflow_execution_on_events`` / ``stop_workflow_execution_on_events`` set the
+workflow's triggers (recorded as rules without a job). Calls record into the active
 ``WorkflowBuilder``: the compiler activates one while it runs a definition; elsewhere
 (inside a job process that re-imports the definition to rebuild its processors) a
 throwaway builder takes the calls, so importing a definition is always harmless.
@@ -45,9 +47,9 @@ class NodeSpec:
 
 @dataclass
 class RuleSpec:
-    job: str
-    kind: str  # "status" or "event"
-    condition: dict[str, str]
+    job: str  # "" for a workflow trigger
+    kind: str  # "status", "event", "all_events", "start_workflow" or "stop_workflow"
+    condition: dict[str, Any]
     action: str
     file: str = ""
     line: int = 0
@@ -77,6 +79,11 @@ def building(builder: WorkflowBuilder) -> Iterator[WorkflowBuilder]:
 
 def _builder() -> WorkflowBuilder:
     return _active[-1]
+
+
+def defining() -> bool:
+    """Whether a definition is being compiled now (a builder other than the throwaway one is active)."""
+    return len(_active) > 1
 
 
 @contextlib.contextmanager
@@ -163,17 +170,67 @@ def action_on_event(
     event_type: str = ANY,
     sender: str | None = None,
     namespace: str = DEFAULT_NAMESPACE,
+    value_condition: str = "EQUALS",
     action: JobAction | str = JobAction.START,
 ) -> None:
-    """When an event matching all given fields (``*`` for any) arrives, do ``action`` to ``job_name``."""
-    condition = {
+    """When an event matching all given fields (``*`` for any) arrives, do ``action`` to ``job_name``.
+
+    AIFlow's parameters in AIFlow's order; ``value_condition`` ``UPDATED`` matches any value.
+    """
+    condition = event_fields(event_key, event_value, event_type, sender, namespace, value_condition)
+    _builder().rules.append(RuleSpec(job_name, "event", condition, _enum_value(JobAction, action, "action"), *_caller()))
+
+
+def event_fields(
+    event_key: str,
+    event_value: str = ANY,
+    event_type: str = ANY,
+    sender: str | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+    value_condition: str = "EQUALS",
+) -> dict[str, str]:
+    """One event a rule or trigger waits for, as the compiler sends it back (``*`` for any)."""
+    kind = str(getattr(value_condition, "value", value_condition)).upper()
+    if kind not in ("EQUALS", "UPDATE", "UPDATED"):
+        raise WorkflowDefinitionError(f"value_condition must be EQUALS or UPDATED, got {value_condition!r}")
+    return {
         "key": str(event_key),
-        "value": str(event_value),
+        "value": ANY if kind.startswith("UPDATE") else str(event_value),
         "event_type": str(event_type),
         "sender": ANY if sender is None else str(sender),
         "namespace": str(namespace),
     }
-    _builder().rules.append(RuleSpec(job_name, "event", condition, _enum_value(JobAction, action, "action"), *_caller()))
+
+
+def action_on_all_events(
+    job_name: str, events: list[dict[str, str]], action: JobAction | str = JobAction.START, repeated: list[bool] | None = None
+) -> None:
+    """Once every one of ``events`` (each made with ``event_fields``) has been seen, do ``action`` to ``job_name``.
+
+    Seen counts from the execution's start and again after each firing, except the events
+    whose ``repeated`` flag is set (AIFlow's ``EventLife.REPEATED``): they stay counted.
+    """
+    if not events:
+        raise WorkflowDefinitionError("action_on_all_events() needs at least one event")
+    flags = [bool(flag) for flag in (repeated if repeated is not None else [False] * len(events))]
+    if len(flags) != len(events):
+        raise WorkflowDefinitionError("action_on_all_events(): one 'repeated' flag per event")
+    condition = {"all": list(events), "repeated": flags}
+    _builder().rules.append(RuleSpec(job_name, "all_events", condition, _enum_value(JobAction, action, "action"), *_caller()))
+
+
+def start_workflow_execution_on_events(conditions: list[dict[str, Any]]) -> None:
+    """Start a new execution of this workflow whenever one of ``conditions`` holds.
+
+    Each condition is one event (``event_fields``) or ``{"all": [events], "repeated": [flags]}``.
+    A later call replaces the list; an empty list turns the triggers off.
+    """
+    _builder().rules.append(RuleSpec("", "start_workflow", {"conditions": list(conditions)}, "START", *_caller()))
+
+
+def stop_workflow_execution_on_events(conditions: list[dict[str, Any]]) -> None:
+    """Stop the running executions of this workflow whenever one of ``conditions`` holds (as above)."""
+    _builder().rules.append(RuleSpec("", "stop_workflow", {"conditions": list(conditions)}, "STOP", *_caller()))
 
 
 #: Frames of these folders are skipped when locating a rule: this module and the

@@ -26,7 +26,9 @@ from aiflowd.model import (
     DEFAULT_NAMESPACE,
     AINode,
     AISubGraph,
+    AllEventsCondition,
     ChangePolicy,
+    Condition,
     DataEdge,
     EventCondition,
     JobAction,
@@ -36,6 +38,7 @@ from aiflowd.model import (
     ProcessorRef,
     Rule,
     Status,
+    TriggerCondition,
     Workflow,
     parse_duration,
 )
@@ -46,7 +49,14 @@ from aiflowd.workflows.errors import LoadError, Problem, suggest
 from aiflowd.workflows.yamlfile import Path, RefusedFile, YamlDocument, format_path, open_regular, printable, read_yaml, refusal
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-WORKFLOW_KEYS = {"periodic_config", "properties", "dependencies", "on_change", "start_new_workflow_execution_on_events"}
+WORKFLOW_KEYS = {
+    "periodic_config",
+    "properties",
+    "dependencies",
+    "on_change",
+    "start_new_workflow_execution_on_events",
+    "stop_workflow_execution_on_events",
+}
 JOB_KEYS = {
     "job_type",
     "properties",
@@ -57,11 +67,15 @@ JOB_KEYS = {
     "timeout",
     "action_on_job_status",
     "action_on_event",
+    "action_on_events",
 }
 LOGIC_KEYS = {"bash_command", "output_encoding", "processor", "args", "main_jar_file", "entry_class", "sql", "sql_file"}
 STATUS_RULE_KEYS = {"upstream_job", "upstream_job_status", "action"}
-EVENT_KEYS = {"event_key", "event_value", "event_type", "sender", "namespace"}
+EVENT_KEYS = {"event_key", "event_value", "event_type", "sender", "namespace", "value_condition", "life"}
 EVENT_RULE_KEYS = EVENT_KEYS | {"action"}
+#: A several-event condition (AIFlow's MeetAll/MeetAnyEventCondition): in a job's
+#: ``action_on_events`` (with an action) and in a workflow's start/stop triggers.
+EVENTS_KEYS = {"condition", "events"}
 PERIODIC_KEYS = {"cron", "interval", "start_date", "timezone"}
 CONFIG_NAMES = ("workflow.yaml",)
 MAX_HASHED_FILES = 10_000
@@ -314,7 +328,7 @@ class _Load:
         compiled = self.compile(yaml_jobs)
         graphs = self.build_graphs(workflow, yaml_jobs, configs, compiled)
         workflow.jobs = graphs
-        rules = self.yaml_rules(yaml_jobs) + self.dsl_rules(compiled)
+        rules = self.yaml_rules(yaml_jobs) + self.dsl_rules(compiled, workflow)
         workflow.rules = [rule for rule, _ in rules]
         self.check_rules(workflow, rules)
         jobs = self.generate(workflow, yaml_jobs)
@@ -348,12 +362,17 @@ class _Load:
                 workflow.on_change = ChangePolicy(value)
             except ValueError:
                 self.problem((key,), f"must be one of restart, wait, ignore; got {value!r}")
-        elif key == "start_new_workflow_execution_on_events":
-            workflow.start_on_events = [
-                condition
-                for i, item in enumerate(self.sequence((key,), value))
-                if (condition := self.event_condition((key, i), item, EVENT_KEYS)) is not None
-            ]
+        elif key in ("start_new_workflow_execution_on_events", "stop_workflow_execution_on_events"):
+            conditions: list[TriggerCondition] = []
+            for i, item in enumerate(self.sequence((key,), value)):
+                if isinstance(item, dict) and "events" in item:
+                    conditions += self.events_conditions((key, i), item, EVENTS_KEYS)
+                elif (condition := self.event_condition((key, i), item, EVENT_KEYS)) is not None:
+                    conditions.append(condition)
+            if key.startswith("start"):
+                workflow.start_on_events = conditions
+            else:
+                workflow.stop_on_events = conditions
 
     def job_config(self, name: str, job: dict[str, Any]) -> JobConfig:
         for key in job:
@@ -468,14 +487,41 @@ class _Load:
         if "event_key" not in item:
             self.problem(path, "needs 'event_key' ('*' matches any key)")
             return None
+        value_condition = str(item.get("value_condition", "EQUALS")).upper()
+        if value_condition not in ("EQUALS", "UPDATED", "UPDATE"):
+            self.problem((*path, "value_condition"), f"must be EQUALS or UPDATED (any new value), got {item['value_condition']!r}")
+        if str(item.get("life", "ONCE")).upper() not in ("ONCE", "REPEATED"):
+            self.problem((*path, "life"), f"must be ONCE or REPEATED, got {item['life']!r}")
         return EventCondition(
             key=str(item["event_key"]),
-            value=str(item.get("event_value", ANY)),
+            value=ANY if value_condition.startswith("UPDATE") else str(item.get("event_value", ANY)),
             event_type=str(item.get("event_type", ANY)),
             sender=str(item.get("sender", ANY)),
             namespace=str(item.get("namespace", DEFAULT_NAMESPACE)),
         )
 
+    def events_conditions(self, path: Path, item: dict[str, Any], allowed: set[str]) -> list[TriggerCondition]:
+        """``{condition: all|any, events: [...]}``: one AllEventsCondition, or one condition per event for ``any``."""
+        for key in item:
+            if key not in allowed:
+                self.problem((*path, key), f"unknown key ({suggest(key, allowed)})")
+        kind = str(item.get("condition", "all")).lower()
+        if kind not in ("all", "any", "meet_all", "meet_any"):
+            self.problem((*path, "condition"), f"must be 'all' or 'any', got {item.get('condition')!r}")
+            return []
+        events: list[EventCondition] = []
+        repeated: list[bool] = []
+        for i, wanted in enumerate(self.sequence((*path, "events"), item.get("events"))):
+            if (condition := self.event_condition((*path, "events", i), wanted, EVENT_KEYS)) is not None:
+                events.append(condition)
+                repeated.append(str(wanted.get("life", "ONCE")).upper() == "REPEATED")
+        if not events:
+            if item.get("events") is None:
+                self.problem(path, "needs 'events': a list of event mappings")
+            return []
+        if kind.endswith("any") or len(events) == 1:
+            return list(events)
+        return [AllEventsCondition(tuple(events), tuple(repeated))]
     def action(self, path: Path, value: Any) -> JobAction | None:
         try:
             return JobAction(str(value).upper())
@@ -508,6 +554,15 @@ class _Load:
                 action = self.action((*path, "action"), item.get("action", "START")) if condition else None
                 if condition is not None and action is not None:
                     rules.append((Rule(name, condition, action), self.doc.problem_at(path)))
+            for i, item in enumerate(self.sequence((name, "action_on_events"), job.get("action_on_events"))):
+                path = (name, "action_on_events", i)
+                if not isinstance(item, dict):
+                    self.problem(path, "must be a mapping with 'condition' (all or any), 'events' and 'action'")
+                    continue
+                conditions = self.events_conditions(path, item, EVENTS_KEYS | {"action"})
+                action = self.action((*path, "action"), item.get("action", "START"))
+                if action is not None:
+                    rules += [(Rule(name, condition, action), self.doc.problem_at(path)) for condition in conditions]
         return rules
 
     # -- the Python side -----------------------------------------------------------
@@ -628,12 +683,23 @@ class _Load:
         paths = {path for job in yaml_jobs.values() if (path := chosen(job.get("properties")))}
         return paths.pop() if len(paths) == 1 else self.loader.settings.python
 
-    def dsl_rules(self, compiled: dict[str, Any]) -> list[LocatedRule]:
+    def dsl_rules(self, compiled: dict[str, Any], workflow: Workflow | None = None) -> list[LocatedRule]:
+        """The definition's rules; its workflow triggers (rules without a job) go to ``workflow``."""
         rules: list[LocatedRule] = []
         for item in compiled.get("rules", []):
-            condition: JobStatusCondition | EventCondition
+            condition: Condition
+            if item["kind"] in ("start_workflow", "stop_workflow"):
+                if workflow is not None:
+                    triggers = [_trigger_condition(c) for c in item["condition"]["conditions"]]
+                    if item["kind"] == "start_workflow":
+                        workflow.start_on_events = triggers
+                    else:
+                        workflow.stop_on_events = triggers
+                continue
             if item["kind"] == "status":
                 condition = JobStatusCondition(item["condition"]["upstream_job"], item["condition"]["status"])
+            elif item["kind"] == "all_events":
+                condition = _trigger_condition(item["condition"])
             else:
                 condition = EventCondition(**item["condition"])
             file, line = item.get("file") or self.source.definition_file or "", item.get("line", 0)
@@ -872,3 +938,10 @@ def loader_for(
     errors = registry.discover(plugin_modules, plugin_paths)
     settings = LoaderSettings(compile_timeout=compile_timeout, plugin_paths=[os.path.abspath(p) for p in plugin_paths])
     return WorkflowLoader(registry, settings), errors
+
+
+def _trigger_condition(data: dict[str, Any]) -> TriggerCondition:
+    """A condition the DSL recorded: ``{"all": [events], "repeated": [flags]}`` or one event's fields."""
+    if "all" in data:
+        return AllEventsCondition(tuple(EventCondition(**e) for e in data["all"]), tuple(bool(r) for r in data["repeated"]))
+    return EventCondition(**data)

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from aiflowd.compat import COMPAT_PATH, enable
-from aiflowd.model import ANY, Event, EventCondition, JobAction, Status
+from aiflowd.model import ANY, AllEventsCondition, Event, EventCondition, JobAction, Status
 from aiflowd.workflows.errors import LoadError
 from aiflowd.workflows.loader import WorkflowLoader
 
@@ -45,8 +45,8 @@ def test_names_not_offered_yet_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
     import ai_flow as af
     from ai_flow_plugins.job_plugins import flink
 
-    with pytest.raises(NotImplementedError, match=r"ai_flow.workflow_operation is not available in aiflowd yet: .*aiflowctl"):
-        af.workflow_operation  # noqa: B018 - the access is what is tested
+    with pytest.raises(NotImplementedError, match=r"ai_flow.current_graph is not available in aiflowd yet"):
+        af.current_graph  # noqa: B018 - the access is what is tested
     with pytest.raises(NotImplementedError, match=r"set_flink_env is not available in aiflowd yet \(see docs/aiflow.md\)"):
         from ai_flow_plugins.job_plugins.flink import set_flink_env  # noqa: F401
     with pytest.raises(AttributeError):
@@ -75,19 +75,18 @@ def test_event_rules_take_aiflows_arguments(loader: WorkflowLoader, tmp_path: Pa
     ]
 
 
-def test_meet_all_of_several_events_is_refused_at_its_line(loader: WorkflowLoader, tmp_path: Path) -> None:
+def test_meet_all_of_several_events_is_one_rule_waiting_for_all(loader: WorkflowLoader, tmp_path: Path) -> None:
     definition = (
         HEAD
         + "with af.job_config('job_1'):\n    af.user_define_operation(processor=BashProcessor('echo 1'))\n"
-        + "both = af.MeetAllEventCondition().add_event('a', 'x').add_event('b', 'y')\n"
+        + "both = af.MeetAllEventCondition().add_event('a', 'x').add_event('b', 'y', life=af.EventLife.REPEATED)\n"
         + "af.action_on_events('job_1', both, af.JobAction.START)\n"
     )
     folder = aiflow_workflow(tmp_path, "all", "job_1:\n  job_type: bash\n", definition)
-    with pytest.raises(LoadError) as caught:
-        loader.load(str(folder))
-    [problem] = caught.value.problems
-    assert (Path(problem.file).name, problem.line) == ("all.py", 9)
-    assert "MeetAllEventCondition of several events is not supported by aiflowd yet" in problem.message
+    [rule] = loader.load(str(folder)).workflow.rules
+    assert rule.condition == AllEventsCondition(
+        (EventCondition("a", "x", sender="*", namespace="default"), EventCondition("b", "y", sender="*", namespace="default")), (False, True)
+    )
 
 
 def test_a_bad_rule_is_reported_at_the_definitions_line(loader: WorkflowLoader, tmp_path: Path) -> None:

@@ -280,6 +280,8 @@ async def test_schedule_on_status(loader: WorkflowLoader, tmp_path: Path) -> Non
     }
     assert logs["job_3"] == ["job_3\n", "job_3\n"]
     assert execution.status == Status.KILLED  # a job was stopped, by design of the rules
+    assert [(run.job, run.kind) for run in runs if run.job == "job_3"] == [("job_3", "start"), ("job_3", "restart")]
+    assert [run.stopped_by for run in runs if run.job == "job_2"] == ["rule"]
 
 
 def run_once(folder: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -326,3 +328,27 @@ def test_dropped_into_a_running_daemons_folder(tmp_path: Path) -> None:
             assert daemon.ctl("job", "logs", name, "job_1").stdout == f"Greetings from {name}\n"
     finally:
         daemon.close()
+
+
+def test_run_once_succeeds_when_its_rules_stop_a_job_by_design(tmp_path: Path) -> None:
+    """AIFlow's scheduling-on-status demo ends KILLED by design: run-once exits 0 and shows the restart as one."""
+    yaml_text = "job_1:\n  job_type: bash\njob_2:\n  job_type: bash\njob_3:\n  job_type: bash\njob_4:\n  job_type: bash"
+    (tmp_path / "flags").mkdir()
+    folder = aiflow_workflow(tmp_path / "workflows", "schedule_on_status", yaml_text, schedule_on_status(tmp_path / "flags"))
+    result = run_once(folder, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "execution of schedule_on_status: KILLED (jobs stopped by its rules, by design)" in result.stdout
+    assert "job_3                RUNNING   (restart: job_2 KILLED)" in result.stdout
+    assert "--- job_3 (run 2, restart) log:" in result.stdout
+    assert "attempt" not in result.stdout
+
+
+def test_run_once_fails_when_a_job_fails(tmp_path: Path) -> None:
+    definition = (
+        "import ai_flow as af\nfrom ai_flow_plugins.job_plugins.bash import BashProcessor\naf.init_ai_flow_context()\n"
+        "with af.job_config('job_1'):\n    af.user_define_operation(processor=BashProcessor('exit 3'))\n"
+    )
+    folder = aiflow_workflow(tmp_path / "workflows", "failing", "job_1:\n  job_type: bash\n", definition)
+    result = run_once(folder, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "execution of failing: FAILED" in result.stdout

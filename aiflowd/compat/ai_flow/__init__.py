@@ -9,11 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from ai_flow.api import workflow_operation
 from ai_flow.api.ai_flow_context import init_ai_flow_context
 from ai_flow.api.ops import action_on_event, action_on_events, action_on_job_status, transform, user_define_operation
+from ai_flow.client.ai_flow_client import get_ai_flow_client
+from ai_flow.client.notification_client import get_notification_client
 from ai_flow.context.job_context import current_job_name, job_config
 from ai_flow.context.workflow_config_loader import current_workflow_config
-from ai_flow.workflow.control_edge import EventCondition, EventLife, JobAction, MeetAllEventCondition, MeetAnyEventCondition, ValueCondition
+from ai_flow.workflow.control_edge import (
+    EventCondition,
+    EventLife,
+    JobAction,
+    MeetAllEventCondition,
+    MeetAnyEventCondition,
+    ValueCondition,
+    WorkflowAction,
+)
 from ai_flow.workflow.job_config import JobConfig
 from ai_flow.workflow.status import Status
 from ai_flow.workflow.workflow_config import WorkflowConfig
@@ -27,28 +38,29 @@ __all__ = [
     "MeetAnyEventCondition",
     "Status",
     "ValueCondition",
+    "WorkflowAction",
     "WorkflowConfig",
     "action_on_event",
     "action_on_events",
     "action_on_job_status",
     "current_job_name",
     "current_workflow_config",
+    "get_ai_flow_client",
+    "get_notification_client",
     "init_ai_flow_context",
     "job_config",
     "transform",
     "user_define_operation",
+    "workflow_operation",
 ]
 
 #: AIFlow 0.3 names aiflowd does not offer yet, and what to use meanwhile.
 NOT_YET = {
-    "workflow_operation": "control executions with aiflowctl (workflow/job start-execution, stop-execution, ...)",
     "current_graph": "",
     "current_project_config": "",
     "current_project_context": "",
     "init_notebook_context": "",
     "init_ai_flow_client": "",
-    "get_ai_flow_client": "",
-    "get_notification_client": "send events with 'aiflowctl event send KEY VALUE'",
     "set_context_extractor": "",
     "action_on_model_version_event": "AIFlow's metadata services are not part of aiflowd",
     "read_dataset": "AIFlow's metadata services are not part of aiflowd; use user_define_operation",

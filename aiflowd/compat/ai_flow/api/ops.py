@@ -2,8 +2,10 @@
 
 ``user_define_operation``, ``job_config`` and ``action_on_job_status`` are aiflowd's own
 (same signatures). ``transform`` is a named ``user_define_operation``. AIFlow's event
-rules are translated: a MEET_ANY condition becomes one aiflowd rule per event, the
-``UNDEFINED`` event type means any type, and ``ValueCondition.UPDATED`` any value.
+rules are translated: a MEET_ANY condition becomes one aiflowd rule per event, a
+MEET_ALL one of several events one rule waiting for all of them (each event's
+``EventLife`` kept), the ``UNDEFINED`` event type means any type, and
+``ValueCondition.UPDATED`` any value.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ai_flow.workflow.control_edge import (
     UNDEFINED_EVENT_TYPE,
     ConditionType,
     EventCondition,
+    EventLife,
     EventMeetConfig,
     MeetAnyEventCondition,
     ValueCondition,
@@ -23,7 +26,7 @@ from aiflowd.model import ANY, DEFAULT_NAMESPACE, JobAction
 from aiflowd.workflows import dsl
 from aiflowd.workflows.dsl import Channel, WorkflowDefinitionError, action_on_job_status, user_define_operation
 
-__all__ = ["action_on_event", "action_on_events", "action_on_job_status", "transform", "user_define_operation"]
+__all__ = ["action_on_event", "action_on_events", "action_on_job_status", "transform", "trigger_conditions", "user_define_operation"]
 
 
 def transform(
@@ -54,30 +57,50 @@ def action_on_event(
 def action_on_events(job_name: str, event_condition: EventCondition, action: JobAction) -> None:
     """When ``event_condition`` holds, do ``action`` to ``job_name``.
 
-    MEET_ANY conditions (and MEET_ALL ones of a single event) are supported; a MEET_ALL
-    condition of several events is refused, as aiflowd cannot yet wait for all of them.
+    MEET_ANY: any one of its events; MEET_ALL: each of its events seen since the execution
+    started, or since the rule last fired (an event of ``EventLife.REPEATED`` stays seen).
     """
+    _check(event_condition)
+    if event_condition.condition_type == ConditionType.MEET_ALL and len(event_condition.events) > 1:
+        repeated = [EventLife(wanted.life) == EventLife.REPEATED for wanted in event_condition.events]
+        dsl.action_on_all_events(job_name, [_fields(wanted) for wanted in event_condition.events], action, repeated)
+        return
+    for wanted in event_condition.events:
+        dsl.action_on_event(job_name, action=action, **_arguments(wanted))
+
+
+def trigger_conditions(conditions: list[EventCondition]) -> list[dict[str, Any]]:
+    """AIFlow's workflow trigger conditions as aiflowd's DSL takes them (one per MEET_ANY event)."""
+    if not isinstance(conditions, (list, tuple)):
+        raise WorkflowDefinitionError(f"event_conditions must be a list of MeetAnyEventCondition/MeetAllEventCondition, got {conditions!r}")
+    result: list[dict[str, Any]] = []
+    for condition in conditions:
+        _check(condition)
+        if condition.condition_type == ConditionType.MEET_ALL and len(condition.events) > 1:
+            repeated = [EventLife(wanted.life) == EventLife.REPEATED for wanted in condition.events]
+            result.append({"all": [_fields(wanted) for wanted in condition.events], "repeated": repeated})
+        else:
+            result += [_fields(wanted) for wanted in condition.events]
+    return result
+
+
+def _check(event_condition: Any) -> None:
     if not isinstance(event_condition, EventCondition):
         raise WorkflowDefinitionError(f"event_condition must be a MeetAnyEventCondition or MeetAllEventCondition, got {event_condition!r}")
     if not event_condition.events:
         raise WorkflowDefinitionError("event_condition has no events: add some with add_event()")
-    if event_condition.condition_type == ConditionType.MEET_ALL and len(event_condition.events) > 1:
-        raise WorkflowDefinitionError(
-            "a MeetAllEventCondition of several events is not supported by aiflowd yet; use MeetAnyEventCondition, or one event per rule"
-        )
-    for wanted in event_condition.events:
-        _add_rule(job_name, wanted, action)
 
 
-def _add_rule(job_name: str, wanted: EventMeetConfig, action: JobAction) -> None:
-    value = ANY if ValueCondition(wanted.value_condition) == ValueCondition.UPDATED else wanted.event_value
-    event_type = ANY if wanted.event_type in (None, UNDEFINED_EVENT_TYPE) else wanted.event_type
-    dsl.action_on_event(
-        job_name,
-        wanted.event_key,
-        event_value=value,
-        event_type=event_type,
-        sender=wanted.sender,
-        namespace=wanted.namespace,
-        action=action,
-    )
+def _arguments(wanted: EventMeetConfig) -> dict[str, Any]:
+    return {
+        "event_key": wanted.event_key,
+        "event_value": wanted.event_value,
+        "event_type": ANY if wanted.event_type in (None, UNDEFINED_EVENT_TYPE) else wanted.event_type,
+        "sender": wanted.sender,
+        "namespace": wanted.namespace,
+        "value_condition": ValueCondition(wanted.value_condition).name,
+    }
+
+
+def _fields(wanted: EventMeetConfig) -> dict[str, str]:
+    return dsl.event_fields(**_arguments(wanted))

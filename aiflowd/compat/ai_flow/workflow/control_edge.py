@@ -26,6 +26,7 @@ __all__ = [
     "MeetAllEventCondition",
     "MeetAnyEventCondition",
     "ValueCondition",
+    "WorkflowAction",
 ]
 
 
@@ -36,8 +37,20 @@ class ConditionType(str, enum.Enum):
     MEET_ANY = "MEET_ANY"
 
 
+class WorkflowAction(str, enum.Enum):
+    """What a workflow trigger does: start a new execution, or stop the running ones."""
+
+    START = "START"
+    STOP = "STOP"
+    NONE = "NONE"
+
+
 class EventLife(str, enum.Enum):
-    """Whether a seen event counts once or keeps counting (it matters only to MEET_ALL)."""
+    """Whether a seen event counts once or keeps counting after its MEET_ALL rule fired.
+
+    ONCE: the event must come again before the rule can fire again; REPEATED: it stays
+    seen, so each new match of the other events fires again. No effect on MEET_ANY.
+    """
 
     ONCE = "ONCE"
     REPEATED = "REPEATED"
