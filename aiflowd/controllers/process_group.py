@@ -246,6 +246,12 @@ class ProcessGroup:
         try:
             os.killpg(self.pid, signum)
         except ProcessLookupError:
+            if self._wrapper_alive():
+                # Forked by the spawner but not yet in its own session (the spawner answers
+                # before the exec): the group does not exist yet, the wrapper-to-be does.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signum)
+                    return True
             return bool(escaped)
         except PermissionError:
             return True
@@ -263,8 +269,8 @@ class ProcessGroup:
             group_left = False
         except PermissionError:
             group_left = True
-        if not group_left and not wrapper_alive:
-            return False
+        if not group_left:
+            return wrapper_alive  # alive without its group: forked, its session not made yet
         if not wrapper_alive and _can_reap() and read_exit_status(self.status_path) is not None:
             # The common case at a job's end (the wrapper's zombie lingers a moment in its
             # spawner), without reading all of /proc: a subreaper wrapper records a status

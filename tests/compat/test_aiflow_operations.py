@@ -268,7 +268,8 @@ def test_events_start_and_stop_executions(daemon: Daemon, tmp_path: Path) -> Non
     )
     folder = aiflow_workflow(tmp_path / "staging", "aiflow", "long:\n  job_type: bash\n", definition)
     folder.rename(daemon.workflows / "aiflow")
-    wait_for(lambda: {w["workflow"] for w in client.list_workflows()} == {"triggered", "aiflow"}, timeout=20)
+    # served, not only listed as still loading: a trigger only sees events that come after
+    wait_for(lambda: {(w["workflow"], w["status"]) for w in client.list_workflows()} == {("triggered", "active"), ("aiflow", "active")}, timeout=20)
     assert client.list_executions("triggered") == [] and client.list_executions("aiflow") == []
     # a stop trigger alone stops what the file's arrival started
     daemon.write_workflow("stoppable.yaml", "stop_workflow_execution_on_events: [{event_key: halt}]\nlong:\n  job_type: bash\n  bash_command: sleep 60\n")

@@ -456,3 +456,19 @@ def test_a_daemon_killed_with_sigkill_leaves_its_jobs_running(daemon: Daemon, ma
     job = wait_for(lambda: carrying(marker), timeout=20)[0]
     daemon.kill9()
     assert pid_alive(job)
+
+
+async def test_a_wrapper_stopped_before_it_made_its_session_is_still_stopped(tmp_path: Path) -> None:
+    """The spawner answers before its child's setsid and exec: a stop in that moment found no
+    group, reported "nothing left" and then waited for the job for ever (seen as a restart
+    request that did nothing). A process not yet leading a group stands in for that child."""
+    child = subprocess.Popen(["sleep", "30"])  # in our group, so no group has its pid
+    try:
+        group = ProcessGroup.attach(child.pid, process_group.process_start_time(child.pid) or 0, str(tmp_path / "status"))
+        assert group.has_members()
+        assert group.signal_group(signal.SIGTERM)
+        assert child.wait(timeout=10) == -signal.SIGTERM
+        group.close()
+    finally:
+        child.kill()
+        child.wait()
