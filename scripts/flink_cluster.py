@@ -392,6 +392,9 @@ def start(cluster: Cluster) -> str:
             return cluster.url  # already running, and it is ours
         pids = ", ".join(f"{r.role} {r.pid}" for r in live)
         raise ClusterError(f"part of the cluster of {cluster.workdir} runs ({pids}) but it does not answer as a cluster; run stop first")
+    older = older_script_jvms(cluster)
+    if older:
+        raise ClusterError(f"a cluster an older version of this script started runs ({_pids(older)}); run stop first")
     for name, port in cluster.ports.items():
         if not port_free(port):
             raise ClusterError(f"port {port} ({name}) is taken by another process{holder(port)}; choose other ports (FLINK_PORT_BASE)")
@@ -467,9 +470,35 @@ def start(cluster: Cluster) -> str:
 # --- stop, status ----------------------------------------------------------------------
 
 
+def _pids(recorded: list[Recorded]) -> str:
+    return ", ".join(f"{r.role} {r.pid}" for r in recorded)
+
+
+def older_script_jvms(cluster: Cluster) -> list[Recorded]:
+    """JVMs of this work folder listed in the pid files of Flink's own scripts, as an older version of this script left them.
+
+    Each must still run with this work folder's config folder on its command line: a pid
+    reused by another program is not touched.
+    """
+    marker = f"--configDir\0{cluster.workdir / 'conf'}\0".encode()
+    found = []
+    for path in sorted((cluster.workdir / "pid").glob("flink-aiflowd-*.pid")):
+        role = "jobmanager" if "standalonesession" in path.name else "taskmanager"
+        for word in path.read_text().split():
+            begun = start_time(int(word)) if word.isdigit() else None
+            try:
+                command = Path(f"/proc/{word}/cmdline").read_bytes() + b"\0"
+            except OSError:
+                continue
+            if begun is not None and marker in command:
+                found.append(Recorded(role, int(word), begun))
+    return found
+
+
 def stop(cluster: Cluster) -> str:
     recorded = read_pids(cluster)
     live = [r for r in recorded if r.alive()]
+    live += [r for r in older_script_jvms(cluster) if r.pid not in {known.pid for known in live}]
     end(live, STOP_TIMEOUT)
     cluster.pid_file.unlink(missing_ok=True)
     if not live:
@@ -492,6 +521,9 @@ def status(cluster: Cluster) -> tuple[int, str]:
             what = "does not answer" if answer is None else "answers for another cluster"
             return 1, f"broken: {cluster.url} {what}, though this work folder's JVMs run ({pids})"
         return 0, f"running at {cluster.url}, {free} task slots free ({pids})"
+    older = older_script_jvms(cluster)
+    if older:
+        return 1, f"a cluster an older version of this script started runs ({_pids(older)}); run stop, then start"
     if not port_free(cluster.ports["rest"]) or rest_token(cluster, 1.0) is not None:
         port = cluster.ports["rest"]
         return 1, f"port {port} is taken by another process{holder(port)}: not the cluster of {cluster.workdir}"
