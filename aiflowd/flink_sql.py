@@ -12,7 +12,9 @@ SET BEGIN ... END;``) groups INSERTs into one job, ``ADD JAR '...'`` adds a jar.
 
 :func:`split_script` raises :class:`SqlSyntaxError` (with its line) where the text does
 not split at all; :func:`validate` reports every statement that will not run, each with
-its line, without raising. Pure functions: no Flink, no files.
+its line, without raising; :func:`plan` turns a valid script into the steps a runner
+takes (set, reset, add a jar, execute at once, start a job). Pure functions: no Flink,
+no files.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class SqlSyntaxError(ValueError):
     """The script does not split into statements (an unterminated quote or comment, or no statement)."""
 
     def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"{message} starting on line {line}" if line else message)
+        where = "starting on" if message.startswith("unterminated") else "on"
+        super().__init__(f"{message} {where} line {line}" if line else message)
         self.line = line
         self.message = message
 
@@ -245,3 +248,62 @@ def validate(text: str) -> list[SqlProblem]:
     if opened is not None:
         problems.append(SqlProblem(opened.line, "BEGIN STATEMENT SET without END"))
     return sorted(problems, key=lambda p: p.line)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing a runner does for a script, in order, as the SQL client would.
+
+    ``action`` is one of:
+
+    - ``set``: put ``key`` = ``value`` in the table environment's configuration (for the
+      statements and jobs that follow);
+    - ``reset``: take ``key`` back to the value the job started with (``key`` None: every key);
+    - ``add_jar``: make the jar at ``value`` part of the jobs that follow (``pipeline.jars``,
+      and the class path of the statements that follow);
+    - ``execute``: run ``statements[0]`` at once with ``execute_sql`` (DDL, SHOW, ...; no job);
+    - ``job``: start one Flink job: ``statements`` are the INSERTs of one statement set (one
+      INSERT outside a set is a set of its own), or, with ``direct``, one statement that
+      ``execute_sql`` turns into a job (CREATE TABLE AS, EXECUTE, DELETE, ...).
+    """
+
+    action: str
+    line: int
+    statements: tuple[str, ...] = ()
+    key: str | None = None
+    value: str | None = None
+    direct: bool = False
+
+
+def plan(text: str) -> list[Step]:
+    """The steps that run a script; raises SqlSyntaxError naming the first problem validate() finds."""
+    problems = validate(text)
+    if problems:
+        raise SqlSyntaxError(problems[0].line, problems[0].message)
+    steps: list[Step] = []
+    opened: Statement | None = None
+    inserts: list[str] = []
+    for s in split_script(text):
+        if s.kind == Kind.BEGIN_STATEMENT_SET:
+            opened, inserts = s, []
+        elif s.kind == Kind.END:
+            if inserts:  # an empty set starts no job, as in the SQL client
+                assert opened is not None
+                steps.append(Step("job", opened.line, tuple(inserts)))
+            opened = None
+        elif opened is not None:
+            inserts.append(s.text)
+        elif s.kind == Kind.SET:
+            if s.key is not None:  # SET alone only lists the settings
+                steps.append(Step("set", s.line, key=s.key, value=s.value))
+        elif s.kind == Kind.RESET:
+            steps.append(Step("reset", s.line, key=s.key))
+        elif s.kind == Kind.ADD_JAR:
+            steps.append(Step("add_jar", s.line, value=s.value))
+        elif s.kind == Kind.INSERT:
+            steps.append(Step("job", s.line, (s.text,)))
+        elif s.starts_job:
+            steps.append(Step("job", s.line, (s.text,), direct=True))
+        else:
+            steps.append(Step("execute", s.line, (s.text,)))
+    return steps

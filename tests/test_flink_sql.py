@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from aiflowd.flink_sql import Kind, SqlProblem, SqlSyntaxError, Statement, split_script, validate
+from aiflowd.flink_sql import Kind, SqlProblem, SqlSyntaxError, Statement, Step, plan, split_script, validate
 
 
 def script(text: str) -> str:
@@ -169,3 +169,41 @@ def test_statements_are_plain_values() -> None:
     [statement] = split_script("SET 'a' = 'b'")
     assert statement == Statement(Kind.SET, "SET 'a' = 'b'", 1, "a", "b")
     assert Kind.ADD_JAR.value == "ADD JAR"
+
+
+def test_plan_runs_a_script_as_the_sql_client_does() -> None:
+    text = script(
+        """
+        SET 'execution.runtime-mode' = 'batch';
+        SET;
+        ADD JAR '/opt/udfs.jar';
+        CREATE TABLE a (n INT) WITH ('connector' = 'blackhole');
+        INSERT INTO a SELECT 1;
+        BEGIN STATEMENT SET;
+        INSERT INTO a SELECT 2;
+        INSERT INTO a SELECT 3;
+        END;
+        BEGIN STATEMENT SET;
+        END;
+        RESET 'execution.runtime-mode';
+        CREATE TABLE b WITH ('connector' = 'blackhole') AS SELECT 4 AS n;
+        RESET;
+        """
+    )
+    assert plan(text) == [
+        Step("set", 1, key="execution.runtime-mode", value="batch"),
+        Step("add_jar", 3, value="/opt/udfs.jar"),
+        Step("execute", 4, ("CREATE TABLE a (n INT) WITH ('connector' = 'blackhole')",)),
+        Step("job", 5, ("INSERT INTO a SELECT 1",)),
+        Step("job", 6, ("INSERT INTO a SELECT 2", "INSERT INTO a SELECT 3")),
+        Step("reset", 12, key="execution.runtime-mode"),
+        Step("job", 13, ("CREATE TABLE b WITH ('connector' = 'blackhole') AS SELECT 4 AS n",), direct=True),
+        Step("reset", 14),
+    ]
+
+
+def test_plan_refuses_a_script_that_will_not_run() -> None:
+    with pytest.raises(SqlSyntaxError) as info:
+        plan("CREATE TABLE a (n INT);\nEND;\nSELECT 1;")
+    assert (info.value.line, info.value.message) == (2, "END without BEGIN STATEMENT SET")
+    assert str(info.value) == "END without BEGIN STATEMENT SET on line 2"
