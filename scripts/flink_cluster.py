@@ -255,7 +255,9 @@ def holder(port: int) -> str:
 
 
 def get(url: str, timeout: float) -> Any:
-    with urllib.request.urlopen(url, timeout=max(timeout, 0.05)) as answer:
+    if timeout <= 0:
+        raise TimeoutError(url)
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
         return json.load(answer)
 
 
@@ -268,15 +270,19 @@ def rest_token(cluster: Cluster, timeout: float = 2.0) -> str | None:
     return next((str(e.get("value")) for e in entries if e.get("key") == TOKEN_KEY), "")
 
 
-def free_slots(cluster: Cluster, token: str, timeout: float) -> int:
-    """Free task slots of our cluster with our TaskManager registered; -1 until so."""
+def free_slots(cluster: Cluster, token: str, deadline: float) -> int:
+    """Free task slots of our cluster with our TaskManager registered; -1 until so. No call outlasts ``deadline`` (monotonic)."""
+
+    def left() -> float:
+        return min(1.0, deadline - time.monotonic())
+
     try:
-        if rest_token(cluster, timeout) != token:
+        if rest_token(cluster, left()) != token:
             return -1
-        managers = get(cluster.url + "/taskmanagers", timeout).get("taskmanagers", [])
+        managers = get(cluster.url + "/taskmanagers", left()).get("taskmanagers", [])
         if not any(m.get("id") == f"aiflowd-{token}" for m in managers):
             return -1
-        return int(get(cluster.url + "/overview", timeout).get("slots-available", 0))
+        return int(get(cluster.url + "/overview", left()).get("slots-available", 0))
     except (OSError, ValueError):
         return -1
 
@@ -388,7 +394,7 @@ def start(cluster: Cluster) -> str:
     live = [r for r in recorded if r.alive()]
     if live:
         token = cluster.token_file.read_text().strip() if cluster.token_file.exists() else ""
-        if {r.role for r in live} == set(ROLES) and free_slots(cluster, token, 2.0) >= 0:
+        if {r.role for r in live} == set(ROLES) and free_slots(cluster, token, time.monotonic() + 3.0) >= 0:
             return cluster.url  # already running, and it is ours
         pids = ", ".join(f"{r.role} {r.pid}" for r in live)
         raise ClusterError(f"part of the cluster of {cluster.workdir} runs ({pids}) but it does not answer as a cluster; run stop first")
@@ -450,7 +456,7 @@ def start(cluster: Cluster) -> str:
                     launch("taskmanager", tm_args)
                 else:
                     rpc_inodes = set()
-            elif free_slots(cluster, token, min(1.0, deadline - time.monotonic())) > 0:
+            elif free_slots(cluster, token, deadline) > 0:
                 done = True
                 return cluster.url
             if time.monotonic() >= deadline:
@@ -515,7 +521,7 @@ def status(cluster: Cluster) -> tuple[int, str]:
         missing = [role for role in ROLES if role not in {r.role for r in live}]
         if missing:
             return 1, f"broken: the {' and '.join(missing)} of {cluster.workdir} is gone ({pids} still run); run stop"
-        free = free_slots(cluster, token, 2.0)
+        free = free_slots(cluster, token, time.monotonic() + 3.0)
         if free < 0:
             answer = rest_token(cluster)
             what = "does not answer" if answer is None else "answers for another cluster"
