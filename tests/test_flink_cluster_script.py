@@ -161,7 +161,10 @@ def test_two_clusters_side_by_side_and_a_foreign_one_never_adopted(clusters: Clu
     job_b = run_jar(url_b, jar, tmp_path / "out_b", 4)
     assert sorted(int(x) for x in (tmp_path / "out_a").read_text().split()) == [1, 2, 3]
     assert sorted(int(x) for x in (tmp_path / "out_b").read_text().split()) == [1, 2, 3, 4]
-    assert job_ids(url_a) == {job_a} and job_ids(url_b) == {job_b}  # each TaskManager registered with its own JobManager
+    assert job_ids(url_a) == {job_a} and job_ids(url_b) == {job_b}
+    for url, workdir in ((url_a, a), (url_b, b)):  # each TaskManager registered with its own JobManager, and only it
+        token = (workdir / "cluster.token").read_text().strip()
+        assert [m["id"] for m in httpx.get(url + "/taskmanagers", timeout=10).json()["taskmanagers"]] == [f"aiflowd-{token}"]
 
     # A third work folder on a's ports: a's cluster is someone else's to it.
     c = clusters.workdir("c")
@@ -256,3 +259,16 @@ def test_status_without_a_cluster_or_anyone_on_the_port(tmp_path: Path) -> None:
         result = subprocess.run([str(SCRIPT), "status"], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stdout.startswith(f"port {base} is taken by another process (pid {os.getpid()}: ")
+
+
+def test_start_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLINK_")}
+    base = free_port_block()
+    env.update(AIFLOWD_PYTHON=sys.executable, AIFLOWD_FLINK_WORKDIR=str(tmp_path / "w"), FLINK_PORT_BASE=str(base))
+    with socket.socket() as squatter:  # on the JobManager's RPC port, where another cluster's would be
+        squatter.bind(("127.0.0.1", base + 1))
+        squatter.listen()
+        result = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"flink-cluster: port {base + 1} (rpc) is taken by another process (pid {os.getpid()}: ")
+    assert not (tmp_path / "w" / "log").exists()  # nothing was started
