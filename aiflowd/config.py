@@ -9,6 +9,8 @@ defaults the file leaves open. ``etc/aiflowd.yaml`` documents every key.
 from __future__ import annotations
 
 import os
+import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,13 @@ from aiflowd.workflows.errors import LoadError, Problem, suggest
 from aiflowd.workflows.yamlfile import read_yaml
 
 SOCKET_NAME = "aiflowd.sock"
+#: Where scripts/flink-cluster.sh serves by default. ``$AIFLOWD_FLINK_REST_URL`` (which
+#: scripts/test.sh and scripts/run-examples.sh set to the cluster they start) supplies
+#: ``flink.rest_url`` when the file gives none, as systemd's variables supply folders.
+DEFAULT_FLINK_REST_URL = "http://127.0.0.1:8081"
+FLINK_REST_URL_VARIABLE = "AIFLOWD_FLINK_REST_URL"
+#: The keys of the ``flink`` section, each read by the flink job type; any other is a typo.
+FLINK_KEYS = ("rest_url", "flink_home", "java_home", "conf_dir", "stop_timeout")
 
 
 @dataclass
@@ -143,16 +152,69 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
             config.max_parallel_loads = value
     if data.get("control_group") is not None:
         config.control_group = str(data["control_group"])
-    for key in ("job_env", "flink"):
-        value = data.get(key)
-        if value is None:
-            continue
+    value = data.get("job_env")
+    if value is not None:
         if not isinstance(value, dict):
-            where(key, "must be a mapping")
-        elif key == "job_env":
-            config.job_env = {str(k): "" if v is None else str(v) for k, v in value.items()}
+            where("job_env", "must be a mapping")
         else:
-            config.flink = value
+            config.job_env = {str(k): "" if v is None else str(v) for k, v in value.items()}
+    config.flink = _flink_section(data.get("flink"), base, env, doc, problems)
     if problems:
         raise LoadError(problems)
     return config
+
+
+def _rest_url_problem(url: object) -> str | None:
+    if not isinstance(url, str):
+        return f"must be the cluster's REST URL, like {DEFAULT_FLINK_REST_URL}; got {url!r}"
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return f"must be an http:// or https:// URL with a host, like {DEFAULT_FLINK_REST_URL}; got {url!r}"
+    try:
+        parsed.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        return f"has a port that is not a number: {url!r}"
+    return None
+
+
+def _flink_section(value: Any, base: str, env: Mapping[str, str], doc: Any, problems: list[Problem]) -> dict[str, Any]:
+    """The ``flink`` section, checked, with ``rest_url`` always set: the one place every part reads it from."""
+
+    def where(key: str | None, message: str) -> None:
+        path = ("flink",) if key is None else ("flink", key)
+        if doc is not None:
+            problems.append(doc.problem(path, message))
+        else:
+            problems.append(Problem("<defaults>", 0, 0, ".".join(path), message))
+
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        where(None, "must be a mapping")
+        value = {}
+    flink: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in FLINK_KEYS:
+            where(str(key), f"unknown key ({suggest(str(key), FLINK_KEYS)})")
+        elif key == "rest_url":
+            problem = _rest_url_problem(item)
+            if problem:
+                where(key, problem)
+            else:
+                flink[key] = item.rstrip("/")
+        elif key == "stop_timeout":
+            try:
+                flink[key] = parse_duration(item)
+            except ValueError as err:
+                where(key, str(err))
+        elif not isinstance(item, str) or not item:
+            where(key, "must be a path")
+        else:
+            flink[key] = os.path.normpath(os.path.join(base, os.path.expanduser(item)))
+    if "rest_url" not in value:
+        url = env.get(FLINK_REST_URL_VARIABLE) or DEFAULT_FLINK_REST_URL
+        problem = _rest_url_problem(url)
+        if problem:
+            problems.append(Problem(f"${FLINK_REST_URL_VARIABLE}", 0, 0, "flink.rest_url", problem))
+        flink["rest_url"] = url.rstrip("/")
+    return flink

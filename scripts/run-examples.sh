@@ -8,6 +8,7 @@
 #   .venv/bin/aiflowctl --config examples/aiflowd.yaml event send model_updated v1
 # With --once, runs each example once with 'aiflowd run-once' instead, and exits.
 # With --no-flink, skips the Flink examples even with Java 17 (and installs no Flink).
+# The Flink examples write below the state folder (.aiflowd/), in their execution's folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 once=0
@@ -54,12 +55,18 @@ else
 fi
 
 started_cluster=0
-if [[ $no_flink == 0 ]] && ! scripts/flink-cluster.sh status >/dev/null 2>&1; then
-  scripts/flink-cluster.sh start >/dev/null
-  started_cluster=1
-fi
 stop_cluster() { if [[ $started_cluster == 1 ]]; then scripts/flink-cluster.sh stop; fi; }
 trap stop_cluster EXIT
+if [[ $no_flink == 0 ]]; then
+  # The daemon and run-once take the cluster's URL from AIFLOWD_FLINK_REST_URL (examples/aiflowd.yaml
+  # leaves flink.rest_url to it): the cluster of FLINK_REST_PORT / FLINK_PORT_BASE, if set.
+  AIFLOWD_FLINK_REST_URL="$(scripts/flink-cluster.sh url)"
+  export AIFLOWD_FLINK_REST_URL
+  if ! scripts/flink-cluster.sh status >/dev/null 2>&1; then
+    started_cluster=1
+    scripts/flink-cluster.sh start >/dev/null
+  fi
+fi
 if [[ $once == 1 ]]; then
   failed=0
   for workflow in examples/workflows/*; do

@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from aiflowd.config import FLINK_REST_URL_VARIABLE
+
 from .conftest import REPO, cli_env, run_execution, wait_for, write
 from .daemon_harness import Daemon
 
-REST = "http://127.0.0.1:" + os.environ.get("FLINK_REST_PORT", "8081")
+#: The cluster's URL as the daemon gets it: flink.rest_url, from $AIFLOWD_FLINK_REST_URL
+#: (scripts/test.sh sets it to the cluster it uses), else the cluster script's URL.
+REST = os.environ.get(FLINK_REST_URL_VARIABLE) or ""
 
 
 def rest(path: str) -> dict:
@@ -26,14 +30,23 @@ def rest(path: str) -> dict:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[str]:
-    """The project's cluster: used if it runs (scripts/test.sh starts it), else started here."""
-    status = subprocess.run([str(REPO / "scripts" / "flink-cluster.sh"), "status"], capture_output=True, text=True)
-    started = status.returncode != 0
-    if started:
-        subprocess.run([str(REPO / "scripts" / "flink-cluster.sh"), "start"], check=True, capture_output=True)
-    yield REST
-    if started:
-        subprocess.run([str(REPO / "scripts" / "flink-cluster.sh"), "stop"], check=True)
+    """The cluster of $AIFLOWD_FLINK_REST_URL (whoever set it runs it), else the cluster script's, started here if need be."""
+    global REST
+    script = str(REPO / "scripts" / "flink-cluster.sh")
+    if REST:
+        yield REST
+        return
+    REST = subprocess.run([script, "url"], capture_output=True, text=True, check=True).stdout.strip()
+    status = subprocess.run([script, "status"], capture_output=True, text=True)
+    started = status.returncode == 3  # not running; 1 (another's cluster on the port, or a broken one) fails in start
+    try:
+        if status.returncode != 0:
+            start = subprocess.run([script, "start"], capture_output=True, text=True)
+            assert start.returncode == 0, status.stdout + start.stderr
+        yield REST
+    finally:
+        if started:
+            subprocess.run([script, "stop"], check=True)
 
 
 @pytest.fixture(scope="session")
@@ -328,17 +341,17 @@ def test_flink_examples_are_tested() -> None:
 
 
 def test_aiflow_flink_demo_example_runs_once(cluster: str, tmp_path: Path) -> None:
-    out = Path("/tmp/aiflowd-examples")
-    shutil.rmtree(out, ignore_errors=True)
     result = subprocess.run(
         [sys.executable, "-m", "aiflowd.cli.aiflowd", "run-once", str(EXAMPLES / "flink_wordcount")],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env=cli_env(),
+        env=cli_env(**{FLINK_REST_URL_VARIABLE: cluster}),  # run-once reads flink.rest_url, which this sets
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # Each execution writes below its own folder in the state folder (.aiflowd in the current folder).
+    [out] = (tmp_path / ".aiflowd").glob("run-once/*/work/flink_wordcount/*/output")
     for job in ("count_local", "count_cluster"):
         counts = {
             json.loads(line)["word"]: json.loads(line)["n"]

@@ -1,11 +1,20 @@
-"""The word count of AIFlow's Flink demo with FlinkPythonProcessors: read, count, write."""
+"""The word count of AIFlow's Flink demo with FlinkPythonProcessors: read, count, write; then a summary in SQL.
+
+Results go to this execution's own folder, so that runs (and users) never share one: a
+Flink job runs in its working folder, ``<state dir>/.../work/flink_wordcount/<execution>/<job>.<attempt>``,
+and writes to ``output/<job>`` beside those of the execution's other jobs.
+"""
 
 import os
 
-from aiflowd import FlinkPythonProcessor, job_config, user_define_operation
+from aiflowd import FlinkPythonProcessor, FlinkSqlProcessor, job_config, user_define_operation
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = "/tmp/aiflowd-examples"
+
+
+def output(job):
+    """The folder of ``job``'s result in this execution (read when the job runs, in its working folder)."""
+    return os.path.join(os.path.dirname(os.getcwd()), "output", job)
 
 
 class ReadWords(FlinkPythonProcessor):
@@ -26,13 +35,29 @@ class CountWords(FlinkPythonProcessor):
         t_env.create_temporary_view("words", input_list[0])
         t_env.execute_sql(
             f"CREATE TABLE counts (word STRING, n BIGINT, PRIMARY KEY (word) NOT ENFORCED) "
-            f"WITH ('connector' = 'filesystem', 'path' = '{OUT}/{self.name}', 'format' = 'json')"
+            f"WITH ('connector' = 'filesystem', 'path' = '{output(self.name)}', 'format' = 'json')"
         )
         execution_context.statement_set.add_insert_sql("INSERT INTO counts SELECT word, COUNT(*) FROM words GROUP BY word")
         return []
+
+
+class Summary(FlinkSqlProcessor):
+    """A summary of count_cluster's result in SQL (a FlinkSqlProcessor: its statements are built when it runs)."""
+
+    def sql_statements(self, execution_context):
+        return [
+            f"CREATE TABLE counts (word STRING, n BIGINT) WITH ("
+            f"'connector' = 'filesystem', 'path' = '{output('count_cluster')}', 'format' = 'json')",
+            f"CREATE TABLE summary (distinct_words BIGINT, occurrences BIGINT) WITH ("
+            f"'connector' = 'filesystem', 'path' = '{output('count_sql')}', 'format' = 'csv')",
+            "INSERT INTO summary SELECT COUNT(*), SUM(n) FROM counts",
+        ]
 
 
 for job in ("count_local", "count_cluster"):
     with job_config(job):
         words = user_define_operation(processor=ReadWords())
         user_define_operation(processor=CountWords(job), input=words)
+
+with job_config("count_sql"):
+    user_define_operation(processor=Summary())
