@@ -97,6 +97,10 @@ class JobSupervisor:
         started = time.time()
         if self.handle is None:
             try:
+                if not getattr(self.controller, "creates_working_dir", False):
+                    # Plugins may write there at once, as AIFlow's do; a worker thread keeps
+                    # the disk's metadata latency off the event loop.
+                    await anyio.to_thread.run_sync(functools.partial(os.makedirs, self.env.working_dir, exist_ok=True))
                 self.handle = await call(self.controller.submit_job, self.job, self.env)
             except JobStartError as err:
                 message = str(err)
