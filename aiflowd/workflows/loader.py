@@ -368,7 +368,8 @@ class _Load:
         known = JOB_KEYS | PROCESSOR_KEYS | self.type_keys(job)
         for key in job:
             if key not in known:
-                hint = suggest(key, known)
+                owners = [info.job_type for info in self.loader.registry if key in info.yaml_keys]
+                hint = f"a key of job type {' or '.join(owners)}, not {job['job_type']}" if owners else suggest(key, known)
                 self.problem((name, key), f"unknown key ({hint})")
                 if hint == "did you mean 'job_type'?":
                     self.job_type_misspelt.add(name)
@@ -733,7 +734,7 @@ class _Load:
             info = registry.get(job_type)
 
             def problem(key: str, message: str) -> None:
-                self.problem((name, *str(key).split(".")), message)
+                self.problem((name, *(int(part) if part.isdigit() else part for part in str(key).split("."))), message)
 
             try:
                 nodes = job_nodes_from_yaml(info, name, job, self.source.workflow_dir, problem)
