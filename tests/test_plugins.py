@@ -249,7 +249,7 @@ async def test_a_third_party_job_type_runs_yaml_only_jobs(copy_loader: WorkflowL
     folder = tmp_path / "copying"
     write(folder / "data.txt", "payload\n")
     write(folder / "copying.yaml", "fetch:\n  job_type: copy\n  copy_from: data.txt\n  copy_to: got.txt\n")
-    execution, [run] = await run_execution(copy_loader, folder, tmp_path)
+    _, [run] = await run_execution(copy_loader, folder, tmp_path)
     assert run.status == Status.FINISHED
     # The plugin copies into its working folder without creating it: aiflowd made it.
     assert Path(run.env.working_dir, "got.txt").read_text() == "payload\n"
