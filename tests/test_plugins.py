@@ -261,7 +261,10 @@ async def test_a_third_party_job_type_runs_yaml_only_jobs(copy_loader: WorkflowL
         ("j:\n  job_type: copy\n  copy_form: data.txt\n", "c.yaml:3:3: j.copy_form: unknown key (did you mean 'copy_from'?)"),
         ("j:\n  job_type: copy\n  copy_from: 7\n", "c.yaml:3:3: j.copy_from: must name a file of the workflow folder"),
         ("j:\n  job_type: copy\n  copy_from: nope.txt\n", "c.yaml:3:3: j.copy_from: no file 'nope.txt' in the workflow folder"),
-        ("j:\n  job_type: copy\n  copy_from: a\n  bash_command: b\n", "c.yaml:4:3: j.bash_command: unknown key (a key of job type bash, not copy)"),
+        (
+            "j:\n  job_type: copy\n  copy_from: a\n  bash_command: b\n",
+            "c.yaml:4:3: j.bash_command: unknown key (a key of job type bash, not copy)",
+        ),
         ("j:\n  job_type: bash\n  copy_from: a\n", "c.yaml:3:3: j.copy_from: unknown key (a key of job type copy, not bash)"),
         (
             "j:\n  job_type: copy\n  copy_from: a\n  processor: m:C\n",

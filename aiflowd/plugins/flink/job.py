@@ -322,7 +322,7 @@ class FlinkJobPluginFactory(JobPluginFactory):
             return None
         if len(given) > 1:
             problem(given[1], f"give one of {' and '.join(given)}, not both")
-            return None
+            return []
         key = given[0]
         processor: Any
         if key == "main_jar_file":
@@ -335,7 +335,7 @@ class FlinkJobPluginFactory(JobPluginFactory):
         else:
             processor = sql_processor(job_yaml, key, workflow_dir, problem)
             if processor is None:
-                return None
+                return []
         return [AINode(job_name, job_name, processor)]
 
     def processor_classes(self) -> tuple[type, ...]:
