@@ -297,3 +297,28 @@ def test_a_python_only_job_gets_the_job_type_whose_processors_it_uses(copy_loade
     loaded = copy_loader.load(str(folder))
     assert loaded.workflow.jobs["fetch"].config.job_type == "copy"
     assert loaded.jobs["fetch"].source == str(folder / "data.txt")  # type: ignore[attr-defined]
+
+
+def test_the_generic_loader_imports_no_job_type() -> None:
+    """Job types reach the loader only through the registry (a plugin's YAML works as a built-in's)."""
+    import ast
+
+    import aiflowd.workflows.loader as loader_module
+
+    tree = ast.parse(Path(loader_module.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not [name for name in imported if name.startswith("aiflowd.plugins")]
+
+
+def test_a_yaml_hook_that_raises_fails_its_job_only(copy_loader: WorkflowLoader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    factory = copy_loader.registry.get("copy").factory
+
+    def broken(job_name, job_yaml, workflow_dir, problem):  # type: ignore[no-untyped-def]
+        raise KeyError("oops")
+
+    monkeypatch.setattr(factory, "nodes_from_yaml", broken)
+    path = write(tmp_path / "c.yaml", "j:\n  job_type: copy\n  copy_from: a\nk:\n  job_type: bash\n  bash_command: 'true'\n")
+    with pytest.raises(LoadError) as info:
+        copy_loader.load(str(path))
+    assert str(info.value) == f"{path}:3:3: j.copy_from: plugin copy_plugin failed: KeyError: 'oops'"
