@@ -109,6 +109,10 @@ class AINode:
     output_num: int = 1
     config: dict[str, Any] = field(default_factory=dict)
 
+    def get_processor(self) -> Any:
+        """The node's processor (AIFlow's accessor, which job generators call)."""
+        return self.processor
+
 
 @dataclass(frozen=True)
 class DataEdge:

@@ -14,16 +14,16 @@ import dataclasses
 import functools
 import importlib
 import json
+import logging
 import os
 import re
 import sys
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiflowd.model import AISubGraph, JobConfig, Status
+from aiflowd.model import AINode, AISubGraph, JobConfig, Status
 
 if TYPE_CHECKING:
     import importlib.metadata
@@ -78,8 +78,28 @@ class JobRuntimeEnv:
 
     @property
     def resource_dir(self) -> str:
-        """AIFlow's name for the folder holding the workflow's assets."""
+        """AIFlow's name for the folder holding the workflow's assets: the workflow folder."""
         return self.workflow_dir
+
+    @property
+    def generated_dir(self) -> str:
+        """A folder of this execution for what a generator or controller writes (created on demand)."""
+        return os.path.join(self.working_dir, "generated")
+
+    @property
+    def dependencies_dir(self) -> str:
+        """The workflow's ``dependencies/`` folder, as AIFlow's project layout has it."""
+        return os.path.join(self.workflow_dir, "dependencies")
+
+    @property
+    def python_dep_dir(self) -> str:
+        """Python files the job imports: ``dependencies/python``."""
+        return os.path.join(self.dependencies_dir, "python")
+
+    @property
+    def jar_dep_dir(self) -> str:
+        """Jars the job needs: ``dependencies/jar``."""
+        return os.path.join(self.dependencies_dir, "jar")
 
 
 class Job:
@@ -123,12 +143,34 @@ class JobGenerator(ABC):
     """Turns a job's AISubGraph into a ``Job`` at load time, rejecting processors it cannot run."""
 
     @abstractmethod
-    def generate(self, sub_graph: AISubGraph, job_config: JobConfig, resource_dir: str | None = None) -> Job:
-        """Return the runnable job; raise ``JobGenerationError`` naming the node that is wrong."""
+    def generate(self, sub_graph: AISubGraph, job_config: JobConfig | None = None, resource_dir: str | None = None) -> Job:
+        """Return the runnable job; raise ``JobGenerationError`` naming the node that is wrong.
+
+        aiflowd calls ``generate(sub_graph=..., job_config=..., resource_dir=...)``, or
+        AIFlow's ``generate(sub_graph, resource_dir)`` when the generator takes no
+        ``job_config``. ``generation_inputs`` lets one method accept both forms.
+        """
+
+
+def generation_inputs(sub_graph: AISubGraph, job_config: JobConfig | str | None, resource_dir: str | None) -> tuple[JobConfig, str | None]:
+    """The job config and resource folder of a ``generate`` call made in either form.
+
+    AIFlow's ``generate(sub_graph, resource_dir)`` puts the folder second; the config is
+    then the sub-graph's own.
+    """
+    if isinstance(job_config, str):
+        job_config, resource_dir = None, job_config
+    return (job_config if job_config is not None else sub_graph.config), resource_dir
 
 
 class JobController(ABC):
     """Runs the jobs of one job type. Methods are async; blocking ones run in a worker thread."""
+
+    @property
+    def log(self) -> logging.Logger:
+        """A logger named after the controller's class, as AIFlow's controllers have one."""
+        cls = type(self)
+        return logging.getLogger(f"{cls.__module__}.{cls.__qualname__}")
 
     @abstractmethod
     async def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
@@ -167,8 +209,17 @@ class JobController(ABC):
         return None
 
 
+#: How ``nodes_from_yaml`` reports a problem: ``problem(key, message)``, ``key`` a key of
+#: the job's YAML mapping (dotted for one inside it, like ``args.0``).
+YamlProblem = Callable[[str, str], None]
+
+
 class JobPluginFactory(ABC):
-    """Gives the generator and controller of one job type."""
+    """Gives the generator and controller of one job type, and optionally its YAML form.
+
+    The three YAML methods are optional: a job type without them is defined in Python
+    (``user_define_operation``) or by a ``processor: module:Class`` key.
+    """
 
     @abstractmethod
     def job_type(self) -> str: ...
@@ -178,6 +229,24 @@ class JobPluginFactory(ABC):
 
     @abstractmethod
     def get_job_controller(self) -> JobController: ...
+
+    def yaml_keys(self) -> set[str]:
+        """The keys a job of this type may have in the workflow YAML besides the generic ones
+        (``job_type``, ``properties``, ``processor``, ``args``, rules, schedules, ...)."""
+        return set()
+
+    def nodes_from_yaml(self, job_name: str, job_yaml: dict[str, Any], workflow_dir: str, problem: YamlProblem) -> list[AINode] | None:
+        """The nodes of a job given by its YAML keys alone, or None when it has none of them.
+
+        ``job_yaml`` is the job's whole mapping. Report what is wrong with ``problem`` (the
+        loader shows it at the key's line) and return None or the nodes that could be made.
+        """
+        return None
+
+    def processor_classes(self) -> tuple[type, ...]:
+        """The processor classes this job type runs: a job defined in Python with no YAML
+        entry gets this job type when all its processors are of these classes."""
+        return ()
 
 
 class JobGenerationError(Exception):
@@ -202,6 +271,34 @@ def generate_job(generator: Any, sub_graph: AISubGraph, resource_dir: str) -> Jo
     return generator.generate(sub_graph, resource_dir=resource_dir)
 
 
+def job_nodes_from_yaml(
+    info: PluginInfo, job_name: str, job_yaml: dict[str, Any], workflow_dir: str, problem: YamlProblem
+) -> list[AINode] | None:
+    """Ask a job type for the nodes of a YAML-only job (None when it has no YAML form)."""
+    hook = getattr(info.factory, "nodes_from_yaml", None)
+    if not callable(hook):
+        return None
+    return hook(job_name, job_yaml, workflow_dir, problem)
+
+
+def claims_processors(info: PluginInfo, processors: Iterable[Any]) -> bool:
+    """Whether all ``processors`` are of the classes ``info``'s job type runs.
+
+    A processor the loader holds by reference (user code) is matched by its class's MRO.
+    """
+    classes = info.processor_classes
+    if not classes:
+        return False
+    for processor in processors:
+        is_a = getattr(processor, "is_a", None)
+        if callable(is_a) and not isinstance(processor, classes):
+            if not any(is_a(cls) for cls in classes):
+                return False
+        elif not isinstance(processor, classes):
+            return False
+    return True
+
+
 class PluginError(Exception):
     """A plugin module failed to import, or registered something that breaks the contract."""
 
@@ -223,6 +320,10 @@ class PluginInfo:
     module: str
     distribution: str | None = None
     version: str | None = None
+    #: The job type's own YAML keys (``JobPluginFactory.yaml_keys``).
+    yaml_keys: frozenset[str] = frozenset()
+    #: The processor classes it runs (``JobPluginFactory.processor_classes``).
+    processor_classes: tuple[type, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -235,23 +336,44 @@ class PluginInfo:
 
 
 _REQUIRED_CONTROLLER_METHODS = ("submit_job", "stop_job", "cleanup_job", "get_result", "get_job_status")
+#: The module attribute ``register_job_plugin_factory`` records a module's factories in.
+RECORD_ATTRIBUTE = "__aiflowd_job_plugins__"
 
 
-@dataclass
-class _Loading:
-    registry: PluginRegistry
-    module: str
-    distribution: str | None
-    version: str | None
-    registered: list[str]
+def register_job_plugin_factory(plugin_factory: JobPluginFactory) -> None:
+    """Announce a job plugin; called at import time from a plugin module, as in AIFlow.
+
+    Nothing is registered here: the factory is recorded in the calling module. A registry
+    that loads the module (``plugin_modules``, an entry point, the built-ins) reads the
+    record, validates every factory in it and registers all of them or none. Importing
+    the module again, or from several registries, therefore needs no re-execution.
+    """
+    caller = sys._getframe(1).f_globals
+    recorded = caller.get(RECORD_ATTRIBUTE)
+    if not isinstance(recorded, list):
+        recorded = caller[RECORD_ATTRIBUTE] = []
+    recorded.append(plugin_factory)
 
 
-_loading_lock = threading.RLock()
-_loading: list[_Loading] = []
+def recorded_factories(module_name: str) -> list[Any]:
+    """What a loaded module and its submodules recorded with ``register_job_plugin_factory``."""
+    found: list[Any] = []
+    prefix = module_name + "."
+    for name, module in list(sys.modules.items()):
+        if module is None or (name != module_name and not name.startswith(prefix)):
+            continue
+        for factory in getattr(module, RECORD_ATTRIBUTE, None) or ():
+            if not any(factory is seen for seen in found):
+                found.append(factory)
+    return found
 
 
 class PluginRegistry:
-    """The job types this process knows. Registration validates; discovery never raises."""
+    """The job types this process knows. Registration validates; discovery never raises.
+
+    Every job type, built-in or not, arrives the same way: a module is imported, the
+    factories it recorded are validated together, and only then registered together.
+    """
 
     def __init__(self) -> None:
         self._plugins: dict[str, PluginInfo] = {}
@@ -274,6 +396,10 @@ class PluginRegistry:
     def get(self, job_type: str) -> PluginInfo:
         return self._plugins[job_type]
 
+    def yaml_keys(self) -> set[str]:
+        """The YAML keys of all job types (for a job whose type is not known)."""
+        return set().union(*(info.yaml_keys for info in self._plugins.values()))
+
     def register(
         self,
         factory: Any,
@@ -284,72 +410,64 @@ class PluginRegistry:
     ) -> PluginInfo:
         """Validate a factory and add its job type; a broken or duplicate one raises PluginError."""
         module = module or type(factory).__module__
-        info = _validate_factory(factory, module, distribution, version)
-        existing = self._plugins.get(info.job_type)
-        if existing is not None:
-            raise PluginError(
-                module,
-                f"job type '{info.job_type}' is already registered by {existing.class_name} from module {existing.module}",
-            )
-        self._plugins[info.job_type] = info
+        [info] = self.register_all([factory], module, distribution, version)
         return info
+
+    def register_all(
+        self, factories: list[Any], module: str, distribution: str | None = None, version: str | None = None
+    ) -> list[PluginInfo]:
+        """Validate all factories of one module, then register all of them; on any error, none.
+
+        Raises PluginError naming the module (and, for a duplicate job type, the module that
+        has it already).
+        """
+        infos = [_validate_factory(factory, module, distribution, version) for factory in factories]
+        seen: dict[str, PluginInfo] = {}
+        for info in infos:
+            existing = self._plugins.get(info.job_type) or seen.get(info.job_type)
+            if existing is not None:
+                raise PluginError(
+                    module,
+                    f"job type '{info.job_type}' is already registered by {existing.class_name} from module {existing.module}",
+                )
+            seen[info.job_type] = info
+        self._plugins.update(seen)
+        return infos
 
     def unregister(self, job_type: str) -> None:
         self._plugins.pop(job_type, None)
 
     def load_builtin(self) -> list[PluginError]:
-        """Register the plugins shipped with aiflowd (each module exposes ``plugin_factory()``)."""
+        """Register the job types shipped with aiflowd, through the same path as any plugin module."""
         errors: list[PluginError] = []
         for name in BUILTIN_PLUGIN_MODULES:
-            if name in self._modules:
-                continue
-            try:
-                module = importlib.import_module(name)
-                self.register(module.plugin_factory(), module=name, distribution="aiflowd", version=_own_version())
-            except PluginError as err:
-                errors.append(err)
-            self._modules.add(name)
+            errors.extend(self.load_module(name, "aiflowd", _own_version()))
         return errors
 
     def load_module(self, name: str, distribution: str | None = None, version: str | None = None) -> list[PluginError]:
-        """Import a plugin module so that its ``register_job_plugin_factory`` calls land here.
+        """Import a plugin module and register the factories it recorded.
 
-        A module imported before (by another registry, or by a test) is re-executed so that
-        its registrations reach this registry too. Whatever a failing module registered
-        before it failed is taken back.
+        A module imported before (by another registry, or by a test) is not executed again:
+        what it recorded stays on it. A module that fails to import registers nothing.
         """
         if name in self._modules:
             return []
         if distribution is None:
             distribution, version = _distribution_of(name)
-        state = _Loading(self, name, distribution, version, [])
-        with _loading_lock:
-            _loading.append(state)
-            try:
-                if name in sys.modules:
-                    importlib.reload(sys.modules[name])
-                else:
-                    importlib.import_module(name)
-            except PluginError as err:
-                self._rollback(state)
-                return [err]
-            except BaseException as err:
-                self._rollback(state)
-                if isinstance(err, KeyboardInterrupt):
-                    raise
-                return [PluginError(name, f"failed to import: {type(err).__name__}: {err}")]
-            finally:
-                _loading.pop()
-        self._modules.add(name)
-        if not state.registered:
-            return [PluginError(name, "imported, but it registered no job plugin (call register_job_plugin_factory)")]
-        return []
+        try:
+            importlib.import_module(name)
+        except BaseException as err:
+            if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                raise
+            return [PluginError(name, f"failed to import: {type(err).__name__}: {err}")]
+        return self._register_module(name, recorded_factories(name), distribution, version)
 
     def load_entry_points(self, entry_points: Iterable[importlib.metadata.EntryPoint] | None = None) -> list[PluginError]:
         """Load the plugins installed distributions announce in the ``aiflowd.job_plugins`` group.
 
         An entry point may name a module that registers on import (AIFlow's way), a factory
-        class, or a factory instance.
+        class, or a factory instance; either way its module's factories are registered
+        through ``load_module``'s path, with the distribution and its version.
         """
         import importlib.metadata  # slow to import; only discovery needs it
 
@@ -357,35 +475,23 @@ class PluginRegistry:
             entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
         errors: list[PluginError] = []
         for ep in entry_points:
+            if ep.module in self._modules:
+                continue
             dist = getattr(ep, "dist", None)
             dist_name = dist.name if dist is not None else None
             dist_version = dist.version if dist is not None else None
-            if not ep.attr:
-                errors.extend(self.load_module(ep.module, dist_name, dist_version))
-                continue
-            errors.extend(self._load_factory_entry_point(ep, dist_name, dist_version))
-        return errors
-
-    def _load_factory_entry_point(self, ep: importlib.metadata.EntryPoint, dist: str | None, version: str | None) -> list[PluginError]:
-        state = _Loading(self, ep.module, dist, version, [])
-        with _loading_lock:
-            _loading.append(state)
             try:
                 target = ep.load()
                 if isinstance(target, type):
                     target = target()
-                if not state.registered:
-                    self.register(target, module=ep.module, distribution=dist, version=version)
-            except PluginError as err:
-                self._rollback(state)
-                return [err]
             except Exception as err:  # noqa: BLE001 - third-party code may raise anything
-                self._rollback(state)
-                return [PluginError(ep.module, f"entry point '{ep.name}' failed to load: {type(err).__name__}: {err}")]
-            finally:
-                _loading.pop()
-        self._modules.add(ep.module)
-        return []
+                errors.append(PluginError(ep.module, f"entry point '{ep.name}' failed to load: {type(err).__name__}: {err}"))
+                continue
+            factories = recorded_factories(ep.module)
+            if ep.attr and not any(target is factory for factory in factories):
+                factories.append(target)
+            errors.extend(self._register_module(ep.module, factories, dist_name, dist_version))
+        return errors
 
     def discover(self, modules: Iterable[str] = (), paths: Iterable[str] = (), entry_points: bool = True) -> list[PluginError]:
         """Load built-in plugins, then ``plugin_paths``/``plugin_modules``, then entry points."""
@@ -400,37 +506,15 @@ class PluginRegistry:
             errors.extend(self.load_entry_points())
         return errors
 
-    def _rollback(self, state: _Loading) -> None:
-        for job_type in state.registered:
-            self.unregister(job_type)
-
-
-def register_job_plugin_factory(plugin_factory: JobPluginFactory) -> None:
-    """Register a job plugin; called at import time from a plugin module, as in AIFlow.
-
-    While aiflowd loads a plugin module the factory lands in that loader's registry, with
-    the module and distribution it came from; otherwise in the process-wide registry.
-    A duplicate job type or a factory that breaks the contract raises ``PluginError``.
-    """
-    with _loading_lock:
-        state = _loading[-1] if _loading else None
-    if state is None:
-        default_registry().register(plugin_factory)
-        return
-    info = state.registry.register(plugin_factory, module=state.module, distribution=state.distribution, version=state.version)
-    state.registered.append(info.job_type)
-
-
-_default_registry: PluginRegistry | None = None
-
-
-def default_registry() -> PluginRegistry:
-    """The process-wide registry, holding the built-in plugins."""
-    global _default_registry
-    if _default_registry is None:
-        _default_registry = PluginRegistry()
-        _default_registry.load_builtin()
-    return _default_registry
+    def _register_module(self, name: str, factories: list[Any], distribution: str | None, version: str | None) -> list[PluginError]:
+        self._modules.add(name)
+        if not factories:
+            return [PluginError(name, "imported, but it registered no job plugin (call register_job_plugin_factory)")]
+        try:
+            self.register_all(factories, name, distribution, version)
+        except PluginError as err:
+            return [err]
+        return []
 
 
 def _validate_factory(factory: Any, module: str, distribution: str | None, version: str | None) -> PluginInfo:
@@ -444,6 +528,8 @@ def _validate_factory(factory: Any, module: str, distribution: str | None, versi
         job_type = factory.job_type()
         generator = factory.get_job_generator()
         controller = factory.get_job_controller()
+        yaml_keys = factory.yaml_keys() if callable(getattr(factory, "yaml_keys", None)) else set()
+        classes = factory.processor_classes() if callable(getattr(factory, "processor_classes", None)) else ()
     except Exception as err:
         raise PluginError(module, f"{name} raised {type(err).__name__}: {err}") from err
     if not isinstance(job_type, str) or not _JOB_TYPE_RE.match(job_type):
@@ -456,6 +542,10 @@ def _validate_factory(factory: Any, module: str, distribution: str | None, versi
             module,
             f"{name}.get_job_controller() returned {type(controller).__name__}, which lacks {', '.join(missing)}",
         )
+    if isinstance(yaml_keys, str) or not all(isinstance(k, str) and k for k in yaml_keys):
+        raise PluginError(module, f"{name}.yaml_keys() returned {yaml_keys!r}; expected a set of key names")
+    if isinstance(classes, type) or not all(isinstance(c, type) for c in classes):
+        raise PluginError(module, f"{name}.processor_classes() returned {classes!r}; expected a tuple of classes")
     return PluginInfo(
         job_type=job_type,
         factory=factory,
@@ -465,6 +555,8 @@ def _validate_factory(factory: Any, module: str, distribution: str | None, versi
         module=module,
         distribution=distribution,
         version=version,
+        yaml_keys=frozenset(yaml_keys),
+        processor_classes=tuple(classes),
     )
 
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pyflink
 
-from aiflowd.controllers.flink import FlinkJobController
 from aiflowd.model import JobConfig
 from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
 from aiflowd.plugins.flink import FlinkJavaJob, flink_options
+from aiflowd.plugins.flink.controller import FlinkJobController
 from benchmarks.daemon_process import BenchDaemon
 
 REST = "http://127.0.0.1:" + os.environ.get("FLINK_REST_PORT", "8081")

@@ -26,11 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiflowd.controllers.subprocess import BashJobController
 from aiflowd.controllers.supervisor import JobSupervisor
 from aiflowd.model import JobConfig
 from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
 from aiflowd.plugins.bash import BashJob
+from aiflowd.plugins.bash.controller import BashJobController
 
 
 async def bare(jobs: int, concurrency: int) -> float:

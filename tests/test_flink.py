@@ -437,9 +437,9 @@ async def test_a_python_job_refused_through_rest_names_its_cause(loader, cluster
 
 
 async def test_a_recorded_job_the_cluster_does_not_know_fails_with_a_note(cluster: str, tmp_path: Path) -> None:
-    from aiflowd.controllers.flink import FlinkJobController
     from aiflowd.model import Status
     from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
+    from aiflowd.plugins.flink.controller import FlinkJobController
 
     env = JobRuntimeEnv(
         str(tmp_path / "w"),

@@ -12,11 +12,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from aiflowd.controllers.subprocess import BashJobController
 from aiflowd.controllers.supervisor import JobSupervisor
 from aiflowd.model import JobConfig, Status
 from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
 from aiflowd.plugins.bash import BashJob
+from aiflowd.plugins.bash.controller import BashJobController
 
 from .conftest import pid_alive, wait_for
 
@@ -117,7 +117,7 @@ async def test_supervisor_stop_request_is_killed(tmp_path: Path) -> None:
 SPAWNER = """
 import asyncio, json, sys
 from pathlib import Path
-from aiflowd.controllers.subprocess import BashJobController
+from aiflowd.plugins.bash.controller import BashJobController
 from aiflowd.model import JobConfig
 from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
 from aiflowd.plugins.bash import BashJob

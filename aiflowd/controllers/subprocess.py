@@ -1,15 +1,15 @@
-"""Controllers for jobs that run as local process groups: the bash and python job types.
+"""What every job type that runs local process groups shares (bash, python, local Flink).
 
-``SubprocessController`` holds what they share (start under the status-writing wrapper,
-log file, stop with SIGTERM, grace and SIGKILL, reattach by pid and start time); each
-job type only says which command to run.
+``SubprocessController`` starts a command under the status-writing wrapper with its log
+file, stops it with SIGTERM, grace and SIGKILL, and reattaches by pid and start time; a
+job type's controller only says which command to run. Here too: the clean job
+environment and the import path that lets another interpreter import aiflowd.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import sys
 from abc import abstractmethod
@@ -116,6 +116,9 @@ class SubprocessJobHandle(JobHandle):
 
 class SubprocessController(JobController):
     """Runs each job execution as a process group; subclasses give the command."""
+
+    #: ``submit_job`` makes the execution's working folder itself (in its spawning thread).
+    creates_working_dir = True
 
     @abstractmethod
     def command(self, job: Job, env: JobRuntimeEnv) -> Command:
@@ -224,13 +227,6 @@ def _subprocess_handle(job_handle: JobHandle) -> SubprocessJobHandle:
     return job_handle
 
 
-class BashJobController(SubprocessController):
-    """Runs a ``BashJob``'s command with ``bash -c``."""
-
-    def command(self, job: Job, env: JobRuntimeEnv) -> Command:
-        return Command(["bash", "-c", job.bash_command], dict(job.env), job.cwd)  # type: ignore[attr-defined]
-
-
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(aiflowd.__file__))
 
 
@@ -247,31 +243,3 @@ def aiflowd_import_path(python: str, scratch_dir: str, pythonpath: str | None = 
     if not os.path.lexists(os.path.join(lib, "aiflowd")):
         os.symlink(_PACKAGE_DIR, os.path.join(lib, "aiflowd"))
     return {"PYTHONPATH": os.pathsep.join(p for p in (lib, pythonpath) if p)}
-
-
-class PythonJobController(SubprocessController):
-    """Runs a ``PythonJob``'s nodes in one process with ``aiflowd.runners.python_job``."""
-
-    def command(self, job: Job, env: JobRuntimeEnv) -> Command:
-        spec = {
-            "workflow_dir": env.workflow_dir,
-            "job_config": {"job_name": job.job_name, "job_type": job.job_type, "properties": job.job_config.properties},
-            "job_execution_info": {
-                "workflow_name": env.workflow_name,
-                "job_name": env.job_name,
-                "workflow_execution_id": env.job_execution_info.workflow_execution_id,
-                "job_execution_id": env.job_execution_info.job_execution_id,
-                "attempt": env.job_execution_info.attempt,
-            },
-            "nodes": job.nodes,  # type: ignore[attr-defined]
-        }
-        spec_path = os.path.join(env.working_dir, "job.json")
-        with open(spec_path, "w", encoding="utf-8") as fh:
-            json.dump(spec, fh)
-        python = job.python_executable or sys.executable  # type: ignore[attr-defined]
-        extra = dict(job.env)  # type: ignore[attr-defined]
-        extra.update(aiflowd_import_path(python, env.working_dir, extra.get("PYTHONPATH")))
-        extra.setdefault("PYTHONUNBUFFERED", "1")
-        # Bytecode caches would land in the watched workflow folder and look like changes.
-        extra.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-        return Command([python, "-m", "aiflowd.runners.python_job", spec_path], extra, job.cwd)  # type: ignore[attr-defined]

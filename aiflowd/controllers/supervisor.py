@@ -36,6 +36,24 @@ async def call(method: Callable[..., Any], *args: Any, abandon_on_cancel: bool =
     return result
 
 
+def _after_making(folder: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method``, called once ``folder`` exists: made in the worker thread a blocking
+    method runs in, or at once before an async one (no extra thread hop)."""
+    if inspect.iscoroutinefunction(method):
+
+        async def after_async(*args: Any) -> Any:
+            os.makedirs(folder, exist_ok=True)
+            return await method(*args)
+
+        return after_async
+
+    def after(*args: Any) -> Any:
+        os.makedirs(folder, exist_ok=True)
+        return method(*args)
+
+    return after
+
+
 class JobStartError(Exception):
     """A job could not start, for a reason its message tells the user whole (a controller raises it)."""
 
@@ -97,7 +115,10 @@ class JobSupervisor:
         started = time.time()
         if self.handle is None:
             try:
-                self.handle = await call(self.controller.submit_job, self.job, self.env)
+                submit = self.controller.submit_job
+                if not getattr(self.controller, "creates_working_dir", False):
+                    submit = _after_making(self.env.working_dir, submit)  # plugins may write there at once, as AIFlow's do
+                self.handle = await call(submit, self.job, self.env)
             except JobStartError as err:
                 message = str(err)
                 self.note(message)

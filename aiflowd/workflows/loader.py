@@ -42,9 +42,15 @@ from aiflowd.model import (
     Workflow,
     parse_duration,
 )
-from aiflowd.plugin_interface import Job, JobGenerationError, PluginError, PluginRegistry, generate_job
-from aiflowd.plugins.bash import BashProcessor
-from aiflowd.plugins.flink import FlinkJavaProcessor, FlinkPythonProcessor, FlinkSqlProcessor, SqlStatementsProcessor, split_sql
+from aiflowd.plugin_interface import (
+    Job,
+    JobGenerationError,
+    PluginError,
+    PluginRegistry,
+    claims_processors,
+    generate_job,
+    job_nodes_from_yaml,
+)
 from aiflowd.workflows.errors import LoadError, Problem, suggest
 from aiflowd.workflows.yamlfile import Path, RefusedFile, YamlDocument, format_path, open_regular, printable, read_yaml, refusal
 
@@ -69,7 +75,9 @@ JOB_KEYS = {
     "action_on_event",
     "action_on_events",
 }
-LOGIC_KEYS = {"bash_command", "output_encoding", "processor", "args", "main_jar_file", "entry_class", "sql", "sql_file"}
+#: The job-type-neutral way to give a job's logic in YAML: a ``module:Class`` processor and
+#: its arguments. Each job type adds its own keys (``JobPluginFactory.yaml_keys``).
+PROCESSOR_KEYS = {"processor", "args"}
 STATUS_RULE_KEYS = {"upstream_job", "upstream_job_status", "action"}
 EVENT_KEYS = {"event_key", "event_value", "event_type", "sender", "namespace", "value_condition", "life"}
 EVENT_RULE_KEYS = EVENT_KEYS | {"action"}
@@ -298,6 +306,7 @@ class _Load:
         self.doc: YamlDocument
         self.job_type_misspelt: set[str] = set()
         self.on_compile: Callable[[], None] | None = None
+        self._yaml_nodes: dict[str, list[AINode] | None] = {}
 
     def problem(self, path: Path, message: str) -> None:
         self.problems.append(self.doc.problem(path, message))
@@ -375,9 +384,11 @@ class _Load:
                 workflow.stop_on_events = conditions
 
     def job_config(self, name: str, job: dict[str, Any]) -> JobConfig:
+        known = JOB_KEYS | PROCESSOR_KEYS | self.type_keys(job)
         for key in job:
-            if key not in JOB_KEYS and key not in LOGIC_KEYS:
-                hint = suggest(key, JOB_KEYS | LOGIC_KEYS)
+            if key not in known:
+                owners = [info.job_type for info in self.loader.registry if key in info.yaml_keys]
+                hint = f"a key of job type {' or '.join(owners)}, not {job['job_type']}" if owners else suggest(key, known)
                 self.problem((name, key), f"unknown key ({hint})")
                 if hint == "did you mean 'job_type'?":
                     self.job_type_misspelt.add(name)
@@ -571,7 +582,7 @@ class _Load:
         """Run the definition and YAML ``processor:`` references in a subprocess; its graph."""
         processors = {}
         for name, job in yaml_jobs.items():
-            if "processor" not in job or any(k in job for k in ("bash_command", "main_jar_file", "sql", "sql_file")):
+            if "processor" not in job or self.yaml_nodes(name, job) is not None:
                 continue
             ref = job["processor"]
             if not isinstance(ref, str) or not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", ref):
@@ -719,30 +730,17 @@ class _Load:
         for name, config in configs.items():
             job = yaml_jobs[name]
             graph = AISubGraph(config)
-            in_yaml = [k for k in ("bash_command", "processor", "main_jar_file", "sql", "sql_file") if k in job]
-            if len(in_yaml) > 1:
-                self.problem((name, in_yaml[1]), f"give one of {' and '.join(in_yaml)}, not both")
-            if "bash_command" in job:
-                command = job["bash_command"]
-                encoding = job.get("output_encoding", "utf-8")
-                graph.add_node(AINode(name, name, BashProcessor(str(command), str(encoding))))
-            if in_yaml in (["sql"], ["sql_file"]):
-                processor = self.sql_processor(name, job, in_yaml[0])
-                if processor is not None:
-                    graph.add_node(AINode(name, name, processor))
-            if "main_jar_file" in job and len(in_yaml) == 1:
-                args = job.get("args", [])
-                if not isinstance(args, list):
-                    self.problem((name, "args"), "must be a list of arguments (never one string)")
-                    args = []
-                entry = job.get("entry_class")
-                graph.add_node(
-                    AINode(name, name, FlinkJavaProcessor(None if entry is None else str(entry), str(job["main_jar_file"]), args))
-                )
+            from_yaml = self.yaml_nodes(name, job)
+            if from_yaml is not None and "processor" in job:
+                self.problem((name, "processor"), f"give one of {self.own_logic_key(job)} and processor, not both")
+            elif from_yaml is not None:
+                for node in from_yaml:
+                    graph.add_node(node)
             if name in compiled_jobs and "processor" not in job:
-                if in_yaml:
+                if from_yaml is not None:
+                    key = self.own_logic_key(job)
                     self.problem(
-                        (name, in_yaml[0]),
+                        (name, key),
                         f"job '{name}' is also defined in {os.path.basename(definition)}: give its logic in one place",
                     )
                     continue
@@ -763,7 +761,7 @@ class _Load:
                 continue
             graph = AISubGraph(JobConfig(job_name=name, job_type=""))
             self.add_compiled_nodes(graph, nodes)
-            job_type = _infer_job_type(graph)
+            job_type = self.infer_job_type(graph)
             if job_type is None:
                 self.problems.append(
                     Problem(
@@ -779,31 +777,51 @@ class _Load:
             graphs[name] = graph
         return graphs
 
-    def sql_processor(self, name: str, job: dict[str, Any], key: str) -> SqlStatementsProcessor | None:
-        """The ``sql`` or ``sql_file`` form, split into statements now so that a bad script fails the load."""
-        text = job[key]
-        if not isinstance(text, str) or not text.strip():
-            self.problem((name, key), "must be SQL text" if key == "sql" else "must name a SQL file in the workflow folder")
-            return None
-        if key == "sql_file":
-            path = os.path.join(self.source.workflow_dir, text)
+    def type_keys(self, job: dict[str, Any]) -> set[str]:
+        """The YAML keys of the job's type; of every known type while the type is unknown."""
+        registry = self.loader.registry
+        job_type = job.get("job_type")
+        if isinstance(job_type, str) and job_type in registry:
+            return set(registry.get(job_type).yaml_keys)
+        return registry.yaml_keys()
+
+    def yaml_nodes(self, name: str, job: dict[str, Any]) -> list[AINode] | None:
+        """The nodes the job's type makes of its YAML keys; None when it gives none of them.
+
+        Asked once per job: the answer decides whether a ``processor`` key is compiled, and
+        its problems are reported once.
+        """
+        if name in self._yaml_nodes:
+            return self._yaml_nodes[name]
+        nodes: list[AINode] | None = None
+        job_type = job.get("job_type")
+        registry = self.loader.registry
+        if isinstance(job_type, str) and job_type in registry and self.own_logic_key(job):
+            info = registry.get(job_type)
+
+            def problem(key: str, message: str) -> None:
+                self.problem((name, *(int(part) if part.isdigit() else part for part in str(key).split("."))), message)
+
             try:
-                with open_regular(path, self.source.workflow_dir) as fh:
-                    text = fh.read().decode("utf-8")
-            except RefusedFile as err:
-                self.problem((name, key), f"cannot read '{job[key]}': {err.strerror}")
-                return None
-            except OSError as err:
-                self.problem((name, key), f"cannot read '{job[key]}': {err.strerror or err}")
-                return None
-            except UnicodeDecodeError as err:
-                self.problem((name, key), f"'{job[key]}' is not UTF-8 text (byte {err.start})")
-                return None
-        try:
-            return SqlStatementsProcessor(split_sql(text), source=str(job[key]) if key == "sql_file" else "sql")
-        except ValueError as err:
-            self.problem((name, key), f"SQL does not split into statements: {err}")
+                nodes = job_nodes_from_yaml(info, name, job, self.source.workflow_dir, problem)
+            except Exception as err:  # noqa: BLE001 - a plugin's hook may raise anything
+                self.problem((name, self.own_logic_key(job) or "job_type"), f"plugin {info.module} failed: {type(err).__name__}: {err}")
+                nodes = []
+        self._yaml_nodes[name] = nodes
+        return nodes
+
+    def own_logic_key(self, job: dict[str, Any]) -> str:
+        """The first of the job's keys that belongs to its job type alone ('' if none)."""
+        own = self.type_keys(job) - PROCESSOR_KEYS
+        return next((key for key in job if key in own), "")
+
+    def infer_job_type(self, graph: AISubGraph) -> str | None:
+        """The job type of a job defined only in Python: the one whose processor classes it uses."""
+        processors = [node.processor for node in graph.nodes.values()]
+        if not processors:
             return None
+        claiming = [info.job_type for info in self.loader.registry if claims_processors(info, processors)]
+        return claiming[0] if len(claiming) == 1 else None
 
     def add_compiled_nodes(self, graph: AISubGraph, nodes: list[dict[str, Any]]) -> None:
         for node in nodes:
@@ -853,7 +871,7 @@ class _Load:
         if err.key:
             path: Path = (name, *err.key.split("."))
         else:
-            logic = next((k for k in ("bash_command", "processor") if k in job), "job_type")
+            logic = self.own_logic_key(job) or ("processor" if "processor" in job else "job_type")
             path = (name, logic)
         self.problems.append(Problem(self.doc.file, *self.doc.position(path), format_path(path), str(err)))
 
@@ -868,38 +886,16 @@ def _rebuild_processor(encoded: dict[str, Any], plugin_modules: set[str]) -> Any
     Only classes of aiflowd or of loaded plugin modules are rebuilt, from their JSON
     state: nothing is unpickled and no module is imported here.
     """
-    from aiflowd.plugins.python import PythonProcessor
-
     name = encoded["module"]
     trusted = name == "aiflowd" or name.startswith("aiflowd.") or any(name == m or name.startswith(m + ".") for m in plugin_modules)
     cls: Any = sys.modules.get(name) if trusted else None
     for part in encoded["qualname"].split("."):
         cls = getattr(cls, part, None)
-    if isinstance(cls, type) and not issubclass(cls, PythonProcessor) and encoded.get("state") is not None:
+    if isinstance(cls, type) and not getattr(cls, "aiflowd_by_reference", False) and encoded.get("state") is not None:
         obj = cls.__new__(cls)
         obj.__dict__.update(encoded["state"])
         return obj
     return ProcessorRef(name, encoded["qualname"], tuple(encoded["mro"]), encoded["payload"])
-
-
-def _infer_job_type(graph: AISubGraph) -> str | None:
-    from aiflowd.plugins.python import PythonProcessor
-
-    kinds = set()
-    for node in graph.nodes.values():
-        if isinstance(node.processor, BashProcessor):
-            kinds.add("bash")
-        elif isinstance(node.processor, (FlinkJavaProcessor, SqlStatementsProcessor)):
-            kinds.add("flink")
-        elif isinstance(node.processor, ProcessorRef) and (
-            node.processor.is_a(FlinkPythonProcessor) or node.processor.is_a(FlinkSqlProcessor)
-        ):
-            kinds.add("flink")
-        elif isinstance(node.processor, ProcessorRef) and node.processor.is_a(PythonProcessor):
-            kinds.add("python")
-        else:
-            return None
-    return kinds.pop() if len(kinds) == 1 else None
 
 
 def parse_cron(expression: Any) -> tuple[str, str, str | None]:

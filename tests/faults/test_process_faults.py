@@ -20,11 +20,12 @@ import pytest
 
 from aiflowd.controllers import process_group
 from aiflowd.controllers.process_group import REAPER, HelperCancel, ProcessGroup, run_helper
-from aiflowd.controllers.subprocess import BashJobController, SubprocessJobHandle
+from aiflowd.controllers.subprocess import SubprocessJobHandle
 from aiflowd.controllers.supervisor import JobSupervisor
 from aiflowd.model import JobConfig, Status
 from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
 from aiflowd.plugins.bash import BashJob
+from aiflowd.plugins.bash.controller import BashJobController
 from aiflowd.runners.reaper import live_descendants, process_table
 from aiflowd.workflows.errors import LoadError
 from aiflowd.workflows.loader import LoaderSettings, WorkflowLoader
@@ -184,10 +185,11 @@ async def test_stopping_a_job_reaches_the_processes_that_escaped_its_group(tmp_p
 SPAWNER = """
 import asyncio, json, sys
 from pathlib import Path
-from aiflowd.controllers.subprocess import BashJobController, SubprocessJobHandle
+from aiflowd.controllers.subprocess import SubprocessJobHandle
 from aiflowd.model import JobConfig
 from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
 from aiflowd.plugins.bash import BashJob
+from aiflowd.plugins.bash.controller import BashJobController
 from aiflowd.runners.reaper import live_descendants, process_table
 
 async def main():

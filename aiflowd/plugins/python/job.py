@@ -8,10 +8,18 @@ possibly under another interpreter: it needs only the stdlib.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from aiflowd.model import AISubGraph, JobConfig, ProcessorRef
-from aiflowd.plugin_interface import Job, JobController, JobExecutionInfo, JobGenerationError, JobGenerator, JobPluginFactory
+from aiflowd.plugin_interface import (
+    Job,
+    JobController,
+    JobExecutionInfo,
+    JobGenerationError,
+    JobGenerator,
+    JobPluginFactory,
+    generation_inputs,
+)
 from aiflowd.plugins.common import check_common_properties
 
 
@@ -48,6 +56,10 @@ class PythonProcessor:
     item per output port. ``open`` and ``close`` bracket the run of the whole job.
     """
 
+    #: User code: the loader keeps it as a reference (pickled for the job process), never
+    #: rebuilt in the daemon from its attributes.
+    aiflowd_by_reference: ClassVar[bool] = True
+
     def open(self, execution_context: ExecutionContext) -> None:
         """Acquire what ``process`` needs."""
 
@@ -77,7 +89,8 @@ class PythonJob(Job):
 
 
 class PythonJobGenerator(JobGenerator):
-    def generate(self, sub_graph: AISubGraph, job_config: JobConfig, resource_dir: str | None = None) -> Job:
+    def generate(self, sub_graph: AISubGraph, job_config: JobConfig | None = None, resource_dir: str | None = None) -> Job:
+        job_config, resource_dir = generation_inputs(sub_graph, job_config, resource_dir)
         env, cwd = check_common_properties(job_config.properties, allowed={"env", "cwd", "timeout", "python_executable_path"})
         executable = job_config.properties.get("python_executable_path")
         if executable is not None and (not isinstance(executable, str) or not executable):
@@ -119,10 +132,9 @@ class PythonJobPluginFactory(JobPluginFactory):
         return PythonJobGenerator()
 
     def get_job_controller(self) -> JobController:
-        from aiflowd.controllers.subprocess import PythonJobController  # the OS-facing part loads only in the daemon
+        from aiflowd.plugins.python.controller import PythonJobController  # the OS-facing part loads only in the daemon
 
         return PythonJobController()
 
-
-def plugin_factory() -> JobPluginFactory:
-    return PythonJobPluginFactory()
+    def processor_classes(self) -> tuple[type, ...]:
+        return (PythonProcessor,)

@@ -9,18 +9,31 @@ the ``flink`` CLI (``submit_via: cli``). Properties: ``run_mode``, ``submit_via`
 (passed to the CLI for YARN or Kubernetes application mode; untested here),
 ``python_executable_path`` (the interpreter with pyflink for Python and SQL jobs),
 ``execution_mode`` (``streaming`` or ``batch``, for Python and SQL jobs).
-This module needs only the stdlib: workflow definitions import its processor.
+In YAML a Flink job is ``main_jar_file`` (with ``entry_class`` and ``args``), ``sql`` or
+``sql_file``. This module needs only the stdlib: workflow definitions and PyFlink job
+processes import its processors.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
-from aiflowd.model import AISubGraph, JobConfig
-from aiflowd.plugin_interface import Job, JobController, JobGenerationError, JobGenerator, JobPluginFactory
+from aiflowd.model import AINode, AISubGraph, JobConfig
+from aiflowd.plugin_interface import (
+    Job,
+    JobController,
+    JobGenerationError,
+    JobGenerator,
+    JobPluginFactory,
+    YamlProblem,
+    generation_inputs,
+)
 from aiflowd.plugins.common import environment_property
 from aiflowd.workflows.errors import suggest
+
+#: The YAML keys of a Flink job; ``args`` is shared with the generic ``processor`` key.
+YAML_KEYS = {"main_jar_file", "entry_class", "args", "sql", "sql_file"}
 
 PROPERTIES = {
     "run_mode",
@@ -59,6 +72,9 @@ class FlinkPythonProcessor:
     return them for the next nodes (``input_list`` holds the upstream outputs).
     """
 
+    #: User code: kept by reference, run only in the job process.
+    aiflowd_by_reference: ClassVar[bool] = True
+
     def open(self, execution_context: Any) -> None:
         """Acquire what ``process`` needs."""
 
@@ -77,6 +93,9 @@ class FlinkSqlProcessor:
     into one statement set: one Flink job.
     """
 
+    #: User code: kept by reference, run only in the job process.
+    aiflowd_by_reference: ClassVar[bool] = True
+
     def udf_list(self, execution_context: Any) -> list[Any]:
         return []
 
@@ -86,6 +105,9 @@ class FlinkSqlProcessor:
 
 class SqlStatementsProcessor(FlinkSqlProcessor):
     """The ``sql`` / ``sql_file`` YAML form: statements split at load time."""
+
+    #: Plain data, rebuilt from its attributes.
+    aiflowd_by_reference: ClassVar[bool] = False
 
     def __init__(self, statements: list[str], source: str = "sql") -> None:
         self.statements = list(statements)
@@ -180,7 +202,8 @@ class FlinkPythonJob(FlinkJob):
 
 
 class FlinkJobGenerator(JobGenerator):
-    def generate(self, sub_graph: AISubGraph, job_config: JobConfig, resource_dir: str | None = None) -> Job:
+    def generate(self, sub_graph: AISubGraph, job_config: JobConfig | None = None, resource_dir: str | None = None) -> Job:
+        job_config, resource_dir = generation_inputs(sub_graph, job_config, resource_dir)
         options = flink_options(job_config.properties)
         nodes = list(sub_graph.nodes.values())
         if nodes and not any(isinstance(node.processor, FlinkJavaProcessor) for node in nodes):
@@ -286,10 +309,63 @@ class FlinkJobPluginFactory(JobPluginFactory):
         return FlinkJobGenerator()
 
     def get_job_controller(self) -> JobController:
-        from aiflowd.controllers.flink import FlinkJobController  # the OS- and network-facing part loads only in the daemon
+        from aiflowd.plugins.flink.controller import FlinkJobController  # the OS- and network-facing part loads only in the daemon
 
         return FlinkJobController()
 
+    def yaml_keys(self) -> set[str]:
+        return set(YAML_KEYS)
 
-def plugin_factory() -> JobPluginFactory:
-    return FlinkJobPluginFactory()
+    def nodes_from_yaml(self, job_name: str, job_yaml: dict[str, Any], workflow_dir: str, problem: YamlProblem) -> list[AINode] | None:
+        given = [k for k in ("main_jar_file", "sql", "sql_file") if k in job_yaml]
+        if not given:
+            return None
+        if len(given) > 1:
+            problem(given[1], f"give one of {' and '.join(given)}, not both")
+            return []
+        key = given[0]
+        processor: Any
+        if key == "main_jar_file":
+            args = job_yaml.get("args", [])
+            if not isinstance(args, list):
+                problem("args", "must be a list of arguments (never one string)")
+                args = []
+            entry = job_yaml.get("entry_class")
+            processor = FlinkJavaProcessor(None if entry is None else str(entry), str(job_yaml["main_jar_file"]), args)
+        else:
+            processor = sql_processor(job_yaml, key, workflow_dir, problem)
+            if processor is None:
+                return []
+        return [AINode(job_name, job_name, processor)]
+
+    def processor_classes(self) -> tuple[type, ...]:
+        return (FlinkJavaProcessor, SqlStatementsProcessor, FlinkPythonProcessor, FlinkSqlProcessor)
+
+
+def sql_processor(job_yaml: dict[str, Any], key: str, workflow_dir: str, problem: YamlProblem) -> SqlStatementsProcessor | None:
+    """The ``sql`` or ``sql_file`` form, split into statements now so that a bad script fails the load."""
+    from aiflowd.workflows.yamlfile import RefusedFile, open_regular  # the loader's file rules; only loads need them
+
+    text = job_yaml[key]
+    if not isinstance(text, str) or not text.strip():
+        problem(key, "must be SQL text" if key == "sql" else "must name a SQL file in the workflow folder")
+        return None
+    if key == "sql_file":
+        path = os.path.join(workflow_dir, text)
+        try:
+            with open_regular(path, workflow_dir) as fh:
+                text = fh.read().decode("utf-8")
+        except RefusedFile as err:  # missing, or refused (a link out of the folder, a FIFO)
+            problem(key, f"cannot read '{job_yaml[key]}': {err.strerror}")
+            return None
+        except OSError as err:
+            problem(key, f"cannot read '{job_yaml[key]}': {err.strerror or err}")
+            return None
+        except UnicodeDecodeError as err:
+            problem(key, f"'{job_yaml[key]}' is not UTF-8 text (byte {err.start})")
+            return None
+    try:
+        return SqlStatementsProcessor(split_sql(text), source=str(job_yaml[key]) if key == "sql_file" else "sql")
+    except ValueError as err:
+        problem(key, f"SQL does not split into statements: {err}")
+        return None

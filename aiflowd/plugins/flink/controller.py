@@ -26,7 +26,7 @@ from aiflowd.controllers.process_group import ProcessGroup
 from aiflowd.controllers.subprocess import Command, SubprocessController, SubprocessJobHandle, aiflowd_import_path, job_environment
 from aiflowd.model import Status
 from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
-from aiflowd.plugins.flink import FlinkPythonJob
+from aiflowd.plugins.flink.job import FlinkJob, FlinkPythonJob
 
 DEFAULT_REST_URL = "http://127.0.0.1:8081"
 POLL_INTERVAL = 0.2
@@ -129,12 +129,12 @@ class LocalFlinkController(SubprocessController):
         home = flink_home(env)
         argv = [os.path.join(home, "bin", "flink"), "run", "-t", "local", "-Drest.bind-port=0"]
         argv += _run_options(job)
-        extra = dict(job.env)  # type: ignore[attr-defined]
+        extra = dict(_flink_job(job).env)
         extra.update({"JAVA_HOME": java_home(env), "FLINK_LOG_DIR": env.working_dir, "FLINK_IDENT_STRING": "aiflowd"})
         return Command(argv, extra)
 
 
-RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runners", "flink_job.py")
+RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "runners", "flink_job.py")
 PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
 
 
@@ -369,11 +369,12 @@ class FlinkJobController(JobController):
 
     async def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
         env = job_runtime_env
-        if job.run_mode == "local":  # type: ignore[attr-defined]
+        flink_job = _flink_job(job)
+        if flink_job.run_mode == "local":
             return await self.local.submit_job(job, env)
         os.makedirs(env.log_dir, exist_ok=True)
         job_id = flink_job_id(env)
-        via = "cli" if job.submit_via == "cli" or job.target else "rest"  # type: ignore[attr-defined]
+        via = "cli" if flink_job.submit_via == "cli" or flink_job.target else "rest"
         handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), via, env.log_path)
         if via == "cli":
             await self.cli.submit(job, env, job_id)
@@ -462,6 +463,12 @@ def _target_options(job: Any, env: JobRuntimeEnv) -> list[str]:
         return ["-t", job.target]
     url = httpx.URL(rest_url(env))
     return ["-t", "remote", f"-Drest.address={url.host}", f"-Drest.port={url.port or 8081}"]
+
+
+def _flink_job(job: Job) -> FlinkJob:
+    if not isinstance(job, FlinkJob):
+        raise TypeError(f"expected a FlinkJob, got {type(job).__name__}")
+    return job
 
 
 def _flink_handle(job_handle: JobHandle) -> FlinkJobHandle:
