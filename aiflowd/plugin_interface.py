@@ -19,7 +19,7 @@ import os
 import re
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -262,6 +262,7 @@ def generate_job(generator: Any, sub_graph: AISubGraph, resource_dir: str) -> Jo
     """Call a generator with aiflowd's signature, or AIFlow's ``generate(sub_graph, resource_dir)``."""
     import inspect
 
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(generator.generate).parameters
     except (TypeError, ValueError):

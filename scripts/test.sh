@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --flink
 .venv/bin/ruff check .
+.venv/bin/mypy  # files and settings in pyproject.toml
 # The cluster's ports come from FLINK_REST_PORT / FLINK_PORT_BASE (see the script); the
 # tests and the daemons they start read its URL from AIFLOWD_FLINK_REST_URL.
 AIFLOWD_FLINK_REST_URL="$(scripts/flink-cluster.sh url)"

@@ -382,7 +382,7 @@ def _can_reap() -> bool:
     return reaper.prctl(PR_SET_CHILD_SUBREAPER, 0)
 
 
-def _subreaper_preexec() -> Callable[[], None] | None:
+def _subreaper_preexec() -> Callable[[], object] | None:
     """What a forked child runs before exec to become a child subreaper (the flag survives exec).
 
     The slow path, for when no spawner runs. prctl is looked up here, in the parent (a

@@ -204,7 +204,7 @@ class SubprocessController(JobController):
             pid, start_time = found if found is not None else (0, 0)
         group = ProcessGroup.attach(pid, start_time, status) if pid else ProcessGroup.ended(status)
         handle = SubprocessJobHandle(
-            None,  # type: ignore[arg-type] - the caller sets the job it regenerated
+            None,  # type: ignore[arg-type]  # the caller sets the job it regenerated
             env.job_execution_info,
             pid,
             start_time,

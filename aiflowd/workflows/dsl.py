@@ -13,6 +13,7 @@ throwaway builder takes the calls, so importing a definition is always harmless.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import sys
 from collections.abc import Iterator
@@ -247,7 +248,7 @@ def _caller() -> tuple[str, int]:
     return frame.f_code.co_filename, frame.f_lineno
 
 
-def _enum_value(enum_type: type, value: Any, what: str, allow_any: bool = False) -> str:
+def _enum_value(enum_type: type[enum.Enum], value: Any, what: str, allow_any: bool = False) -> str:
     if allow_any and value == ANY:
         return ANY
     raw = getattr(value, "value", value)

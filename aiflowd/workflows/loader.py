@@ -19,7 +19,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiflowd.model import (
     ANY,
@@ -472,11 +472,11 @@ class _Load:
                 self.problem((*path, "interval"), "must be longer than 0 seconds")
                 return None
             return PeriodicConfig(interval_seconds=seconds, start_date=config.start_date, timezone=config.timezone)
-        cron, seconds, error = parse_cron(value["cron"])
+        cron, cron_seconds, error = parse_cron(value["cron"])
         if error:
             self.problem((*path, "cron"), error)
             return None
-        return PeriodicConfig(cron=cron, cron_seconds=seconds, start_date=config.start_date, timezone=config.timezone)
+        return PeriodicConfig(cron=cron, cron_seconds=cron_seconds, start_date=config.start_date, timezone=config.timezone)
 
     def sequence(self, path: Path, value: Any) -> list[Any]:
         if value is None:
@@ -892,7 +892,7 @@ def _rebuild_processor(encoded: dict[str, Any], plugin_modules: set[str]) -> Any
     for part in encoded["qualname"].split("."):
         cls = getattr(cls, part, None)
     if isinstance(cls, type) and not getattr(cls, "aiflowd_by_reference", False) and encoded.get("state") is not None:
-        obj = cls.__new__(cls)
+        obj = cast(Any, cls).__new__(cls)  # without __init__: the state is set whole below
         obj.__dict__.update(encoded["state"])
         return obj
     return ProcessorRef(name, encoded["qualname"], tuple(encoded["mro"]), encoded["payload"])
