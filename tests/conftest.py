@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,18 @@ BIN = Path(sys.executable).parent
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Any]:
+    """A real aiflowd process on ``tmp_path``, started (READY) and closed after the test."""
+    from .daemon_harness import Daemon  # the harness imports this module's helpers
+
+    running = Daemon(tmp_path)
+    try:
+        yield running.start()
+    finally:
+        running.close()
 
 
 @pytest.fixture

@@ -20,15 +20,6 @@ from .conftest import cli_env, pid_alive, wait_for
 from .daemon_harness import Daemon
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    running = Daemon(tmp_path)
-    try:
-        yield running.start()
-    finally:
-        running.close()
-
-
 def statuses(rows: list[dict]) -> list[tuple[str, str]]:
     return sorted((row["job"], row["status"]) for row in rows)
 

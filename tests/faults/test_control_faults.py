@@ -13,22 +13,10 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from ..conftest import cli_env, wait_for
 from ..daemon_harness import Daemon
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    running = Daemon(tmp_path)
-    try:
-        yield running.start()
-    finally:
-        running.close()
 
 
 def connect(daemon: Daemon, timeout: float = 30.0) -> socket.socket:

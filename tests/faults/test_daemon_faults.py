@@ -12,22 +12,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from ..conftest import cli_env, pid_alive, wait_for
 from ..daemon_harness import Daemon
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    running = Daemon(tmp_path)
-    try:
-        yield running.start()
-    finally:
-        running.close()
 
 
 def start_failure(config: Path, cwd: Path, limit_file_size: int | None = None) -> subprocess.CompletedProcess[str]:

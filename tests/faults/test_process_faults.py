@@ -411,15 +411,6 @@ async def test_a_read_only_log_folder_fails_the_job_with_the_path_and_the_reason
 # --- the daemon ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    running = Daemon(tmp_path)
-    try:
-        yield running.start()
-    finally:
-        running.close()
-
-
 def test_what_a_daemon_job_leaves_behind_ends_with_the_job(daemon: Daemon, marker: str) -> None:
     pid_file = daemon.root / "escaped.pid"
     script = daemon.root / "leaky.sh"
