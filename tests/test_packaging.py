@@ -37,6 +37,7 @@ WHEEL_DATA = [
     "data/etc/aiflowd.yaml",
     "data/systemd/aiflowd.service",
     "data/systemd/aiflowd.socket",
+    "data/workflow.schema.json",  # generated at build time (setup.py), not kept in the tree
 ]
 #: Source folders the sdist holds whole: the tests and everything they read.
 SDIST_TREES = ["aiflowd", "tests", "examples", "etc", "systemd", "scripts", "docs"]
