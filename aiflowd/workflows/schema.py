@@ -60,14 +60,21 @@ _ACTION = _caseless([a.value for a in JobAction], "what the rule does to this jo
 GENERIC_KEYS: dict[str, dict[str, Any]] = {
     # the workflow's own keys
     "workflow.periodic_config": {"description": "start an execution of the workflow on a timer: 'cron' or 'interval'"},
-    "workflow.properties": {"type": "object", "description": "free-form workflow properties; python_executable_path chooses the interpreter that compiles NAME.py"},
+    "workflow.properties": {
+        "type": "object",
+        "description": "free-form workflow properties; python_executable_path chooses the interpreter that compiles NAME.py",
+    },
     "workflow.dependencies": {"type": "object", "description": "free-form, kept for AIFlow compatibility"},
     "workflow.on_change": {
         "enum": [p.value for p in ChangePolicy],
         "description": "what a new version does to a running execution: restart (default), wait or ignore",
     },
-    "workflow.start_new_workflow_execution_on_events": {"description": "events that start an execution: event conditions, or {condition, events}"},
-    "workflow.stop_workflow_execution_on_events": {"description": "events that stop the running execution: event conditions, or {condition, events}"},
+    "workflow.start_new_workflow_execution_on_events": {
+        "description": "events that start an execution: event conditions, or {condition, events}"
+    },
+    "workflow.stop_workflow_execution_on_events": {
+        "description": "events that stop the running execution: event conditions, or {condition, events}"
+    },
     # a job's generic keys
     "job.job_type": {"type": "string", "description": "the plugin that runs the job"},
     "job.properties": {"type": ["object", "null"], "description": "the job type's properties (env, cwd, timeout, ...) and free-form ones"},
@@ -168,7 +175,10 @@ def builtin_keys() -> dict[str, frozenset[str]]:
 def workflow_schema(types: JobTypeKeys) -> dict[str, Any]:
     """The JSON Schema (draft-07) of a workflow YAML file, for job types with these YAML keys."""
     periodic = _closed(
-        "periodic", PERIODIC_KEYS, oneOf=[{"required": ["cron"]}, {"required": ["interval"]}], description="give exactly one of cron and interval"
+        "periodic",
+        PERIODIC_KEYS,
+        oneOf=[{"required": ["cron"]}, {"required": ["interval"]}],
+        description="give exactly one of cron and interval",
     )
     event = _closed("event", EVENT_KEYS, required=["event_key"])
     event_rule = _closed("event", EVENT_KEYS | {"action"}, required=["event_key"])
@@ -176,7 +186,11 @@ def workflow_schema(types: JobTypeKeys) -> dict[str, Any]:
     events_group["properties"]["events"] = _describe(events_group["properties"]["events"], _one_or_list({"$ref": "#/definitions/event"}))
     events_rule = _closed("events", EVENTS_KEYS | {"action"})
     events_rule["properties"]["events"] = _describe(events_rule["properties"]["events"], _one_or_list({"$ref": "#/definitions/event"}))
-    trigger = {"if": {"type": "object", "required": ["events"]}, "then": {"$ref": "#/definitions/events"}, "else": {"$ref": "#/definitions/event"}}
+    trigger = {
+        "if": {"type": "object", "required": ["events"]},
+        "then": {"$ref": "#/definitions/events"},
+        "else": {"$ref": "#/definitions/event"},
+    }
     status_rule = _closed("status_rule", STATUS_RULE_KEYS, required=["upstream_job"])
 
     job_types = sorted(types)
@@ -187,7 +201,9 @@ def workflow_schema(types: JobTypeKeys) -> dict[str, Any]:
         if name in generic and not (job_type and (job_type, name) in TYPE_KEYS):
             schema = _key("job", name)
         elif job_type is not None:
-            schema = dict(TYPE_KEYS.get((job_type, name)) or {"description": f"a key of job type {job_type} (see its plugin's documentation)"})
+            schema = dict(
+                TYPE_KEYS.get((job_type, name)) or {"description": f"a key of job type {job_type} (see its plugin's documentation)"}
+            )
         else:
             owners = [t for t in job_types if name in types[t]]
             described = [TYPE_KEYS[(t, name)] for t in owners if (t, name) in TYPE_KEYS]
@@ -229,7 +245,7 @@ def workflow_schema(types: JobTypeKeys) -> dict[str, Any]:
     return {
         "$schema": SCHEMA_DIALECT,
         "title": "aiflowd workflow",
-        "description": f"An aiflowd workflow: jobs by name, and the keys {', '.join(sorted(WORKFLOW_KEYS))}. Job types: {', '.join(job_types)}.",
+        "description": f"An aiflowd workflow: jobs by name, and the workflow's own keys. Job types: {', '.join(job_types)}.",
         "type": "object",
         "properties": workflow_keys,
         # A job's name: the loader's NAME_RE, for every key that is not one of the workflow's own.
