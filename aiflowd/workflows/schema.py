@@ -131,6 +131,11 @@ TYPE_KEYS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+#: The keys that give a built-in job type's logic (the others go with them): what the
+#: loader names when a job has none ("missing bash_command"). Other types: all their keys.
+LOGIC_KEYS: dict[str, tuple[str, ...]] = {"bash": ("bash_command",), "flink": ("main_jar_file", "sql", "sql_file"), "python": ()}
+
+
 def _key(kind: str, name: str) -> dict[str, Any]:
     return dict(GENERIC_KEYS[f"{kind}.{name}"])
 

@@ -1,0 +1,108 @@
+"""Authoring aids: validate's hints for the common YAML traps, the note on a missing Flink
+extra, help on every option, and shell completion of workflow and job names."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aiflowd.cli import aiflowctl
+from aiflowd.cli import aiflowd as aiflowd_cli
+
+from .conftest import REPO
+
+
+def validate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = aiflowctl.main(["validate", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write(path: Path, text: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+# -- YAML traps ---------------------------------------------------------------------
+
+
+def test_a_tab_in_an_indentation_is_named_at_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = write(tmp_path / "wf.yaml", "job:\n  job_type: bash\n\tbash_command: echo hi\n")
+    code, out, _ = validate(capsys, wf)
+    assert code == 1
+    assert out == f"{wf}:3:1: tabs are not allowed for indentation: use spaces\n"
+
+
+def test_a_tab_after_spaces_is_named_at_its_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = write(tmp_path / "wf.yaml", "job:\n  job_type: bash\n  action_on_job_status:\n  \t- upstream_job: a\n")
+    assert validate(capsys, wf)[1] == f"{wf}:4:3: tabs are not allowed for indentation: use spaces\n"
+
+
+def test_an_unquoted_colon_in_a_command_says_quote_the_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = write(tmp_path / "wf.yaml", "job:\n  job_type: bash\n  bash_command: echo a: b\n")
+    code, out, _ = validate(capsys, wf)
+    assert code == 1
+    assert out == (
+        f"{wf}:3:3: the value of bash_command holds ': ', which YAML reads as another key: "
+        "quote the value, like bash_command: 'echo a: b'\n"
+    )
+    # The suggestion is valid YAML that gives the command back, quotes and all.
+    write(tmp_path / "fixed.yaml", "job:\n  job_type: bash\n  bash_command: 'it''s a: b'\n")
+    assert validate(capsys, str(tmp_path / "fixed.yaml"))[0] == 0
+
+
+def test_a_colon_in_a_quoted_value_is_fine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = write(tmp_path / "wf.yaml", 'job:\n  job_type: bash\n  bash_command: "echo a: b"\n')
+    assert validate(capsys, wf)[:2] == (0, "1 workflow(s) valid\n")
+
+
+def test_other_yaml_errors_keep_the_parsers_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = write(tmp_path / "wf.yaml", "job:\n  job_type: [bash\n")
+    out = validate(capsys, wf)[1]
+    assert out.startswith(f"{wf}:") and "invalid YAML:" in out and "tab" not in out and "quote" not in out
+
+
+def test_a_bash_job_without_bash_command_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = write(tmp_path / "wf.yaml", "job:\n  job_type: bash\n  retries: 1\n")
+    assert validate(capsys, wf)[1] == f"{wf}:1:1: job: missing bash_command: a bash job needs it, or a 'processor: module:Class'\n"
+
+
+def test_a_job_of_a_workflow_folder_may_be_defined_in_its_python(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "flow" / "flow.yaml", "job:\n  job_type: bash\n")
+    out = validate(capsys, str(tmp_path / "flow"))[1]
+    assert out.endswith("job: missing bash_command: a bash job needs it, or a 'processor: module:Class', or its nodes in flow.py\n")
+
+
+@pytest.mark.parametrize(
+    ("job_type", "missing"),
+    [("flink", "missing main_jar_file, sql or sql_file: a flink job needs one of them"), ("python", "missing processor: a python job")],
+)
+def test_other_job_types_name_their_keys_not_nodes(tmp_path: Path, capsys: pytest.CaptureFixture[str], job_type: str, missing: str) -> None:
+    wf = write(tmp_path / "wf.yaml", f"job:\n  job_type: {job_type}\n")
+    out = validate(capsys, wf)[1]
+    assert missing in out and "nodes" not in out and "Processor" not in out
+
+
+def test_a_definition_that_fails_to_compile_is_the_only_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "flow" / "flow.yaml", "a:\n  job_type: bash\nb:\n  job_type: python\nc:\n  job_type: bash\n  action_on_job_status: [{upstream_job: d}]\n")
+    write(tmp_path / "flow" / "flow.py", "def broken(:\n")
+    code, out, _ = validate(capsys, str(tmp_path / "flow"))
+    assert code == 1
+    [line] = out.splitlines()
+    assert line.startswith(f"{tmp_path / 'flow' / 'flow.py'}:1:") and "SyntaxError" in line
+
+
+def test_a_job_with_its_own_logic_is_still_checked_when_the_definition_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "flow" / "flow.yaml", "a:\n  job_type: bash\n  bash_command: echo\n  retries: many\n")
+    write(tmp_path / "flow" / "flow.py", "raise RuntimeError('no')\n")
+    lines = validate(capsys, str(tmp_path / "flow"))[1].splitlines()
+    assert len(lines) == 2
+    assert any("RuntimeError: no" in line for line in lines) and any("a.retries: must be a whole number" in line for line in lines)
