@@ -106,3 +106,55 @@ def test_a_job_with_its_own_logic_is_still_checked_when_the_definition_fails(tmp
     lines = validate(capsys, str(tmp_path / "flow"))[1].splitlines()
     assert len(lines) == 2
     assert any("RuntimeError: no" in line for line in lines) and any("a.retries: must be a whole number" in line for line in lines)
+
+
+# -- Flink workflows without the flink extra ----------------------------------------------
+
+FLINK_EXAMPLES = [str(REPO / "examples" / "workflows" / name) for name in ("flink_wordcount", "flink_streaming")]
+NOTE = "note: the flink extra is not installed (pip install 'aiflowd[flink]'): Flink jobs were checked but cannot run here\n"
+
+
+def pyflink_installed(monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
+    """apache-flink present or not, as the flink job type asks (``find_spec('pyflink')``)."""
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None) -> object:
+        if name == "pyflink":
+            return importlib.util.spec_from_loader("pyflink", loader=None) if installed else None
+        return real(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+def test_flink_workflows_validate_with_one_note_when_the_extra_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pyflink_installed(monkeypatch, False)
+    bash = write(tmp_path / "plain.yaml", "job: {job_type: bash, bash_command: echo}\n")
+    code, out, err = validate(capsys, *FLINK_EXAMPLES, bash)
+    assert (code, out, err) == (0, "3 workflow(s) valid\n", NOTE)  # checked, valid, and said once
+
+
+def test_the_note_comes_with_an_invalid_flink_workflow_too(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pyflink_installed(monkeypatch, False)
+    wf = write(tmp_path / "wf.yaml", "job:\n  job_type: flink\n  sql: 'select 1;'\n  parallelism: 2\n")
+    code, out, err = validate(capsys, wf)
+    assert code == 1 and "job.parallelism: unknown key" in out and err == NOTE
+
+
+def test_the_note_is_in_the_json_report(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pyflink_installed(monkeypatch, False)
+    bash = write(tmp_path / "plain.yaml", "job: {job_type: bash, bash_command: echo}\n")
+    code = aiflowctl.main(["validate", "--json", FLINK_EXAMPLES[1], bash])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert report[0]["notes"] == [NOTE.removeprefix("note: ").strip()] and "notes" not in report[1]
+
+
+def test_no_note_when_flink_can_run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pyflink_installed(monkeypatch, True)
+    assert validate(capsys, *FLINK_EXAMPLES) == (0, "2 workflow(s) valid\n", "")
+    # A Flink distribution of the config's also lets Flink jobs run, as the flink job type finds it.
+    pyflink_installed(monkeypatch, False)
+    config = write(tmp_path / "aiflowd.yaml", f"workflows_dir: {tmp_path}\nflink:\n  flink_home: {tmp_path}\n")
+    assert validate(capsys, "--config", config, *FLINK_EXAMPLES) == (0, "2 workflow(s) valid\n", "")

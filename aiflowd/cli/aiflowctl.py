@@ -371,16 +371,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
         else:
             targets.append(path)
     report = []
+    flink_missing = flink_extra_missing(config.flink)
+    noted = False
     for target in targets:
         problems: list[Problem] = []
+        job_types: set[str] = set()
         if not os.path.exists(target):
             problems = [Problem(target, 0, 0, "", "no such file or folder")]
         else:
             try:
-                loader.load(target)
+                job_types = {graph.config.job_type for graph in loader.load(target).workflow.jobs.values()}
             except LoadError as err:
                 problems = err.problems
-        report.append({"workflow": target, "valid": not problems, "problems": [p.to_json() for p in problems]})
+                job_types = yaml_job_types(target)
+        entry: dict[str, Any] = {"workflow": target, "valid": not problems, "problems": [p.to_json() for p in problems]}
+        if flink_missing and "flink" in job_types:
+            entry["notes"] = [FLINK_NOTE]
+            if not noted:
+                print(f"note: {FLINK_NOTE}", file=sys.stderr)
+                noted = True
+        report.append(entry)
         if not args.json:
             for problem in problems:
                 print(problem)
@@ -390,6 +400,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
     elif valid:
         print(f"{len(report)} workflow(s) valid")
     return DONE if valid else FAILED
+
+
+FLINK_NOTE = "the flink extra is not installed (pip install 'aiflowd[flink]'): Flink jobs were checked but cannot run here"
+
+
+def flink_extra_missing(flink_settings: dict[str, Any]) -> bool:
+    """Whether Flink jobs could not run here: no apache-flink (pyflink) and no ``flink.flink_home``.
+
+    The flink job type finds its distribution the same way when a job starts
+    (``aiflowd.plugins.flink.controller.flink_home``); validate only says so, once.
+    """
+    import importlib.util
+
+    return not flink_settings.get("flink_home") and importlib.util.find_spec("pyflink") is None
+
+
+def yaml_job_types(target: str) -> set[str]:
+    """The job types an invalid workflow's YAML names (best effort: none when it cannot be read)."""
+    from aiflowd.workflows.errors import LoadError
+    from aiflowd.workflows.loader import WORKFLOW_KEYS, find_source
+    from aiflowd.workflows.yamlfile import read_yaml
+
+    try:
+        source = find_source(target)
+        data = read_yaml(source.config_file, inside=source.workflow_dir).data
+    except LoadError:
+        return set()
+    if not isinstance(data, dict):
+        return set()
+    return {str(job.get("job_type")) for key, job in data.items() if key not in WORKFLOW_KEYS and isinstance(job, dict)}
 
 
 if __name__ == "__main__":
