@@ -16,7 +16,7 @@ import pytest
 from aiflowd.cli import aiflowctl
 from aiflowd.cli import aiflowd as aiflowd_cli
 
-from .conftest import REPO
+from .conftest import REPO, wait_for
 
 
 def validate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -92,7 +92,10 @@ def test_other_job_types_name_their_keys_not_nodes(tmp_path: Path, capsys: pytes
 
 
 def test_a_definition_that_fails_to_compile_is_the_only_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write(tmp_path / "flow" / "flow.yaml", "a:\n  job_type: bash\nb:\n  job_type: python\nc:\n  job_type: bash\n  action_on_job_status: [{upstream_job: d}]\n")
+    write(
+        tmp_path / "flow" / "flow.yaml",
+        "a:\n  job_type: bash\nb:\n  job_type: python\nc:\n  job_type: bash\n  action_on_job_status: [{upstream_job: d}]\n",
+    )
     write(tmp_path / "flow" / "flow.py", "def broken(:\n")
     code, out, _ = validate(capsys, str(tmp_path / "flow"))
     assert code == 1
@@ -135,7 +138,9 @@ def test_flink_workflows_validate_with_one_note_when_the_extra_is_missing(
     assert (code, out, err) == (0, "3 workflow(s) valid\n", NOTE)  # checked, valid, and said once
 
 
-def test_the_note_comes_with_an_invalid_flink_workflow_too(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_the_note_comes_with_an_invalid_flink_workflow_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     pyflink_installed(monkeypatch, False)
     wf = write(tmp_path / "wf.yaml", "job:\n  job_type: flink\n  sql: 'select 1;'\n  parallelism: 2\n")
     code, out, err = validate(capsys, wf)
@@ -158,3 +163,106 @@ def test_no_note_when_flink_can_run(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     pyflink_installed(monkeypatch, False)
     config = write(tmp_path / "aiflowd.yaml", f"workflows_dir: {tmp_path}\nflink:\n  flink_home: {tmp_path}\n")
     assert validate(capsys, "--config", config, *FLINK_EXAMPLES) == (0, "2 workflow(s) valid\n", "")
+
+
+# -- help on every option ---------------------------------------------------------------
+
+
+def _unhelped(parser: argparse.ArgumentParser, where: str) -> list[str]:
+    missing = []
+    for action in parser._actions:
+        name = "/".join(action.option_strings) or action.dest
+        if not action.help:
+            missing.append(f"{where} {name}")
+        if isinstance(action, argparse._SubParsersAction):
+            described = {choice.dest: choice.help for choice in action._choices_actions}
+            for command, sub in action.choices.items():
+                if not described.get(command):
+                    missing.append(f"{where} {command}")
+                missing += _unhelped(sub, f"{where} {command}")
+    return missing
+
+
+@pytest.mark.parametrize("tool", [aiflowctl, aiflowd_cli], ids=["aiflowctl", "aiflowd"])
+def test_every_option_and_command_has_help(tool: object) -> None:
+    parser = tool.build_parser()  # type: ignore[attr-defined]
+    assert _unhelped(parser, parser.prog) == []
+
+
+# -- shell completion -------------------------------------------------------------------
+
+
+def complete(tool: str, line: str, tmp_path: Path, cwd: Path | None = None) -> list[str]:
+    """What the shell would offer for ``line``: the real tool, run as argcomplete's shell code runs it."""
+    out = tmp_path / "completions"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "_ARGCOMPLETE": "1",
+        "_ARGCOMPLETE_SHELL": "bash",
+        "_ARGCOMPLETE_IFS": "\n",
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(out),
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+    }
+    env.pop("AIFLOWD_SOCKET", None)
+    result = subprocess.run(
+        [sys.executable, "-m", f"aiflowd.cli.{tool}"], env=env, cwd=cwd or tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result
+    return sorted(w.strip() for w in out.read_text().split("\n") if w.strip())
+
+
+def test_completion_prints_shell_code_for_both_tools(capsys: pytest.CaptureFixture[str]) -> None:
+    assert aiflowctl.main(["completion", "bash"]) == 0
+    code = capsys.readouterr().out
+    assert "complete" in code and "aiflowctl" in code and "aiflowd" in code
+    assert aiflowctl.main(["completion", "zsh"]) == 0
+    assert capsys.readouterr().out.startswith("#compdef aiflowctl aiflowd")
+
+
+def test_commands_complete_without_a_daemon_and_names_complete_to_nothing(tmp_path: Path) -> None:
+    assert complete("aiflowctl", "aiflowctl wor", tmp_path) == ["workflow"]
+    assert complete("aiflowctl", "aiflowctl workflow st", tmp_path) == ["start-execution", "stop-execution"]
+    # No daemon: no names, no error printed into the command line (complete() checks).
+    assert complete("aiflowctl", f"aiflowctl --socket {tmp_path}/none.sock workflow show x", tmp_path) == []
+
+
+def test_a_daemon_that_never_answers_completes_nothing(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(tmp_path / "s.sock"))
+        silent.listen(8)  # connects succeed; nobody ever answers
+        args = argparse.Namespace(socket=str(tmp_path / "s.sock"), config=None)
+        assert aiflowctl.complete_workflows("", args) == []
+
+
+def test_workflow_and_job_names_come_from_the_daemon(tmp_path: Path) -> None:
+    from .daemon_harness import Daemon
+
+    daemon = Daemon(tmp_path / "d")
+    try:
+        daemon.write_workflow("etl.yaml", "extract: {job_type: bash, bash_command: 'true'}\nload: {job_type: bash, bash_command: 'true'}\n")
+        daemon.write_workflow("report.yaml", "render: {job_type: bash, bash_command: 'true'}\n")
+        daemon.start()
+        wait_for(lambda: daemon.known("etl") and daemon.known("report"), timeout=30)
+        sock = f"aiflowctl --socket {daemon.socket}"
+        assert complete("aiflowctl", f"{sock} workflow show ", tmp_path) == ["etl", "report"]
+        assert complete("aiflowctl", f"{sock} workflow show e", tmp_path) == ["etl"]
+        assert complete("aiflowctl", f"{sock} job logs etl ", tmp_path) == ["extract", "load"]
+        assert complete("aiflowctl", f"{sock} job start-execution etl l", tmp_path) == ["load"]
+        assert complete("aiflowctl", f"{sock} job logs nope ", tmp_path) == []  # refused by the daemon: nothing
+        # The daemon is found as every command finds it: here through --config.
+        assert complete("aiflowctl", f"aiflowctl --config {daemon.config} workflow list-executions r", tmp_path) == ["report"]
+    finally:
+        daemon.close()
+
+
+def test_run_once_completes_the_jobs_of_the_workflow_file(tmp_path: Path) -> None:
+    write(
+        tmp_path / "wf.yaml", "periodic_config: {interval: 5m}\nextract: {job_type: bash, bash_command: 'true'}\nload: {job_type: bash}\n"
+    )
+    assert complete("aiflowd", "aiflowd run-once wf.yaml --job ", tmp_path) == ["extract", "load"]
+    assert complete("aiflowd", "aiflowd run-once missing.yaml --job ", tmp_path) == []
+    assert complete("aiflowd", "aiflowd sc", tmp_path) == ["schema"]

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (argcomplete's global completion looks for this line)
 """``aiflowd``: the daemon; ``run-once`` to try a workflow in the foreground; ``init`` and
 ``systemd-units`` to get started (a starter folder, units for the chosen paths).
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", metavar="FILE", help=f"daemon config (default: ./{LOCAL_CONFIG} if there is one; `aiflowd init` writes one)"
     )
-    sub = parser.add_subparsers(dest="command", metavar="[COMMAND]")
+    sub = parser.add_subparsers(dest="command", metavar="[COMMAND]", help="what to do instead of serving (COMMAND --help says more)")
     once = sub.add_parser("run-once", help="run one execution of one workflow in the foreground")
     once.add_argument("path", metavar="PATH", help="a NAME.yaml file or a NAME/ workflow folder")
     once.add_argument("--job", metavar="NAME", help="run only this job, ignoring its rules")
@@ -68,7 +69,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     units.add_argument("--output", metavar="DIR", help="write the two unit files into DIR instead of printing them")
     _add_schema_command(sub)
+    _attach_completers(sub)
     return parser
+
+
+def _attach_completers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``run-once PATH --job <Tab>``: the jobs the workflow's YAML names (read here, no daemon needed)."""
+    for action in sub.choices["run-once"]._actions:
+        if action.dest == "job":
+            action.completer = _complete_yaml_jobs  # type: ignore[attr-defined]
+
+
+def _complete_yaml_jobs(prefix: str, parsed_args: argparse.Namespace, **_: object) -> list[str]:
+    from aiflowd.workflows.loader import WORKFLOW_KEYS, find_source
+    from aiflowd.workflows.yamlfile import read_yaml
+
+    try:
+        source = find_source(parsed_args.path)
+        data = read_yaml(source.config_file, inside=source.workflow_dir).data
+    except Exception:  # noqa: BLE001 - a completion must never print an error into the command line
+        return []
+    if not isinstance(data, dict):
+        return []
+    return [str(key) for key, value in data.items() if key not in WORKFLOW_KEYS and isinstance(value, dict) and str(key).startswith(prefix)]
+
+
+def _autocomplete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request and exit, when this run is one (``aiflowctl completion``)."""
+    from aiflowd.cli.aiflowctl import autocomplete
+
+    autocomplete(parser)
 
 
 def _add_schema_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,7 +113,9 @@ def _add_schema_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _autocomplete(parser)
+    args = parser.parse_args(argv)
     if args.command == "init":
         return _printing(lambda: init(Path(args.dir), args.examples))
     if args.command == "systemd-units":
