@@ -188,3 +188,20 @@ def test_a_plugins_keys_join_the_schema(tmp_path: Path) -> None:
     schema = workflow_schema(registry_keys(registry))
     types = schema["definitions"]["job"]["properties"]["job_type"]["enum"]
     assert "bash" in types and len(types) > 3
+
+
+def test_the_wheels_schema_is_the_generated_one(tmp_path: Path) -> None:
+    """The build hook writes the schema with the built code: run it as the build does."""
+    import subprocess
+    import sys
+
+    dest = tmp_path / "workflow.schema.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "aiflowd.workflows.schema", str(dest)],
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert dest.read_text() == schema_text(builtin_keys())
