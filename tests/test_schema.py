@@ -87,7 +87,7 @@ def test_the_schema_accepts_every_workflow_of_the_tests_the_loader_accepts(
             continue
         accepted += 1
         assert errors(validator, read_yaml(str(path)).data) == [], f"{where}:\n{text}"
-    assert accepted >= 20  # the tests hold many workflows: finding few means the search broke
+    assert accepted >= 20, accepted  # the tests hold many workflows: finding few means the search broke
 
 
 @pytest.mark.parametrize(
