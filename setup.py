@@ -3,13 +3,18 @@
 They are kept once, at the repository root (``etc/``, ``systemd/``, ``examples/``), where
 the README's commands and the tests use them. Building copies them into
 ``aiflowd/data/`` inside the wheel, where ``aiflowd.data`` finds them after a
-``pip install`` (``aiflowd init``, ``aiflowd systemd-units``). Everything else about the
+``pip install`` (``aiflowd init``, ``aiflowd systemd-units``). The workflow JSON Schema
+for editors is generated there too, by the built code itself (from the loader's rules and
+the built-in job types' YAML keys), so no copy is kept by hand. Everything else about the
 build is in pyproject.toml.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from setuptools import setup
@@ -44,6 +49,15 @@ class BuildPyWithData(build_py):
             else:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
+        self.write_schema(target / "workflow.schema.json")
+
+    def write_schema(self, dest: Path) -> None:
+        """The workflow schema, written by the package just built (it needs PyYAML: see build-system)."""
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [self.build_lib, os.environ.get("PYTHONPATH")]))}
+        command = [sys.executable, "-m", "aiflowd.workflows.schema", str(dest)]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"setup.py: writing the workflow schema failed:\n{result.stdout}{result.stderr}")
 
 
 setup(cmdclass={"build_py": BuildPyWithData})

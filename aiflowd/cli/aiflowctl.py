@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (argcomplete's global completion looks for this line)
 """``aiflowctl``: drive a running aiflowd through its control socket, or validate workflows.
 
 Human tables by default, ``--json`` for scripts (errors too: ``{"error": {"code",
@@ -10,6 +11,8 @@ The socket is found through ``--socket``, then ``$AIFLOWD_SOCKET``, then ``--con
 then ``./aiflowd.yaml`` when there is one (as ``aiflowd`` reads it), then the default
 (``./.aiflowd/aiflowd.sock``); when no daemon answers, the error names the path, where it
 came from, and how to point elsewhere. ``validate`` and ``plugins`` need no daemon.
+``aiflowctl completion bash|zsh|fish`` prints shell completion for both tools, which
+completes workflow and job names by asking the daemon.
 """
 
 from __future__ import annotations
@@ -87,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         return parser
 
     def group(subparsers: Any, name: str, text: str) -> Any:
-        return subparsers.add_parser(name, help=text, description=text).add_subparsers(dest="action", required=True, metavar="ACTION")
+        return subparsers.add_parser(name, help=text, description=text).add_subparsers(
+            dest="action", required=True, metavar="ACTION", help=f"what to do with {text}"
+        )
 
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (COMMAND --help says more)")
     command(sub, "status", "the daemon's state")
 
     workflow = group(sub, "workflow", "workflows")
@@ -144,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate = command(sub, "validate", "check workflows with the daemon's loader, without a daemon")
     validate.add_argument("paths", nargs="+", metavar="PATH", help="workflow files or folders, or folders of workflows")
     command(sub, "reload", "read the config again (as SIGHUP)")
+    _add_completion_command(
+        command(sub, "completion", "print shell code that completes aiflowctl and aiflowd commands, workflows and jobs")
+    )
+    attach_completers(parser)
     return parser
 
 
@@ -164,9 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    autocomplete(parser)
+    args = parser.parse_args(argv)
     if args.command == "validate":
         return cmd_validate(args)
+    if args.command == "completion":
+        return cmd_completion(args)
     from aiflowd.control.client import ControlClient, Refused, Unreachable
     from aiflowd.control.protocol import ControlError
 
@@ -371,16 +384,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
         else:
             targets.append(path)
     report = []
+    flink_missing = flink_extra_missing(config.flink)
+    noted = False
     for target in targets:
         problems: list[Problem] = []
+        job_types: set[str] = set()
         if not os.path.exists(target):
             problems = [Problem(target, 0, 0, "", "no such file or folder")]
         else:
             try:
-                loader.load(target)
+                job_types = {graph.config.job_type for graph in loader.load(target).workflow.jobs.values()}
             except LoadError as err:
                 problems = err.problems
-        report.append({"workflow": target, "valid": not problems, "problems": [p.to_json() for p in problems]})
+                job_types = yaml_job_types(target)
+        entry: dict[str, Any] = {"workflow": target, "valid": not problems, "problems": [p.to_json() for p in problems]}
+        if flink_missing and "flink" in job_types:
+            entry["notes"] = [FLINK_NOTE]
+            if not noted:
+                print(f"note: {FLINK_NOTE}", file=sys.stderr)
+                noted = True
+        report.append(entry)
         if not args.json:
             for problem in problems:
                 print(problem)
@@ -390,6 +413,115 @@ def cmd_validate(args: argparse.Namespace) -> int:
     elif valid:
         print(f"{len(report)} workflow(s) valid")
     return DONE if valid else FAILED
+
+
+# -- shell completion ------------------------------------------------------------------
+
+#: How long a completion waits for the daemon: a shell waiting on Tab must not hang.
+COMPLETION_TIMEOUT = 1.0
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+def _add_completion_command(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete in")
+    parser.epilog = 'Add to ~/.bashrc (or ~/.zshrc): eval "$(aiflowctl completion bash)"  (zsh: ... completion zsh)'
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """The shell code (from argcomplete) that completes both tools in ``args.shell``."""
+    try:
+        import argcomplete
+    except ImportError:
+        return fail(args, "usage", "shell completion needs argcomplete: pip install argcomplete", USAGE)
+    sys.stdout.write(argcomplete.shellcode(["aiflowctl", "aiflowd"], shell=args.shell))
+    return DONE
+
+
+def autocomplete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request and exit, when this run is one (argcomplete's variables)."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return  # an ordinary run: argcomplete is not even imported
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser, always_complete_options=False)  # options after a "-", names first
+
+
+def ask_daemon(parsed_args: argparse.Namespace, method: str, **params: Any) -> Any:
+    """The daemon's answer for a completion, or None: no daemon, no answer within
+    ``COMPLETION_TIMEOUT``, or a refusal all complete nothing, silently."""
+    try:
+        from aiflowd.control.client import ControlClient
+
+        path, _ = socket_path(parsed_args)
+        with ControlClient(path, timeout=COMPLETION_TIMEOUT, connect_retry=0) as client:
+            return client.call(method, **params)
+    except Exception:  # noqa: BLE001 - a completion must never print an error into the command line
+        return None
+
+
+def complete_workflows(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """The names of the daemon's workflows that start with ``prefix``."""
+    rows = ask_daemon(parsed_args, "workflow.list", all=True)
+    names = [str(row["workflow"]) for row in rows or [] if isinstance(row, dict) and "workflow" in row]
+    return [name for name in names if name.startswith(prefix)]
+
+
+def complete_jobs(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """The names of the jobs of the workflow given before, as the daemon knows them."""
+    workflow = getattr(parsed_args, "workflow", None)
+    if not workflow:
+        return []
+    shown = ask_daemon(parsed_args, "workflow.show", workflow=workflow)
+    jobs = shown.get("jobs") if isinstance(shown, dict) else None
+    names = [str(row["job"]) for row in jobs or [] if isinstance(row, dict) and "job" in row]
+    return [name for name in names if name.startswith(prefix)]
+
+
+#: Which completer an argument gets, by its ``dest``: every command naming a workflow or a
+#: job (those added later too) completes the same way.
+COMPLETERS = {"workflow": complete_workflows, "job": complete_jobs}
+
+
+def attach_completers(parser: argparse.ArgumentParser) -> None:
+    """Give each workflow and job argument of every command its completer."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                attach_completers(sub)
+        elif action.dest in COMPLETERS and not action.option_strings:
+            action.completer = COMPLETERS[action.dest]  # type: ignore[attr-defined]
+
+
+FLINK_NOTE = "the flink extra is not installed (pip install 'aiflowd[flink]'): Flink jobs were checked but cannot run here"
+
+
+def flink_extra_missing(flink_settings: dict[str, Any]) -> bool:
+    """Whether Flink jobs could not run here: no apache-flink (pyflink) and no ``flink.flink_home``.
+
+    The flink job type finds its distribution the same way when a job starts
+    (``aiflowd.plugins.flink.controller.flink_home``); validate only says so, once.
+    """
+    import importlib.util
+
+    return not flink_settings.get("flink_home") and importlib.util.find_spec("pyflink") is None
+
+
+def yaml_job_types(target: str) -> set[str]:
+    """The job types an invalid workflow's YAML names (best effort: none when it cannot be read)."""
+    from aiflowd.workflows.errors import LoadError
+    from aiflowd.workflows.loader import WORKFLOW_KEYS, find_source
+    from aiflowd.workflows.yamlfile import read_yaml
+
+    try:
+        source = find_source(target)
+        data = read_yaml(source.config_file, inside=source.workflow_dir).data
+    except LoadError:
+        return set()
+    if not isinstance(data, dict):
+        return set()
+    return {str(job.get("job_type")) for key, job in data.items() if key not in WORKFLOW_KEYS and isinstance(job, dict)}
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (argcomplete's global completion looks for this line)
 """``aiflowd``: the daemon; ``run-once`` to try a workflow in the foreground; ``init`` and
 ``systemd-units`` to get started (a starter folder, units for the chosen paths).
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", metavar="FILE", help=f"daemon config (default: ./{LOCAL_CONFIG} if there is one; `aiflowd init` writes one)"
     )
-    sub = parser.add_subparsers(dest="command", metavar="[COMMAND]")
+    sub = parser.add_subparsers(dest="command", metavar="[COMMAND]", help="what to do instead of serving (COMMAND --help says more)")
     once = sub.add_parser("run-once", help="run one execution of one workflow in the foreground")
     once.add_argument("path", metavar="PATH", help="a NAME.yaml file or a NAME/ workflow folder")
     once.add_argument("--job", metavar="NAME", help="run only this job, ignoring its rules")
@@ -67,15 +68,60 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket", default="/run/aiflowd.sock", metavar="PATH", help="the control socket systemd creates (default %(default)s)"
     )
     units.add_argument("--output", metavar="DIR", help="write the two unit files into DIR instead of printing them")
+    _add_schema_command(sub)
+    _attach_completers(sub)
     return parser
 
 
+def _attach_completers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``run-once PATH --job <Tab>``: the jobs the workflow's YAML names (read here, no daemon needed)."""
+    for action in sub.choices["run-once"]._actions:
+        if action.dest == "job":
+            action.completer = _complete_yaml_jobs  # type: ignore[attr-defined]
+
+
+def _complete_yaml_jobs(prefix: str, parsed_args: argparse.Namespace, **_: object) -> list[str]:
+    from aiflowd.workflows.loader import WORKFLOW_KEYS, find_source
+    from aiflowd.workflows.yamlfile import read_yaml
+
+    try:
+        source = find_source(parsed_args.path)
+        data = read_yaml(source.config_file, inside=source.workflow_dir).data
+    except Exception:  # noqa: BLE001 - a completion must never print an error into the command line
+        return []
+    if not isinstance(data, dict):
+        return []
+    return [str(key) for key, value in data.items() if key not in WORKFLOW_KEYS and isinstance(value, dict) and str(key).startswith(prefix)]
+
+
+def _autocomplete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request and exit, when this run is one (``aiflowctl completion``)."""
+    from aiflowd.cli.aiflowctl import autocomplete
+
+    autocomplete(parser)
+
+
+def _add_schema_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of workflow YAML, for editors (completion and checks of keys)",
+        description="The JSON Schema of workflow YAML, from the loader's rules and the job types the config loads "
+        "(built-in ones, plugin_modules, installed plugins). Point an editor's YAML extension at it: see docs/workflows.md.",
+    )
+    schema.add_argument("--output", metavar="FILE", help="write the schema into FILE instead of printing it")
+    schema.add_argument("--builtin", action="store_true", help="only the built-in job types (the copy the wheel ships), no plugins")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _autocomplete(parser)
+    args = parser.parse_args(argv)
     if args.command == "init":
         return _printing(lambda: init(Path(args.dir), args.examples))
     if args.command == "systemd-units":
         return _printing(lambda: systemd_units(args.user, args.unit_config, args.prefix, args.socket, args.output))
+    if args.command == "schema":
+        return _printing(lambda: schema(args.config, args.builtin, args.output))
     try:
         config = load_config(config_path(args.config or getattr(args, "sub_config", None)))
     except LoadError as err:
@@ -208,6 +254,36 @@ def systemd_units(user: str, config: str, prefix: str, socket: str, output: str 
         return 1
     written = ", ".join(os.path.join(output, n) for n in units)
     print(f"wrote {written}; then: systemctl daemon-reload && systemctl enable --now aiflowd.socket aiflowd.service")
+    return 0
+
+
+def schema(config_file: str | None, builtin: bool, output: str | None) -> int:
+    """The workflow schema for the job types this installation (and its config) loads."""
+    from aiflowd.workflows.schema import builtin_keys, registry_keys, schema_text
+
+    if builtin:
+        text = schema_text(builtin_keys())
+    else:
+        from aiflowd.workflows.loader import loader_for
+
+        try:
+            config = load_config(config_path(config_file))
+        except LoadError as err:
+            print(err, file=sys.stderr)
+            return 2
+        loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
+        for error in plugin_errors:
+            print(f"aiflowd: {error}", file=sys.stderr)
+        text = schema_text(registry_keys(loader.registry))
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as err:
+        print(f"aiflowd: cannot write {output}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    print(f"wrote {output}")
     return 0
 
 

@@ -2,7 +2,9 @@
 
 A wheel holds them in this package (``setup.py`` copies them in at build time from
 ``etc/``, ``systemd/`` and ``examples/`` at the repository root, their one source); a
-source checkout or an editable install reads them from the repository root.
+source checkout or an editable install reads them from the repository root. The wheel
+also holds ``workflow.schema.json``, generated at build time (``aiflowd schema`` writes
+the same for any install).
 """
 
 from __future__ import annotations
@@ -35,3 +37,9 @@ def unit_template(name: str) -> Path:
 def examples() -> Path:
     """The example workflows folder."""
     return root() / "examples" / "workflows"
+
+
+def workflow_schema() -> Path | None:
+    """The workflow JSON Schema the wheel ships (built-in job types); None in a source checkout."""
+    path = _HERE / "workflow.schema.json"
+    return path if path.is_file() else None

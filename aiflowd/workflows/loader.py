@@ -305,6 +305,9 @@ class _Load:
         self.problems: list[Problem] = []
         self.doc: YamlDocument
         self.job_type_misspelt: set[str] = set()
+        #: The definition (or a YAML processor) did not compile: which jobs have which nodes
+        #: is unknown, so a job without nodes gets no follow-on problem (its cause is reported).
+        self.compile_failed = False
         self.on_compile: Callable[[], None] | None = None
         self._yaml_nodes: dict[str, list[AINode] | None] = {}
 
@@ -621,10 +624,12 @@ class _Load:
                 shown = self.source.definition_file or self.source.config_file
                 self.problems.append(Problem(shown, 0, 0, "", "not compiled: aiflowd is stopping"))
                 return {"jobs": {}, "rules": []}
+        reported = len(self.problems)
         try:
             return self.run_compiler(request, yaml_jobs)
         finally:
             slots.release()
+            self.compile_failed = len(self.problems) > reported
 
     def run_compiler(self, request: dict[str, Any], yaml_jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, run_helper
@@ -833,6 +838,8 @@ class _Load:
     # -- whole-workflow checks -----------------------------------------------------
 
     def check_rules(self, workflow: Workflow, rules: list[LocatedRule]) -> None:
+        if self.compile_failed:
+            return  # which jobs the definition has is unknown: its failure is the one problem
         for rule, problem in rules:
             if rule.job not in workflow.jobs:
                 self.problems.append(problem(f"rule for unknown job '{rule.job}' ({suggest(rule.job, workflow.jobs)})"))
@@ -846,6 +853,8 @@ class _Load:
             job_type = graph.config.job_type
             if not job_type or any(p.key == name or p.key.startswith(f"{name}.") for p in self.problems):
                 continue  # a job already reported gets no follow-on problems
+            if not graph.nodes and self.compile_failed:
+                continue  # its nodes may be in the definition that failed, which is reported
             if job_type not in self.registry_types:
                 where = (name, "job_type") if name in yaml_jobs else (name,)
                 message = f"unknown job type '{job_type}' ({suggest(job_type, self.registry_types)})"
@@ -858,10 +867,25 @@ class _Load:
             try:
                 jobs[name] = generate_job(plugin.generator, graph, workflow.workflow_dir)
             except JobGenerationError as err:
+                if not graph.nodes and name in yaml_jobs and "processor" not in yaml_jobs[name]:
+                    self.problem((name,), self.missing_logic(job_type))
+                    continue
                 self.generation_problem(name, err, yaml_jobs)
             except Exception as err:  # noqa: BLE001 - a plugin's generator may raise anything
                 self.generation_problem(name, JobGenerationError(f"plugin {plugin.module} failed: {type(err).__name__}: {err}"), yaml_jobs)
         return jobs
+
+    def missing_logic(self, job_type: str) -> str:
+        """What a job that gives no logic at all lacks, named by its keys (not "0 nodes")."""
+        from aiflowd.workflows.schema import LOGIC_KEYS
+
+        keys = LOGIC_KEYS.get(job_type) or tuple(sorted(self.loader.registry.get(job_type).yaml_keys - PROCESSOR_KEYS))
+        named = (", ".join(keys[:-1]) + " or " + keys[-1]) if len(keys) > 1 else "".join(keys)
+        ways = ["it" if len(keys) == 1 else "one of them"] if keys else []
+        ways.append("a 'processor: module:Class'")
+        if self.source.config_file != self.source.path:  # a workflow folder: its definition may hold the job
+            ways.append(f"its nodes in {os.path.basename(self.source.definition_file or self.source.name + '.py')}")
+        return f"missing {named or 'processor'}: a {job_type} job needs {', or '.join(ways)}"
 
     def generation_problem(self, name: str, err: JobGenerationError, yaml_jobs: dict[str, dict[str, Any]]) -> None:
         if name not in yaml_jobs:

@@ -191,6 +191,9 @@ def read_yaml(file: str, text: str | bytes | None = None, inside: str | None = N
         mark = err.problem_mark or err.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         message = f"invalid YAML: {err.problem or err.context}"
+        hint = yaml_hint(text, line, str(err.problem or err.context))
+        if hint is not None:
+            line, column, message = hint
         raise LoadError([Problem(file, line, column, "", message)]) from err
     except yaml.YAMLError as err:
         raise LoadError([Problem(file, 0, 0, "", f"invalid YAML: {err}")]) from err
@@ -201,6 +204,29 @@ def read_yaml(file: str, text: str | bytes | None = None, inside: str | None = N
     builder = _Builder(document)
     document.data = builder.build(node, (), 0)
     return document
+
+
+def yaml_hint(text: str, line: int, problem: str) -> tuple[int, int, str] | None:
+    """The common traps behind a YAML parse error, said in the author's terms: (line, column, message).
+
+    A tab in an indentation (YAML allows only spaces there), and a plain value holding
+    ``': '`` (``bash_command: echo a: b``), which YAML reads as a second mapping.
+    """
+    lines = text.splitlines()
+    if not 1 <= line <= len(lines):
+        return None
+    source = lines[line - 1]
+    indent = source[: len(source) - len(source.lstrip(" \t"))]
+    if "\t" in indent:
+        return line, indent.index("\t") + 1, "tabs are not allowed for indentation: use spaces"
+    if "mapping values are not allowed" in problem:
+        key, sep, value = source.lstrip(" -").partition(": ")
+        value = value.strip()
+        if sep and value and value[0] not in "\"'{[|>":
+            quoted = "'" + value.replace("'", "''") + "'"
+            column = len(source) - len(source.lstrip(" -")) + 1
+            return line, column, f"the value of {key} holds ': ', which YAML reads as another key: quote the value, like {key}: {quoted}"
+    return None
 
 
 class _Builder:
