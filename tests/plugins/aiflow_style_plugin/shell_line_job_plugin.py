@@ -39,22 +39,25 @@ class ShellLineJobGenerator(JobGenerator):
         for node_name, ai_node in sub_graph.nodes.items():
             processor = ai_node.get_processor()
             if not isinstance(processor, ShellLineProcessor):
-                raise Exception("node {} of job {} needs a ShellLineProcessor, not {}".format(
-                    node_name, sub_graph.config.job_name, type(processor).__name__))
+                raise Exception(
+                    "node {} of job {} needs a ShellLineProcessor, not {}".format(
+                        node_name, sub_graph.config.job_name, type(processor).__name__
+                    )
+                )
             commands.append(processor.command)
         return ShellLineJob(job_config=sub_graph.config, command=" && ".join(commands))
 
 
 class ShellLineJobController(JobController):
-
     def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
         handle = ShellLineJobHandle(job=job, job_execution=job_runtime_env.job_execution_info)
         env = os.environ.copy()
-        env['WORKFLOW_EXECUTION_ID'] = job_runtime_env.job_execution_info.workflow_execution.workflow_execution_id
-        out = open(os.path.join(job_runtime_env.working_dir, 'output.txt'), 'wb')
-        self.log.info('Running command: %s', job.command)
-        handle.sub_process = Popen(['bash', '-c', job.command], stdout=out, stderr=out,
-                                   cwd=job_runtime_env.working_dir, env=env, start_new_session=True)
+        env["WORKFLOW_EXECUTION_ID"] = job_runtime_env.job_execution_info.workflow_execution.workflow_execution_id
+        out = open(os.path.join(job_runtime_env.working_dir, "output.txt"), "wb")
+        self.log.info("Running command: %s", job.command)
+        handle.sub_process = Popen(
+            ["bash", "-c", job.command], stdout=out, stderr=out, cwd=job_runtime_env.working_dir, env=env, start_new_session=True
+        )
         out.close()
         return handle
 
