@@ -540,6 +540,8 @@ class Engine:
         if previous_version != version:
             entry.trigger_memory = scheduler.EventMemory()  # a new version's triggers count afresh
             log.info("workflow loaded", workflow=name, version=version)
+            if result.warnings:
+                log.warning("workflow loaded with warnings", workflow=name, warnings=[str(w) for w in result.warnings])
         if timers:
             self._arm_timers(entry)
         return (entry, old is not None or previous_version is not None) if previous_version != version else None

@@ -373,16 +373,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report = []
     for target in targets:
         problems: list[Problem] = []
+        warnings: list[Problem] = []
         if not os.path.exists(target):
             problems = [Problem(target, 0, 0, "", "no such file or folder")]
         else:
             try:
-                loader.load(target)
+                warnings = loader.load(target).warnings
             except LoadError as err:
                 problems = err.problems
-        report.append({"workflow": target, "valid": not problems, "problems": [p.to_json() for p in problems]})
+        report.append({"workflow": target, "valid": not problems, "problems": [p.to_json() for p in problems], "warnings": [w.to_json() for w in warnings]})
         if not args.json:
-            for problem in problems:
+            for problem in problems or warnings:
                 print(problem)
     valid = all(entry["valid"] for entry in report)
     if args.json:
