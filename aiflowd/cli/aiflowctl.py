@@ -381,7 +381,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 warnings = loader.load(target).warnings
             except LoadError as err:
                 problems = err.problems
-        report.append({"workflow": target, "valid": not problems, "problems": [p.to_json() for p in problems], "warnings": [w.to_json() for w in warnings]})
+        entry = {"workflow": target, "valid": not problems, "problems": [p.to_json() for p in problems]}
+        report.append({**entry, "warnings": [w.to_json() for w in warnings]})
         if not args.json:
             for problem in problems or warnings:
                 print(problem)
