@@ -17,6 +17,7 @@ Job wrappers of aiflowd's own job types are never noted: they are reattached ins
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import time
@@ -26,7 +27,6 @@ from typing import Any
 import anyio
 
 from aiflowd.controllers.process_group import _REAPER_ARG, kill_tree, process_start_time
-from aiflowd.controllers.supervisor import call
 from aiflowd.plugin_interface import Job, JobHandle, JobRuntimeEnv
 from aiflowd.runners.reaper import live_descendants, process_table
 
@@ -72,9 +72,19 @@ class TrackingController:
         return getattr(self._inner, name)
 
     async def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
-        before = await anyio.to_thread.run_sync(own_children)
-        handle = await call(self._inner.submit_job, job, job_runtime_env)
-        after = await anyio.to_thread.run_sync(own_children)
+        submit = self._inner.submit_job
+        if inspect.iscoroutinefunction(submit):
+            before = own_children()
+            handle = await submit(job, job_runtime_env)
+            after = own_children()
+        else:  # blocking, as AIFlow's: looked at in the worker thread it runs in, with no extra hop
+
+            def observed() -> tuple[dict[int, int], Any, dict[int, int]]:
+                return own_children(), submit(job, job_runtime_env), own_children()
+
+            before, handle, after = await anyio.to_thread.run_sync(observed)
+            if inspect.isawaitable(handle):
+                handle = await handle
         started = [[pid, start] for pid, start in sorted(after.items()) if before.get(pid) != start]
         with contextlib.suppress(AttributeError, TypeError):
             handle.aiflowd_processes = started  # a handle with __slots__ keeps none: nothing to stop later
