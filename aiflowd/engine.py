@@ -37,6 +37,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from aiflowd import scheduler
 from aiflowd.clock import Clock, SystemClock
+from aiflowd.controllers import plugin_processes
 from aiflowd.controllers.supervisor import JobOutcome, JobSupervisor, call
 from aiflowd.inbox import Call, CheckStore, Due, JobEnded, JobRunning, Loaded, Message, Removed, Reply, Tick, UserEvent, from_legacy
 from aiflowd.model import ChangePolicy, Event, EventCondition, JobAction, JobConfig, PeriodicConfig, Status
@@ -539,6 +540,8 @@ class Engine:
         if previous_version != version:
             entry.trigger_memory = scheduler.EventMemory()  # a new version's triggers count afresh
             log.info("workflow loaded", workflow=name, version=version)
+            if result.warnings:
+                log.warning("workflow loaded with warnings", workflow=name, warnings=[str(w) for w in result.warnings])
         if timers:
             self._arm_timers(entry)
         return (entry, old is not None or previous_version is not None) if previous_version != version else None
@@ -901,6 +904,9 @@ class Engine:
                 # Recorded as started, or its controller cannot look for it: it may still run.
                 # Starting it again could run it twice, so it ends here, and is not retried.
                 run.lost = True
+                noted = plugin_processes.noted_processes(run.recovered_handle)
+                if noted and not _can_reattach(plugin.controller):
+                    return await self._stop_noted(run, noted)
                 if run.recovered_handle is not None:
                     message = LOST + "the job could not be found again after a restart"
                 else:
@@ -913,14 +919,27 @@ class Engine:
                 return JobOutcome(Status.KILLED, message=run.stop_reason)
 
             async def running(handle: JobHandle) -> None:
-                self.post(JobRunning(run, handle.to_json()))
+                self.post(JobRunning(run, plugin_processes.handle_record(handle)))
 
-            run.supervisor = JobSupervisor(
-                plugin.controller, job, run.env, timeout=job.job_config.timeout, on_running=running, handle=handle
-            )
+            controller = plugin.controller
+            if handle is None and not _can_reattach(controller):
+                controller = plugin_processes.TrackingController(controller)  # its processes are stopped after a restart
+            run.supervisor = JobSupervisor(controller, job, run.env, timeout=job.job_config.timeout, on_running=running, handle=handle)
             if run.stop_reason is not None:
                 run.supervisor.request_stop(run.stop_reason)
             return await run.supervisor.run()
+
+    async def _stop_noted(self, run: JobRun, noted: list[tuple[int, int]]) -> JobOutcome:
+        """End a job of a plugin without ``reattach`` after a restart: stop the processes it had started."""
+        grace = float(self.settings.get("stop_grace_period", 10.0))
+        with anyio.CancelScope(shield=True):
+            stopped = await anyio.to_thread.run_sync(plugin_processes.stop_noted, noted, grace)
+        if not stopped:
+            message = f"job type '{run.job_type}' cannot reattach, and none of the processes it had started ran any more"
+            return JobOutcome(Status.FAILED, message=LOST + message, ended_at=self.clock.now())
+        pids = ", ".join(str(pid) for pid in stopped)
+        message = f"job type '{run.job_type}' cannot reattach: the processes it had started (pid {pids}) were stopped"
+        return JobOutcome(Status.KILLED, message=LOST + message, ended_at=self.clock.now())
 
     def _job_running(self, run: JobRun, handle_record: dict[str, Any]) -> None:
         if run.status.is_final:
@@ -1115,6 +1134,11 @@ class Engine:
         info = JobExecutionInfo(job_row["workflow"], job, str(execution_id), f"{execution_id}.{job}.{attempt}", attempt)
         env = JobRuntimeEnv(job_row["working_dir"], job_row["log_path"], "", info, self.settings)
         handle = await call(controller.reattach, dict(job_row["handle"] or {}, job_execution_id=info.job_execution_id), env)
+        if handle is None and not _can_reattach(controller):
+            noted = plugin_processes.noted_processes(job_row["handle"])
+            grace = float(self.settings.get("stop_grace_period", 10.0))
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(plugin_processes.stop_noted, noted, grace)
         if handle is not None:
             with anyio.CancelScope(shield=True):
                 await call(controller.stop_job, handle, env)

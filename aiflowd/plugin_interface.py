@@ -34,6 +34,28 @@ _JOB_TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
+class WorkflowInfo:
+    """A workflow the daemon serves; ``namespace`` is AIFlow's project name (aiflowd has none: 'default')."""
+
+    workflow_name: str
+    namespace: str = "default"
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WorkflowExecutionInfo:
+    """One workflow execution, as AIFlow names it; ids are strings and dates seconds since the epoch."""
+
+    workflow_execution_id: str
+    workflow_info: WorkflowInfo | None = None
+    status: Status = Status.INIT
+    properties: dict[str, Any] = field(default_factory=dict)
+    start_date: float | None = None
+    end_date: float | None = None
+    context: str | None = None
+
+
+@dataclass
 class JobExecutionInfo:
     """Which run this is: AIFlow's JobExecutionInfo, handed to controllers and processors."""
 
@@ -45,6 +67,36 @@ class JobExecutionInfo:
     status: Status = Status.INIT
     start_date: float | None = None
     end_date: float | None = None
+
+    @property
+    def workflow_execution(self) -> WorkflowExecutionInfo:
+        """The execution this job run belongs to, as AIFlow's ``job_execution_info.workflow_execution``.
+
+        It is running while one of its jobs runs; its ``context`` is ``execution_context``
+        (aiflowd has no context extractors: a JSON object naming the execution).
+        """
+        return WorkflowExecutionInfo(
+            workflow_execution_id=self.workflow_execution_id,
+            workflow_info=WorkflowInfo(self.workflow_name),
+            status=Status.RUNNING,
+            context=self.execution_context,
+        )
+
+    @property
+    def execution_context(self) -> str:
+        """What aiflowd gives where AIFlow gives an execution's context: a JSON object of its ids.
+
+        Bash jobs get it as ``WORKFLOW_EXECUTION_CONTEXT``, as AIFlow's bash jobs get theirs.
+        """
+        return json.dumps(
+            {
+                "workflow_name": self.workflow_name,
+                "workflow_execution_id": self.workflow_execution_id,
+                "job_name": self.job_name,
+                "job_execution_id": self.job_execution_id,
+            },
+            sort_keys=True,
+        )
 
 
 @dataclass
@@ -78,8 +130,13 @@ class JobRuntimeEnv:
 
     @property
     def resource_dir(self) -> str:
-        """AIFlow's name for the folder holding the workflow's assets: the workflow folder."""
-        return self.workflow_dir
+        """``working_dir/resources``: the workflow's assets, as AIFlow's jobs find them.
+
+        AIFlow links its project's ``resources/`` folder there; an aiflowd workflow folder
+        is its own project, so ``make_working_dir`` links the workflow folder's
+        ``resources/`` (when it has one) there.
+        """
+        return os.path.join(self.working_dir, RESOURCES)
 
     @property
     def generated_dir(self) -> str:
@@ -100,6 +157,26 @@ class JobRuntimeEnv:
     def jar_dep_dir(self) -> str:
         """Jars the job needs: ``dependencies/jar``."""
         return os.path.join(self.dependencies_dir, "jar")
+
+
+#: The folder of a job's working dir holding the workflow's assets (a link to ``WORKFLOW/resources``).
+RESOURCES = "resources"
+
+
+def make_working_dir(env: JobRuntimeEnv) -> None:
+    """Make an execution's working folder as AIFlow's jobs expect it.
+
+    With ``resources``: a symbolic link to the workflow folder's ``resources/``, when the
+    workflow has one (AIFlow links its project's ``resources/`` the same way). A link,
+    not a copy: the assets are read in place, whatever their size, and a job sees the
+    workflow's files as they are now.
+    """
+    os.makedirs(env.working_dir, exist_ok=True)
+    source = os.path.join(env.workflow_dir, RESOURCES)
+    link = env.resource_dir
+    if env.workflow_dir and os.path.isdir(source) and not os.path.lexists(link):
+        with contextlib.suppress(FileExistsError):
+            os.symlink(source, link)
 
 
 class Job:
@@ -455,6 +532,7 @@ class PluginRegistry:
             return []
         if distribution is None:
             distribution, version = _distribution_of(name)
+        _enable_aiflow_names()
         try:
             importlib.import_module(name)
         except BaseException as err:
@@ -472,6 +550,7 @@ class PluginRegistry:
         """
         import importlib.metadata  # slow to import; only discovery needs it
 
+        _enable_aiflow_names()
         if entry_points is None:
             entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
         errors: list[PluginError] = []
@@ -559,6 +638,13 @@ def _validate_factory(factory: Any, module: str, distribution: str | None, versi
         yaml_keys=frozenset(yaml_keys),
         processor_classes=tuple(classes),
     )
+
+
+def _enable_aiflow_names() -> None:
+    """Let plugin modules written as AIFlow's docs show import ``ai_flow`` (never shadowing a real AIFlow)."""
+    from aiflowd import compat
+
+    compat.enable()
 
 
 def _own_version() -> str | None:

@@ -60,7 +60,7 @@ def test_contract_details_aiflow_plugins_use(tmp_path: Path) -> None:
     processor = BashProcessor("true")
     assert AINode("n", "n", processor).get_processor() is processor
     env = runtime_env(tmp_path)
-    assert env.resource_dir == str(tmp_path / "wf")
+    assert env.resource_dir == str(tmp_path / "work" / "resources")  # AIFlow's: a link to the workflow's resources/
     assert env.generated_dir == str(tmp_path / "work" / "generated")
     assert env.dependencies_dir == str(tmp_path / "wf" / "dependencies")
     assert env.python_dep_dir == str(tmp_path / "wf" / "dependencies" / "python")

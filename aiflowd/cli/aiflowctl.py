@@ -389,15 +389,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for target in targets:
         problems: list[Problem] = []
         job_types: set[str] = set()
+        warnings: list[Problem] = []
         if not os.path.exists(target):
             problems = [Problem(target, 0, 0, "", "no such file or folder")]
         else:
             try:
-                job_types = {graph.config.job_type for graph in loader.load(target).workflow.jobs.values()}
+                loaded = loader.load(target)
+                job_types = {graph.config.job_type for graph in loaded.workflow.jobs.values()}
+                warnings = loaded.warnings
             except LoadError as err:
                 problems = err.problems
                 job_types = yaml_job_types(target)
         entry: dict[str, Any] = {"workflow": target, "valid": not problems, "problems": [p.to_json() for p in problems]}
+        entry["warnings"] = [w.to_json() for w in warnings]
         if flink_missing and "flink" in job_types:
             entry["notes"] = [FLINK_NOTE]
             if not noted:
@@ -405,7 +409,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 noted = True
         report.append(entry)
         if not args.json:
-            for problem in problems:
+            for problem in problems or warnings:
                 print(problem)
     valid = all(entry["valid"] for entry in report)
     if args.json:

@@ -23,7 +23,7 @@ import aiflowd
 from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, JobLogError, ProcessGroup, find_wrapper, read_exit_status
 from aiflowd.controllers.supervisor import JobStartError
 from aiflowd.model import Status
-from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
+from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv, make_working_dir
 
 DEFAULT_STOP_GRACE_PERIOD = 10.0
 #: Variables a job inherits from the daemon; everything else comes from config and properties.
@@ -134,7 +134,7 @@ class SubprocessController(JobController):
         return handle
 
     def _spawn(self, job: Job, env: JobRuntimeEnv) -> ProcessGroup:
-        os.makedirs(env.working_dir, exist_ok=True)
+        make_working_dir(env)
         command = self.command(job, env)
         cwd = env.working_dir
         if command.cwd is not None:

@@ -20,7 +20,7 @@ import anyio
 import structlog
 
 from aiflowd.model import Status
-from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
+from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv, make_working_dir
 
 #: Extra time a controller gets beyond the stop grace period before it is abandoned.
 CONTROLLER_SLACK = 5.0
@@ -36,19 +36,19 @@ async def call(method: Callable[..., Any], *args: Any, abandon_on_cancel: bool =
     return result
 
 
-def _after_making(folder: str, method: Callable[..., Any]) -> Callable[..., Any]:
-    """``method``, called once ``folder`` exists: made in the worker thread a blocking
-    method runs in, or at once before an async one (no extra thread hop)."""
+def _after_making(env: JobRuntimeEnv, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method``, called once the working folder exists (``make_working_dir``): made in the
+    worker thread a blocking method runs in, or at once before an async one (no extra thread hop)."""
     if inspect.iscoroutinefunction(method):
 
         async def after_async(*args: Any) -> Any:
-            os.makedirs(folder, exist_ok=True)
+            make_working_dir(env)
             return await method(*args)
 
         return after_async
 
     def after(*args: Any) -> Any:
-        os.makedirs(folder, exist_ok=True)
+        make_working_dir(env)
         return method(*args)
 
     return after
@@ -117,7 +117,7 @@ class JobSupervisor:
             try:
                 submit = self.controller.submit_job
                 if not getattr(self.controller, "creates_working_dir", False):
-                    submit = _after_making(self.env.working_dir, submit)  # plugins may write there at once, as AIFlow's do
+                    submit = _after_making(self.env, submit)  # plugins may write there at once, as AIFlow's do
                 self.handle = await call(submit, self.job, self.env)
             except JobStartError as err:
                 message = str(err)

@@ -164,6 +164,11 @@ def action_on_job_status(
     _builder().rules.append(RuleSpec(job_name, "status", condition, _enum_value(JobAction, action, "action"), *_caller()))
 
 
+def last_rule() -> RuleSpec:
+    """The rule recorded last (the AIFlow layer marks the rules it made)."""
+    return _builder().rules[-1]
+
+
 def action_on_event(
     job_name: str,
     event_key: str,

@@ -110,6 +110,8 @@ class LoadedWorkflow:
 
     workflow: Workflow
     jobs: dict[str, Job] = field(default_factory=dict)
+    #: What loads, but is likely not what was meant (each message begins with "warning: ").
+    warnings: list[Problem] = field(default_factory=list)
 
 
 @dataclass
@@ -303,6 +305,9 @@ class _Load:
         self.loader = loader
         self.source = source
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        #: Rules an AIFlow definition made (``ai_flow.action_on_job_status``), by id.
+        self.aiflow_rules: set[int] = set()
         self.doc: YamlDocument
         self.job_type_misspelt: set[str] = set()
         #: The definition (or a YAML processor) did not compile: which jobs have which nodes
@@ -339,6 +344,7 @@ class _Load:
         configs = {name: self.job_config(name, job) for name, job in yaml_jobs.items() if self.valid_job_name(name)}
         compiled = self.compile(yaml_jobs)
         graphs = self.build_graphs(workflow, yaml_jobs, configs, compiled)
+        self.drop_jobs_without_operations(graphs, yaml_jobs)
         workflow.jobs = graphs
         rules = self.yaml_rules(yaml_jobs) + self.dsl_rules(compiled, workflow)
         workflow.rules = [rule for rule, _ in rules]
@@ -349,7 +355,7 @@ class _Load:
             self.problems.append(Problem(source.config_file, 1, 1, "", f"no jobs: a workflow needs at least one, like '{example}'"))
         if self.problems:
             raise LoadError(self.problems)
-        return LoadedWorkflow(workflow, jobs)
+        return LoadedWorkflow(workflow, jobs, self.warnings)
 
     # -- the YAML ------------------------------------------------------------------
 
@@ -719,7 +725,10 @@ class _Load:
             else:
                 condition = EventCondition(**item["condition"])
             file, line = item.get("file") or self.source.definition_file or "", item.get("line", 0)
-            rules.append((Rule(item["job"], condition, JobAction(item["action"])), functools.partial(Problem, file, line, 0, "")))
+            rule = Rule(item["job"], condition, JobAction(item["action"]))
+            if item["condition"].get("aiflow"):
+                self.aiflow_rules.add(id(rule))
+            rules.append((rule, functools.partial(Problem, file, line, 0, "")))
         return rules
 
     def build_graphs(
@@ -845,7 +854,33 @@ class _Load:
                 self.problems.append(problem(f"rule for unknown job '{rule.job}' ({suggest(rule.job, workflow.jobs)})"))
             if isinstance(rule.condition, JobStatusCondition) and rule.condition.upstream_job not in workflow.jobs:
                 up = rule.condition.upstream_job
-                self.problems.append(problem(f"upstream job '{up}' is not a job of this workflow ({suggest(up, workflow.jobs)})"))
+                message = f"upstream job '{up}' is not a job of this workflow ({suggest(up, workflow.jobs)})"
+                if id(rule) in self.aiflow_rules:  # AIFlow accepts it, and the rule never fires
+                    self.warnings.append(problem(f"warning: {message}: the rule never fires"))
+                else:
+                    self.problems.append(problem(message))
+
+    def drop_jobs_without_operations(self, graphs: dict[str, AISubGraph], yaml_jobs: dict[str, dict[str, Any]]) -> None:
+        """Leave out, with a warning, a YAML job an AIFlow definition gives no operation: AIFlow ignores it."""
+        if not self.source.definition_file or not self.aiflow_definition:
+            return
+        for name, graph in list(graphs.items()):
+            job = yaml_jobs.get(name)
+            if job is not None and not graph.nodes and not self.own_logic_key(job) and "processor" not in job:
+                del graphs[name]
+                where = self.doc.position((name,))
+                message = f"warning: {self.source.name}.py gives job '{name}' no operation: it is not run (as in AIFlow)"
+                self.warnings.append(Problem(self.doc.file, *where, name, message))
+
+    @property
+    def aiflow_definition(self) -> bool:
+        """Whether the definition is written against AIFlow's names (it imports ``ai_flow``)."""
+        try:
+            with open(self.source.definition_file or "", encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError:
+            return False
+        return bool(re.search(r"^\s*(import ai_flow\b|from ai_flow[\w.]* import )", text, re.MULTILINE))
 
     def generate(self, workflow: Workflow, yaml_jobs: dict[str, dict[str, Any]]) -> dict[str, Job]:
         jobs: dict[str, Job] = {}

@@ -20,4 +20,7 @@ class BashJobController(SubprocessController):
             argv = ["bash", "-c", job.bash_commands[0]]
         else:
             argv = ["bash", "-c", _IN_ORDER, "aiflowd-bash", *job.bash_commands]
-        return Command(argv, dict(job.env), job.cwd)
+        extra = dict(job.env)
+        # AIFlow's bash jobs read their execution's context here (aiflowd's: a JSON object of its ids).
+        extra["WORKFLOW_EXECUTION_CONTEXT"] = env.job_execution_info.execution_context
+        return Command(argv, extra, job.cwd)

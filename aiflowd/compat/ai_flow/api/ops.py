@@ -1,7 +1,8 @@
 """``ai_flow.api.ops``: the operations and rules of an AIFlow definition, onto aiflowd's DSL.
 
-``user_define_operation``, ``job_config`` and ``action_on_job_status`` are aiflowd's own
-(same signatures). ``transform`` is a named ``user_define_operation``. AIFlow's event
+``user_define_operation`` and ``job_config`` are aiflowd's own (same signatures);
+``action_on_job_status`` is aiflowd's, marking its rules as AIFlow's (whose upstream job
+may be missing: a warning, as AIFlow accepts such a rule). ``transform`` is a named ``user_define_operation``. AIFlow's event
 rules are translated: a MEET_ANY condition becomes one aiflowd rule per event, a
 MEET_ALL one of several events one rule waiting for all of them (each event's
 ``EventLife`` kept), the ``UNDEFINED`` event type means any type, and
@@ -22,9 +23,9 @@ from ai_flow.workflow.control_edge import (
     ValueCondition,
 )
 
-from aiflowd.model import ANY, DEFAULT_NAMESPACE, JobAction
+from aiflowd.model import ANY, DEFAULT_NAMESPACE, JobAction, Status
 from aiflowd.workflows import dsl
-from aiflowd.workflows.dsl import Channel, WorkflowDefinitionError, action_on_job_status, user_define_operation
+from aiflowd.workflows.dsl import Channel, WorkflowDefinitionError, user_define_operation
 
 __all__ = ["action_on_event", "action_on_events", "action_on_job_status", "transform", "trigger_conditions", "user_define_operation"]
 
@@ -37,6 +38,21 @@ def transform(
 ) -> Channel | tuple[Channel, ...] | None:
     """A node that transforms its inputs: ``user_define_operation`` with node_type ``transform``."""
     return user_define_operation(input=input, processor=transform_processor, output_num=output_num, name=name, operation_type="transform")
+
+
+def action_on_job_status(
+    job_name: str,
+    upstream_job_name: str,
+    upstream_job_status: Status | str = Status.FINISHED,
+    action: JobAction | str = JobAction.START,
+) -> None:
+    """When ``upstream_job_name`` reaches ``upstream_job_status``, do ``action`` to ``job_name``.
+
+    aiflowd's rule, marked as AIFlow's: an upstream job the workflow lacks is then a
+    warning (the rule never fires, as in AIFlow), not a load error.
+    """
+    dsl.action_on_job_status(job_name, upstream_job_name, upstream_job_status, action)
+    dsl.last_rule().condition["aiflow"] = True
 
 
 def action_on_event(
