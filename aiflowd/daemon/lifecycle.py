@@ -8,8 +8,9 @@ never ends it:
   dir), opens the store, binds the socket. Any failure is a ``StartupError`` whose
   message is one line naming the file and the cause; nothing has started yet.
 - **serve** runs one task group: the control server, the watcher task, the engine (with
-  one task per job execution), the watchdog and the signal handler. The watcher task,
-  the control server's accept loop and the watchdog are supervised (see
+  one task per job execution), the watchdog, the signal handler and, when the config has
+  an ``http`` section, the HTTP server (``aiflowd.web``). The watcher task, the control
+  server's accept loop, the HTTP server and the watchdog are supervised (see
   ``aiflowd.supervision``): a failure is logged, counted and restarted, the others go on.
   READY=1 is sent once the socket listens, the watcher watches and the scan is served.
 - **shutdown** begins on SIGTERM/SIGINT: STOPPING=1, every job stopped (bounded), exit 0.
@@ -30,23 +31,27 @@ import socket
 import sqlite3
 import time
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from aiflowd.config import DaemonConfig, load_config
-from aiflowd.control.server import ControlServer, SocketPathError, bind_socket
+from aiflowd.control.protocol import ControlError
+from aiflowd.control.server import ControlServer, Method, SocketPathError, bind_socket
 from aiflowd.daemon.folder import WorkflowFolder
 from aiflowd.daemon.methods import ControlMethods
-from aiflowd.engine import RETIRED, Engine, EnginePaths
+from aiflowd.engine import RETIRED, Engine, EnginePaths, JobRun
 from aiflowd.store import Store
 from aiflowd.supervision import Restarts, supervise
 from aiflowd.systemd import ServiceManager
 from aiflowd.watcher import FolderWatcher
 from aiflowd.workflows.errors import LoadError
 from aiflowd.workflows.loader import WorkflowLoader, loader_for
+
+if TYPE_CHECKING:
+    from aiflowd.web.metrics import Metrics
 
 log = structlog.get_logger("aiflowd")
 
@@ -87,6 +92,9 @@ class Daemon:
         self._bound_socket = False
         self._reloading = anyio.Lock()
         self._task_group: TaskGroup | None = None
+        #: The metrics /metrics serves; None without ``http`` (nothing is counted then).
+        self.metrics: Metrics | None = None
+        self.methods = ControlMethods(self)
 
     async def run(self) -> int:
         """Start, serve until a stop signal, shut down; 0 after a requested stop.
@@ -118,6 +126,14 @@ class Daemon:
         self._lock_fd = lock_state_dir(config.state_dir)  # before anything else touches the state
         database = os.path.join(config.state_dir, "aiflowd.db")
         self.store = _attempt(database, "cannot open the state database", Store, database)
+        if config.http:
+            from aiflowd.web import missing
+
+            if problem := missing():
+                raise StartupError(f"{config.file or 'the config'}: {problem}")
+            from aiflowd.web.metrics import Metrics
+
+            self.metrics = Metrics()
         self.loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
         for error in plugin_errors:
             log.error("plugin failed", module=error.module, error=error.message)
@@ -129,7 +145,10 @@ class Daemon:
             EnginePaths(config.state_dir, config.log_dir),
             settings=settings,
             max_concurrent_jobs=config.max_concurrent_jobs,
+            on_job_change=self._job_changed,
         )
+        if self.metrics is not None:
+            self._instrument(self.metrics)
         if self.manager.sockets:
             sock = self.manager.sockets[0]
         else:
@@ -144,12 +163,59 @@ class Daemon:
         self.folder = WorkflowFolder(config.workflows_dir, self.loader, self.engine)
         self.server = ControlServer(
             sock,
-            ControlMethods(self).table(),
+            self._method_table(),
             config.control_group,
             idle_timeout=config.control_idle_timeout,
             request_timeout=config.control_request_timeout,
             restarts=self.restarts,
         )
+
+    def _job_changed(self, run: JobRun) -> None:
+        if self.metrics is not None:
+            self.metrics.job_changed(run)
+
+    def _instrument(self, metrics: Metrics) -> None:
+        """Feed the metrics from the parts that know: the store's commits, the loader's loads, the engine's state."""
+        assert self.store is not None
+        store, loader = self.store, self.loader
+        metrics.watch_engine(self.engine)
+        setattr(store, "commit", metrics.timed(store.commit, lambda seconds, _: metrics.commit_seconds.observe(seconds)))  # noqa: B010
+
+        def loaded(seconds: float, result: Any) -> None:
+            name = getattr(getattr(result, "workflow", None), "name", None)
+            if name is not None:  # a failed load is shown as the workflow's problems
+                metrics.load_seconds.labels(name).observe(seconds)
+
+        setattr(loader, "load_source", metrics.timed(loader.load_source, loaded))  # noqa: B010
+
+    def _method_table(self) -> dict[str, Method]:
+        """The control methods; with metrics on, each call is counted by method and outcome."""
+        table = self.methods.table()
+        metrics = self.metrics
+        if metrics is None:
+            return table
+
+        def counted(name: str, method: Method) -> Method:
+            async def handler(params: dict[str, Any]) -> Any:
+                try:
+                    result = await method.handler(params)
+                except ControlError as err:
+                    metrics.control_request(name, err.code)
+                    raise
+                except BaseException:
+                    metrics.control_request(name, "error")
+                    raise
+                metrics.control_request(name, "ok")
+                return result
+
+            return Method(handler, write=method.write)
+
+        return {name: counted(name, method) for name, method in table.items()}
+
+    async def _entries_changed(self, entries: set[str]) -> None:
+        if self.metrics is not None:
+            self.metrics.watcher_events.inc(len(entries))
+        await self.folder.entries_changed(entries)
 
     # -- serve -----------------------------------------------------------------------
 
@@ -163,6 +229,12 @@ class Daemon:
         # READY does not wait for slow definitions: they are served as they compile.
         initial, loading = await self.folder.scan(tg, config.max_parallel_loads)
         await tg.start(self.engine.serve, initial, loading)
+        if config.http.get("listen"):
+            from aiflowd.web.app import WebApp
+            from aiflowd.web.server import serve_http
+
+            app = WebApp(self.methods, self.metrics, refresh=config.http.get("refresh", 5.0))
+            tg.start_soon(supervise, "http", partial(serve_http, app, config.http["listen"]), self.restarts)
         if self.manager.watchdog_interval:
             tg.start_soon(supervise, "watchdog", partial(self._watchdog, self.manager.watchdog_interval), self.restarts)
         count = sum(1 for entry in self.engine.workflows.values() if entry.status != RETIRED)
@@ -172,7 +244,7 @@ class Daemon:
 
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The folder watcher; a fresh one each time the supervisor starts it again."""
-        self.watcher = watcher = FolderWatcher(self.config.workflows_dir, self.folder.entries_changed, self.folder.rescan)
+        self.watcher = watcher = FolderWatcher(self.config.workflows_dir, self._entries_changed, self.folder.rescan)
         if self.stopping.is_set():
             return
         await watcher.run(task_status=task_status)
@@ -268,7 +340,7 @@ class Daemon:
             raise ReloadRefused(problems) from err
         fixed = [
             key
-            for key in ("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group")
+            for key in ("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group", "http")
             if getattr(new, key) != getattr(self.config, key)
         ]
         errors = self.loader.registry.discover(new.plugin_modules, new.plugin_paths, entry_points=True)
