@@ -246,7 +246,10 @@ def _http_section(value: Any, base: str, doc: Any, problems: list[Problem]) -> d
             where(str(key), f"unknown key ({suggest(str(key), HTTP_KEYS)})")
     listen = value.get("listen")
     if not isinstance(listen, str) or not listen:
-        where("listen" if "listen" in value else None, f"'listen' must be HOST:PORT (like 127.0.0.1:8790) or a socket path, got {listen!r}")
+        if "listen" in value:
+            where("listen", f"must be HOST:PORT (like 127.0.0.1:8790) or a socket path (with a /), got {listen!r}")
+        else:
+            where(None, "needs 'listen': HOST:PORT (like 127.0.0.1:8790) or a socket path")
     elif "/" in listen:
         http["listen"] = os.path.normpath(os.path.join(base, os.path.expanduser(listen)))
     else:

@@ -57,6 +57,8 @@ log = structlog.get_logger("aiflowd")
 
 #: Beyond the stop grace period, how long shutdown waits for plugins before it gives up.
 SHUTDOWN_SLACK = 5.0
+#: How long shutdown waits for the HTTP server to close its connections.
+HTTP_CLOSE_WAIT = 3.0
 #: The file in the state dir whose lock says "a daemon serves this state".
 LOCK_NAME = "aiflowd.lock"
 
@@ -95,6 +97,9 @@ class Daemon:
         #: The metrics /metrics serves; None without ``http`` (nothing is counted then).
         self.metrics: Metrics | None = None
         self.methods = ControlMethods(self)
+        #: Set at shutdown: the HTTP server closes (``http_done`` once it has).
+        self._http_stop = anyio.Event()
+        self._http_done = anyio.Event()
 
     async def run(self) -> int:
         """Start, serve until a stop signal, shut down; 0 after a requested stop.
@@ -234,13 +239,21 @@ class Daemon:
             from aiflowd.web.server import serve_http
 
             app = WebApp(self.methods, self.metrics, refresh=config.http.get("refresh", 5.0))
-            tg.start_soon(supervise, "http", partial(serve_http, app, config.http["listen"]), self.restarts)
+            tg.start_soon(
+                self._http, partial(supervise, "http", partial(serve_http, app, config.http["listen"], self._http_stop), self.restarts)
+            )
         if self.manager.watchdog_interval:
             tg.start_soon(supervise, "watchdog", partial(self._watchdog, self.manager.watchdog_interval), self.restarts)
         count = sum(1 for entry in self.engine.workflows.values() if entry.status != RETIRED)
         self.manager.notify("READY=1", f"STATUS=serving {count} workflows from {config.workflows_dir}")
         log.info("aiflowd ready", workflows=count, folder=config.workflows_dir, socket=config.control_socket, pid=os.getpid())
         await self.stopping.wait()
+
+    async def _http(self, run: Any) -> None:
+        try:
+            await run()
+        finally:
+            self._http_done.set()
 
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The folder watcher; a fresh one each time the supervisor starts it again."""
@@ -298,6 +311,10 @@ class Daemon:
             await self.engine.stop_all("aiflowd stopped")
         if self.watcher is not None:
             self.watcher.close()
+        if self.config.http.get("listen"):
+            self._http_stop.set()
+            with anyio.move_on_after(HTTP_CLOSE_WAIT):
+                await self._http_done.wait()
         tg.cancel_scope.cancel()
 
     def _close(self) -> None:

@@ -2,7 +2,9 @@
 
 hypercorn's ``serve`` runs in an existing asyncio loop, takes a shutdown trigger instead
 of installing signal handlers (the daemon owns SIGTERM/SIGINT/SIGHUP), and binds TCP or a
-Unix socket alike. The daemon runs ``serve_http`` under ``supervise``: a failure here (a
+Unix socket alike. Cancelling hypercorn's
+tasks from outside leaves its connection tasks complaining on stderr, so the daemon ends
+it through the trigger first. The daemon runs ``serve_http`` under ``supervise``: a failure here (a
 taken port, a bug) is logged, counted and retried, and never ends the daemon.
 """
 
@@ -27,8 +29,9 @@ def bind_address(listen: str) -> str:
     return f"unix:{listen}" if listen.startswith("/") else listen
 
 
-async def serve_http(app: WebApp, listen: str, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``app`` on ``listen`` until cancelled (the daemon's shutdown)."""
+async def serve_http(app: WebApp, listen: str, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` on ``listen`` until ``stop`` is set (the daemon's shutdown); then close
+    its connections, giving answers under way ``graceful_timeout`` to end."""
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -44,9 +47,8 @@ async def serve_http(app: WebApp, listen: str, *, task_status: TaskStatus[None] 
                 os.unlink(listen)  # left by a daemon that was killed; never a regular file
     log.info("http serving", listen=listen)
     task_status.started()
-    never = anyio.Event()
     try:
-        await serve(app, config, shutdown_trigger=never.wait)  # type: ignore[arg-type]
+        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:
         if listen.startswith("/"):
             with contextlib.suppress(OSError):

@@ -1,0 +1,225 @@
+"""The read-only HTTP side against a real daemon: JSON API, Prometheus metrics, the pages in a real browser.
+
+The browser is Debian's chromium driven by Selenium through its chromedriver (never a
+downloaded browser); the browser test skips, saying why, where chromium is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aiflowd.config import load_config
+from aiflowd.workflows.errors import LoadError
+
+from .conftest import wait_for
+from .daemon_harness import Daemon
+
+pytest.importorskip("hypercorn", reason="the http extra (hypercorn) is not installed")
+prometheus_parser = pytest.importorskip("prometheus_client.parser", reason="the http extra (prometheus_client) is not installed")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+WORKFLOW = """
+job_1:
+  job_type: bash
+  bash_command: echo hello from job_1
+job_2:
+  job_type: bash
+  bash_command: echo broken; exit 3
+  action_on_job_status:
+    - {upstream_job: job_1, upstream_job_status: FINISHED, action: START}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, str]]:
+    """A daemon serving HTTP, whose workflow ``demo`` ran once: job_1 FINISHED, job_2 FAILED."""
+    port = free_port()
+    daemon = Daemon(tmp_path_factory.mktemp("http"), f"http:\n  listen: 127.0.0.1:{port}\n  refresh: 30s\n")
+    try:
+        daemon.write_workflow("demo.yaml", WORKFLOW)
+        daemon.start()
+        daemon.wait_jobs("demo", lambda rows: sorted((r["job"], r["status"]) for r in rows) == [("job_1", "FINISHED"), ("job_2", "FAILED")])
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(base + "/healthz"), timeout=20)
+        yield daemon, base
+    finally:
+        daemon.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_healthz_and_read_only(served: tuple[Daemon, str]) -> None:
+    _, base = served
+    assert httpx.get(base + "/healthz").text == "ok\n"
+    refused = httpx.post(base + "/api/status")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+    assert httpx.get(base + "/no/such/page").status_code == 404
+
+
+def test_json_api_mirrors_the_control_methods(served: tuple[Daemon, str]) -> None:
+    daemon, base = served
+    assert httpx.get(base + "/api/workflows").json() == daemon.json("workflow", "list")
+    assert httpx.get(base + "/api/workflows/demo/jobs").json() == daemon.json("job", "list-executions", "demo")
+    assert httpx.get(base + "/api/workflows/demo/executions").json() == daemon.json("workflow", "list-executions", "demo")
+    assert httpx.get(base + "/api/workflows/demo/graph").json() == daemon.json("workflow", "graph", "demo")
+    status = httpx.get(base + "/api/status").json()
+    assert status["jobs_failed_last_hour"] == 1 and status["jobs_queued"] == 0 and status["workflows"] == {"active": 1}
+    failed = httpx.get(base + "/api/workflows/demo/jobs", params={"status": "failed"}).json()
+    assert [(r["job"], r["exit_code"]) for r in failed] == [("job_2", 3)]
+    execution = failed[0]["execution_id"]
+    assert [j["job"] for j in httpx.get(f"{base}/api/executions/{execution}").json()["jobs"]] == ["job_1", "job_2"]
+    assert [e["workflow"] for e in httpx.get(base + "/api/executions").json()] == ["demo"]
+    # Errors are the control methods' own, with an HTTP status.
+    missing = httpx.get(base + "/api/workflows/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "no workflow named 'nope'"
+    bad = httpx.get(base + "/api/workflows/demo/jobs", params={"since": "yesterday-ish"})
+    assert bad.status_code == 400 and "'since' must be a duration" in bad.json()["error"]["message"]
+
+
+def test_metrics_parse_and_count_what_happened(served: tuple[Daemon, str]) -> None:
+    daemon, base = served
+    daemon.ctl("status")  # one control request at least, counted by method
+    answer = httpx.get(base + "/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for family in prometheus_parser.text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    labels = (("job_type", "bash"), ("workflow", "demo"))
+    assert samples[("aiflowd_jobs_started_total", labels)] == 2
+    assert samples[("aiflowd_jobs_finished_total", labels)] == 1
+    assert samples[("aiflowd_jobs_failed_total", labels)] == 1
+    assert samples[("aiflowd_job_duration_seconds_count", labels)] == 2
+    assert samples[("aiflowd_workflow_load_seconds_count", (("workflow", "demo"),))] == 1
+    assert samples[("aiflowd_control_requests_total", (("method", "status"), ("outcome", "ok")))] >= 1
+    assert samples[("aiflowd_store_commit_seconds_count", ())] >= 1
+    assert samples[("aiflowd_job_queue_depth", ())] == 0
+    assert samples[("aiflowd_workflows", (("status", "active"),))] == 1
+    assert ("aiflowd_watcher_events_total", ()) in samples
+
+
+def test_pages_in_a_real_browser(served: tuple[Daemon, str]) -> None:
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip(f"needs Debian's chromium and chromedriver ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    _, base = served
+    profile = tempfile.mkdtemp(prefix="aiflowd-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        browser.set_page_load_timeout(30)
+        browser.get(base + "/")
+        assert browser.title == "aiflowd"
+        body = browser.find_element(By.TAG_NAME, "body").text
+        assert "demo" in body and "FAILED" in body and "failed in the last hour: 1" in body
+        browser.find_element(By.LINK_TEXT, "demo").click()
+        boxes = browser.find_elements(By.CSS_SELECTOR, "svg.workflow-graph g.box.job")
+        assert sorted(box.get_attribute("data-id") for box in boxes) == ["job_1", "job_2"]
+        assert {box.get_attribute("data-id"): box.get_attribute("data-status") for box in boxes} == {"job_1": "FINISHED", "job_2": "FAILED"}
+        arrows = browser.find_elements(By.CSS_SELECTOR, "svg.workflow-graph g.edge text")
+        assert [arrow.text for arrow in arrows] == ["FINISHED → START"]
+        table = browser.find_element(By.TAG_NAME, "table").text
+        assert "job_1" in table and "job_2" in table and "exit 3" not in table
+        # The failed job's log tail, one click away.
+        rows = browser.find_elements(By.XPATH, "//tr[td[2]='job_2']//a[text()='log']")
+        rows[0].click()
+        assert "broken" in browser.find_element(By.TAG_NAME, "pre").text
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_a_taken_port_never_ends_the_daemon(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = Daemon(tmp_path, f"http:\n  listen: 127.0.0.1:{port}\n")
+        try:
+            daemon.start()
+            wait_for(lambda: daemon.json("status")["restarts"].get("http", 0) >= 1, timeout=20)
+            assert daemon.ctl("workflow", "list").returncode == 0
+        finally:
+            daemon.close()
+
+
+def test_unix_socket_listen(tmp_path: Path) -> None:
+    folder = tempfile.mkdtemp(prefix="aiflowd-http-")  # short: socket paths are limited to 108 bytes
+    path = os.path.join(folder, "http.sock")
+    daemon = Daemon(tmp_path, f"http:\n  listen: {path}\n")
+    try:
+        daemon.start()
+        client = httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url="http://aiflowd")
+        wait_for(lambda: os.path.exists(path), timeout=20)
+        wait_for(lambda: client.get("/healthz").status_code == 200, timeout=20)
+        assert client.get("/api/status").json()["pid"] == daemon.process.pid  # type: ignore[union-attr]
+        client.close()
+        assert daemon.stop() == 0
+        assert not os.path.exists(path)
+    finally:
+        daemon.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("http:\n  listen: 8790\n", "http.listen: must be HOST:PORT"),
+        ("http:\n  listen: localhost:port\n", "http.listen: must be HOST:PORT"),
+        ("http:\n  lisen: 127.0.0.1:1\n", "unknown key (did you mean 'listen'?)"),
+        ("http: yes\n", "http: must be a mapping"),
+        ("http:\n  listen: 127.0.0.1:1\n  refresh: soon\n", "http.refresh"),
+    ],
+)
+def test_http_config_errors_are_located(tmp_path: Path, section: str, message: str) -> None:
+    config = tmp_path / "aiflowd.yaml"
+    config.write_text(section)
+    with pytest.raises(LoadError) as raised:
+        load_config(str(config))
+    assert message in str(raised.value)
+
+
+def test_http_config_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "aiflowd.yaml"
+    config.write_text("http:\n  listen: run/http.sock\n")
+    assert load_config(str(config)).http == {"listen": str(tmp_path / "run" / "http.sock"), "refresh": 5.0}
+    config.write_text("{}\n")
+    assert load_config(str(config)).http == {}
