@@ -128,8 +128,22 @@ def build(workflow: Workflow, statuses: dict[str, str] | None = None) -> Graph:
                 graph.edges.append(Edge(job, f"{job}/{node_id}", "runs", "part"))
         for edge in sub.edges:
             graph.edges.append(Edge(f"{job}/{edge.source}", f"{job}/{edge.destination}", f"data {edge.port}", "data"))
+    graph.edges = _merged(graph.edges)
     layout(graph)
     return graph
+
+
+def _merged(edges: list[Edge]) -> list[Edge]:
+    """One arrow per pair of boxes and kind, its labels joined: parallel arrows would hide each other."""
+    merged: dict[tuple[str, str, str], Edge] = {}
+    for edge in edges:
+        key = (edge.source, edge.target, edge.kind)
+        if key in merged:
+            if edge.label not in merged[key].label.split(", "):
+                merged[key].label += ", " + edge.label
+        else:
+            merged[key] = Edge(edge.source, edge.target, edge.label, edge.kind)
+    return list(merged.values())
 
 
 def layout(graph: Graph) -> None:
