@@ -110,8 +110,9 @@ def test_metrics_parse_and_count_what_happened(served: tuple[Daemon, str]) -> No
     assert samples[("aiflowd_jobs_started_total", labels)] == 2
     assert samples[("aiflowd_jobs_finished_total", labels)] == 1
     assert samples[("aiflowd_jobs_failed_total", labels)] == 1
-    assert samples[("aiflowd_job_duration_seconds_count", labels)] == 2
-    assert samples[("aiflowd_workflow_load_seconds_count", (("workflow", "demo"),))] == 1
+    assert samples[("aiflowd_job_duration_seconds_count", (("job_type", "bash"),))] == 2
+    assert samples[("aiflowd_workflow_load_seconds_count", ())] == 1
+    assert 0 < samples[("aiflowd_workflow_last_load_seconds", (("workflow", "demo"),))] < 30
     assert samples[("aiflowd_control_requests_total", (("method", "status"), ("outcome", "ok")))] >= 1
     assert samples[("aiflowd_store_commit_seconds_count", ())] >= 1
     assert samples[("aiflowd_job_queue_depth", ())] == 0
@@ -223,3 +224,16 @@ def test_http_config_defaults(tmp_path: Path) -> None:
     assert load_config(str(config)).http == {"listen": str(tmp_path / "run" / "http.sock"), "refresh": 5.0}
     config.write_text("{}\n")
     assert load_config(str(config)).http == {}
+
+
+def test_the_last_load_lines_parse_whatever_the_workflow_name() -> None:
+    from aiflowd.web.metrics import Metrics
+
+    metrics = Metrics()
+    for name in ("plain", 'quote"d', "back\\slash", "new\nline"):
+        metrics.workflow_loaded(name, 0.25)
+    metrics.workflow_loaded("plain", 0.5)  # the last load wins
+    families = {f.name: f for f in prometheus_parser.text_string_to_metric_families(metrics.scrape().decode())}
+    samples = {s.labels["workflow"]: s.value for s in families["aiflowd_workflow_last_load_seconds"].samples}
+    assert samples == {"plain": 0.5, 'quote"d': 0.25, "back\\slash": 0.25, "new\nline": 0.25}
+    assert families["aiflowd_workflow_load_seconds"].type == "histogram"

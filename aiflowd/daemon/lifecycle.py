@@ -189,7 +189,7 @@ class Daemon:
         def loaded(seconds: float, result: Any) -> None:
             name = getattr(getattr(result, "workflow", None), "name", None)
             if name is not None:  # a failed load is shown as the workflow's problems
-                metrics.load_seconds.labels(name).observe(seconds)
+                metrics.workflow_loaded(name, seconds)
 
         setattr(loader, "load_source", metrics.timed(loader.load_source, loaded))  # noqa: B010
 

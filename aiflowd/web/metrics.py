@@ -46,15 +46,17 @@ class Metrics:
         self.job_duration = Histogram(
             "aiflowd_job_duration_seconds",
             "How long job executions ran, from running to their end",
-            ["workflow", "job_type"],
+            ["job_type"],  # not by workflow: 12 series per workflow would make a scrape of 10,000 slow
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        # Per workflow the last load only: one sample each, kept rendered (see ``_LastLoads``);
+        # the distribution over all loads in one histogram without labels.
+        self.last_load = _LastLoads()
         self.load_seconds = Histogram(
             "aiflowd_workflow_load_seconds",
             "How long loading a workflow definition took (compiling a Python one included)",
-            ["workflow"],
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
             registry=r,
         )
         self.control_requests = Counter(
@@ -86,7 +88,11 @@ class Metrics:
             counter = {Status.FINISHED: self.jobs_finished, Status.FAILED: self.jobs_failed}.get(run.status, self.jobs_killed)
             counter.labels(*labels).inc()
             if run.started_at is not None and run.ended_at is not None:
-                self.job_duration.labels(*labels).observe(max(0.0, run.ended_at - run.started_at))
+                self.job_duration.labels(run.job_type).observe(max(0.0, run.ended_at - run.started_at))
+
+    def workflow_loaded(self, workflow: str, seconds: float) -> None:
+        self.last_load.set(workflow, seconds)
+        self.load_seconds.observe(seconds)
 
     def control_request(self, method: str, outcome: str) -> None:
         self.control_requests.labels(method, outcome).inc()
@@ -106,7 +112,33 @@ class Metrics:
         return call
 
     def scrape(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + self.last_load.render()
+
+
+class _LastLoads:
+    """``aiflowd_workflow_last_load_seconds{workflow=...}``, each sample's line rendered once, when it changes.
+
+    prometheus_client formats every sample at every scrape (some microseconds each): with
+    10,000 workflows that alone would pass the 50 ms a scrape may take. A workflow's last
+    load time changes only when it loads, so its line is written then and a scrape joins
+    the lines. The format is the one ``generate_latest`` writes (checked by the tests with
+    the library's own parser).
+    """
+
+    NAME = "aiflowd_workflow_last_load_seconds"
+    HEADER = f"# HELP {NAME} How long the last load of each workflow took (compiling included)\n# TYPE {NAME} gauge\n"
+
+    def __init__(self) -> None:
+        self.lines: dict[str, str] = {}
+
+    def set(self, workflow: str, seconds: float) -> None:
+        label = workflow.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+        self.lines[workflow] = f'{self.NAME}{{workflow="{label}"}} {float(seconds)!r}\n'
+
+    def render(self) -> bytes:
+        if not self.lines:
+            return b""
+        return (self.HEADER + "".join(self.lines.values())).encode()
 
 
 class _EngineCollector(Collector):
