@@ -179,8 +179,10 @@ class ControlMethods:
             if entry.loaded is None:
                 raise EngineError(f"workflow '{name}' has no valid version to draw; see 'aiflowctl workflow show {name}'")
             statuses: dict[str, str] = {}
-            for row in engine.store.job_executions(workflow=name, limit=2000):
-                statuses.setdefault(row["job"], row["status"])
+            for job in entry.loaded.workflow.jobs:  # one indexed look each, however long the history
+                last = engine.store.job_executions(workflow=name, job=job, limit=1)
+                if last:
+                    statuses[job] = last[0]["status"]
             for execution in engine.executions.values():  # what runs now wins over what is recorded
                 if execution.workflow == name:
                     statuses.update({job: run.status.value for job, run in execution.running.items()})

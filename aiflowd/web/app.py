@@ -41,6 +41,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 LOG_TAIL_BYTES = 64 * 1024
 #: Workflows whose problems the status page spells out (the others show a count).
 PROBLEMS_SHOWN = 50
+#: Workflows the status page lists: those with problems or running first (all: /api/workflows).
+WORKFLOWS_SHOWN = 200
 HISTORY_SHOWN = 50
 
 
@@ -180,6 +182,10 @@ class WebApp:
         m = self.methods
         status = await m.m_status({})
         workflows = await m.m_workflow_list({})
+        hidden = max(0, len(workflows) - WORKFLOWS_SHOWN)
+        if hidden:
+            workflows.sort(key=lambda w: (not w.get("problems"), not w.get("executions_running"), w["workflow"]))
+            workflows = workflows[:WORKFLOWS_SHOWN]
         problems: dict[str, list[str]] = {}
         for row in [w for w in workflows if w.get("problems")][:PROBLEMS_SHOWN]:
             try:
@@ -189,7 +195,7 @@ class WebApp:
         running = await m.m_job_list_running({})
         executions = await m.m_execution_list({})
         flink = await m.m_flink_list({})
-        return "text/html; charset=utf-8", pages.status_page(status, workflows, problems, running, executions, flink, self.refresh)
+        return "text/html; charset=utf-8", pages.status_page(status, workflows, problems, running, executions, flink, self.refresh, hidden)
 
     async def workflow_page(self, query: dict[str, str], workflow: str) -> tuple[str, str]:
         m = self.methods

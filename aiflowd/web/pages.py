@@ -90,7 +90,10 @@ def status_page(
     executions: list[dict[str, Any]],
     flink: list[dict[str, Any]],
     refresh: float,
+    hidden: int = 0,
 ) -> str:
+    """The status page; ``hidden``: how many workflows are left out of the listing (quiet ones, the
+    page lists those with problems or running first)."""
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status["workflows"].items())) or "none"
     summary = [
         f"<span>up {esc(duration(status['uptime']))}</span>",
@@ -147,6 +150,10 @@ def status_page(
             "no workflow in the folder",
         )
     )
+    if hidden:
+        parts.append(
+            f'<p class="muted">and {hidden} more without problems or running executions: <a href="/api/workflows">/api/workflows</a></p>'
+        )
     parts.append("<h2>Last executions</h2>")
     parts.append(
         table(
