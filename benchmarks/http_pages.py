@@ -83,7 +83,7 @@ def many_workflows(root: Path, count: int) -> list[str]:
                 row("`/healthz` (reference)", measure(daemon, client, "/healthz")),
                 row(f"`/metrics`, {count:,} workflows ({lines:,} lines)", measure(daemon, client, "/metrics")),
                 row(f"`/api/status`, {count:,} workflows", measure(daemon, client, "/api/status")),
-                row(f"status page `/`, {count:,} workflows listed", measure(daemon, client, "/")),
+                row(f"status page `/`, {count:,} workflows (the first 200 listed)", measure(daemon, client, "/")),
             ]
     finally:
         daemon.stop()

@@ -237,3 +237,24 @@ def test_the_last_load_lines_parse_whatever_the_workflow_name() -> None:
     samples = {s.labels["workflow"]: s.value for s in families["aiflowd_workflow_last_load_seconds"].samples}
     assert samples == {"plain": 0.5, 'quote"d': 0.25, "back\\slash": 0.25, "new\nline": 0.25}
     assert families["aiflowd_workflow_load_seconds"].type == "histogram"
+
+
+def test_without_the_http_extra_the_daemon_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from aiflowd.daemon.lifecycle import Daemon as RealDaemon
+    from aiflowd.daemon.lifecycle import StartupError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "hypercorn" else real(name, *args))
+    config = tmp_path / "aiflowd.yaml"
+    config.write_text(f"workflows_dir: {tmp_path / 'w'}\nstate_dir: {tmp_path / 's'}\nhttp:\n  listen: 127.0.0.1:8790\n")
+    daemon = RealDaemon(load_config(str(config)))
+    try:
+        with pytest.raises(StartupError) as raised:
+            daemon._startup()
+    finally:
+        daemon._close()
+    assert str(raised.value) == (
+        f"{config}: the http section needs the http extra (hypercorn, prometheus_client): pip install 'aiflowd[http]'; missing: hypercorn"
+    )

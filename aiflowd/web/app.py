@@ -113,7 +113,7 @@ class WebApp:
             match = pattern.match(path)
             if match is None:
                 continue
-            self._count(pattern.pattern.rstrip("$"))
+            self._count(_page_name(pattern.pattern))
             args = match.groupdict()  # the server gives the path decoded already
             try:
                 if is_api:
@@ -227,6 +227,11 @@ class WebApp:
             path = chunk.get("log_path", path)
             text.append(chunk["text"])
         return "text/html; charset=utf-8", pages.log_page(workflow, job, path, "".join(text), self.refresh)
+
+
+def _page_name(pattern: str) -> str:
+    """A route's pattern as a metrics label: ``/api/workflows/WORKFLOW/jobs`` (bounded, unlike paths)."""
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: m.group(1).upper(), pattern).rstrip("$").replace("\\.", ".")
 
 
 def _history(query: dict[str, str]) -> dict[str, Any]:
