@@ -13,6 +13,7 @@ tests running several daemons in one process do not see each other's numbers.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -39,10 +40,12 @@ class Metrics:
         disable_created_metrics()  # no *_created series: half the scrape, and nothing Prometheus needs
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
-        self.jobs_started = Counter("aiflowd_jobs_started", "Job executions that started running", ["workflow", "job_type"], registry=r)
-        self.jobs_finished = Counter("aiflowd_jobs_finished", "Job executions that ended FINISHED", ["workflow", "job_type"], registry=r)
-        self.jobs_failed = Counter("aiflowd_jobs_failed", "Job executions that ended FAILED", ["workflow", "job_type"], registry=r)
-        self.jobs_killed = Counter("aiflowd_jobs_killed", "Job executions that ended KILLED", ["workflow", "job_type"], registry=r)
+        # Per workflow: kept rendered (see ``Rendered``), so 10,000 workflows stay cheap to scrape.
+        by_workflow = ("workflow", "job_type")
+        self.jobs_started = Rendered("aiflowd_jobs_started", "Job executions that started running", "counter", by_workflow)
+        self.jobs_finished = Rendered("aiflowd_jobs_finished", "Job executions that ended FINISHED", "counter", by_workflow)
+        self.jobs_failed = Rendered("aiflowd_jobs_failed", "Job executions that ended FAILED", "counter", by_workflow)
+        self.jobs_killed = Rendered("aiflowd_jobs_killed", "Job executions that ended KILLED", "counter", by_workflow)
         self.job_duration = Histogram(
             "aiflowd_job_duration_seconds",
             "How long job executions ran, from running to their end",
@@ -50,9 +53,14 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
-        # Per workflow the last load only: one sample each, kept rendered (see ``_LastLoads``);
-        # the distribution over all loads in one histogram without labels.
-        self.last_load = _LastLoads()
+        # Per workflow the last load only, kept rendered; the distribution over all loads in
+        # one histogram without labels.
+        self.last_load = Rendered(
+            "aiflowd_workflow_last_load_seconds",
+            "How long the last load of each workflow took (compiling included)",
+            "gauge",
+            ("workflow",),
+        )
         self.load_seconds = Histogram(
             "aiflowd_workflow_load_seconds",
             "How long loading a workflow definition took (compiling a Python one included)",
@@ -83,15 +91,15 @@ class Metrics:
         """The engine's ``on_job_change``: a job execution was created, started running or ended."""
         labels = (run.execution.workflow, run.job_type)
         if run.status == Status.RUNNING:
-            self.jobs_started.labels(*labels).inc()
+            self.jobs_started.inc(labels)
         elif run.status.is_final:
             counter = {Status.FINISHED: self.jobs_finished, Status.FAILED: self.jobs_failed}.get(run.status, self.jobs_killed)
-            counter.labels(*labels).inc()
+            counter.inc(labels)
             if run.started_at is not None and run.ended_at is not None:
                 self.job_duration.labels(run.job_type).observe(max(0.0, run.ended_at - run.started_at))
 
     def workflow_loaded(self, workflow: str, seconds: float) -> None:
-        self.last_load.set(workflow, seconds)
+        self.last_load.set((workflow,), seconds)
         self.load_seconds.observe(seconds)
 
     def control_request(self, method: str, outcome: str) -> None:
@@ -112,33 +120,56 @@ class Metrics:
         return call
 
     def scrape(self) -> bytes:
-        return generate_latest(self.registry) + self.last_load.render()
+        rendered = (self.jobs_started, self.jobs_finished, self.jobs_failed, self.jobs_killed, self.last_load)
+        return generate_latest(self.registry) + b"".join(family.render() for family in rendered)
 
 
-class _LastLoads:
-    """``aiflowd_workflow_last_load_seconds{workflow=...}``, each sample's line rendered once, when it changes.
+class Rendered:
+    """A metric family whose sample lines are rendered when a value changes, not at each scrape.
 
-    prometheus_client formats every sample at every scrape (some microseconds each): with
-    10,000 workflows that alone would pass the 50 ms a scrape may take. A workflow's last
-    load time changes only when it loads, so its line is written then and a scrape joins
-    the lines. The format is the one ``generate_latest`` writes (checked by the tests with
-    the library's own parser).
+    prometheus_client formats every sample at every scrape (about 7 µs each on a small
+    machine): with a few series for each of 10,000 workflows, that alone would pass the
+    50 ms a scrape may take. These values change when a job starts or ends or a workflow
+    loads, so the line is written then (one line: microseconds) and a scrape joins them.
+    The lines are what ``generate_latest`` writes for a counter or a gauge (checked by the
+    tests with the library's own parser).
     """
 
-    NAME = "aiflowd_workflow_last_load_seconds"
-    HEADER = f"# HELP {NAME} How long the last load of each workflow took (compiling included)\n# TYPE {NAME} gauge\n"
+    def __init__(self, name: str, documentation: str, kind: str, labelnames: tuple[str, ...]) -> None:
+        self.name, self.kind, self.labelnames = name, kind, labelnames
+        self.sample = name + "_total" if kind == "counter" else name
+        help_text = documentation.replace("\\", "\\\\").replace("\n", "\\n")
+        self.header = f"# HELP {self.sample} {help_text}\n# TYPE {self.sample} {kind}\n"
+        self.values: dict[tuple[str, ...], float] = {}
+        self.lines: dict[tuple[str, ...], str] = {}
+        self._lock = threading.Lock()  # loads are timed in the loader's threads
 
-    def __init__(self) -> None:
-        self.lines: dict[str, str] = {}
+    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        with self._lock:
+            self._set(labels, self.values.get(labels, 0.0) + amount)
 
-    def set(self, workflow: str, seconds: float) -> None:
-        label = workflow.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-        self.lines[workflow] = f'{self.NAME}{{workflow="{label}"}} {float(seconds)!r}\n'
+    def set(self, labels: tuple[str, ...], value: float) -> None:
+        with self._lock:
+            self._set(labels, value)
+
+    def _set(self, labels: tuple[str, ...], value: float) -> None:
+        value = float(value)
+        self.values[labels] = value
+        pairs = ",".join(f'{key}="{_escape(label)}"' for key, label in zip(self.labelnames, labels, strict=True))
+        self.lines[labels] = f"{self.sample}{{{pairs}}} {value!r}\n"
+
+    def get(self, labels: tuple[str, ...]) -> float:
+        return self.values.get(labels, 0.0)
 
     def render(self) -> bytes:
-        if not self.lines:
-            return b""
-        return (self.HEADER + "".join(self.lines.values())).encode()
+        with self._lock:
+            lines = "".join(self.lines.values())
+        return (self.header + lines).encode() if lines else b""
+
+
+def _escape(label: str) -> str:
+    """A label value as the text format writes it: backslash, newline and quote escaped."""
+    return label.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 class _EngineCollector(Collector):
