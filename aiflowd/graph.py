@@ -33,7 +33,7 @@ FORMATS = ("text", "dot", "mermaid", "svg")
 
 # Sizes of the SVG drawing, in pixels.
 BOX_W, BOX_H = 170, 46
-COL_GAP, ROW_GAP, MARGIN = 90, 34, 20
+COL_GAP, ROW_GAP, MARGIN = 140, 34, 20
 
 
 @dataclass
@@ -308,7 +308,8 @@ def to_svg(graph: Graph) -> str:
         dash = ' stroke-dasharray="4 3"' if edge.kind in ("data", "part") else ""
         out.append(
             f'<g class="edge edge-{edge.kind}"><path d="{path}" fill="none" stroke="#555"{dash} marker-end="url(#arrow)"/>'
-            f'<text x="{lx:.0f}" y="{ly:.0f}" text-anchor="middle" fill="#333" font-size="11">{esc(edge.label)}</text></g>'
+            f'<text x="{lx:.0f}" y="{ly:.0f}" text-anchor="middle" fill="#333" font-size="11" paint-order="stroke" stroke="#fff" '
+            f'stroke-width="3">{esc(edge.label)}</text></g>'
         )
     for node in graph.nodes:
         x, y = positions[node.id]
