@@ -258,3 +258,42 @@ def test_without_the_http_extra_the_daemon_says_so_in_one_line(tmp_path: Path, m
     assert str(raised.value) == (
         f"{config}: the http section needs the http extra (hypercorn, prometheus_client): pip install 'aiflowd[http]'; missing: hypercorn"
     )
+
+
+def test_flink_jobs_are_listed_with_their_web_ui_link(tmp_path: Path) -> None:
+    """A Flink job execution recorded with its job id and REST URL (as the flink job type records
+    its handle): the page and /api/flink link to the job in Flink's web UI."""
+    from aiflowd.store import Store
+
+    port = free_port()
+    daemon = Daemon(tmp_path, f"http:\n  listen: 127.0.0.1:{port}\n")
+    store = Store(str(daemon.state / "aiflowd.db"))
+    execution = store.create_execution("stream", "v1", "manual", None)
+    job = store.create_job_execution(
+        execution_id=execution,
+        workflow="stream",
+        job="count",
+        job_type="flink",
+        attempt=1,
+        status="FINISHED",
+        reason="test",
+        created_at=1.0,
+        log_path=str(tmp_path / "count.log"),
+        working_dir=str(tmp_path),
+    )
+    handle = {"job_id": "a" * 32, "rest_url": "http://127.0.0.1:8081"}
+    store.update_job_execution(job, started_at=2.0, ended_at=3.0, exit_code=0, handle=handle)
+    store.end_execution(execution, "FINISHED")
+    store.commit()
+    store.close()
+    try:
+        daemon.start()
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(base + "/healthz"), timeout=20)
+        [row] = httpx.get(base + "/api/flink").json()
+        assert (row["workflow"], row["job"], row["flink_job_id"]) == ("stream", "count", "a" * 32)
+        assert row["web_url"] == f"http://127.0.0.1:8081/#/job/completed/{'a' * 32}/overview"
+        page = httpx.get(base + "/").text
+        assert "<h2>Flink jobs</h2>" in page and f'href="{row["web_url"]}"' in page
+    finally:
+        daemon.close()
