@@ -90,6 +90,8 @@ def test_json_api_mirrors_the_control_methods(served: tuple[Daemon, str]) -> Non
     execution = failed[0]["execution_id"]
     assert [j["job"] for j in httpx.get(f"{base}/api/executions/{execution}").json()["jobs"]] == ["job_1", "job_2"]
     assert [e["workflow"] for e in httpx.get(base + "/api/executions").json()] == ["demo"]
+    everywhere = httpx.get(base + "/api/jobs", params={"status": "FAILED", "since": "1h"}).json()
+    assert everywhere == failed
     # Errors are the control methods' own, with an HTTP status.
     missing = httpx.get(base + "/api/workflows/nope")
     assert missing.status_code == 404 and missing.json()["error"]["message"] == "no workflow named 'nope'"
@@ -151,6 +153,11 @@ def test_pages_in_a_real_browser(served: tuple[Daemon, str]) -> None:
         assert browser.title == "aiflowd"
         body = browser.find_element(By.TAG_NAME, "body").text
         assert "demo" in body and "FAILED" in body and "failed in the last hour: 1" in body
+        # The failed job, one click from its log tail.
+        browser.find_element(By.LINK_TEXT, "log tail").click()
+        assert browser.find_element(By.TAG_NAME, "h1").text == "job_2: log tail"
+        assert browser.find_element(By.TAG_NAME, "pre").text == "broken"
+        browser.get(base + "/")
         browser.find_element(By.LINK_TEXT, "demo").click()
         boxes = browser.find_elements(By.CSS_SELECTOR, "svg.workflow-graph g.box.job")
         assert sorted(box.get_attribute("data-id") for box in boxes) == ["job_1", "job_2"]
@@ -159,7 +166,7 @@ def test_pages_in_a_real_browser(served: tuple[Daemon, str]) -> None:
         assert [arrow.text for arrow in arrows] == ["FINISHED → START"]
         table = browser.find_element(By.TAG_NAME, "table").text
         assert "job_1" in table and "job_2" in table and "exit 3" not in table
-        # The failed job's log tail, one click away.
+        # And from the workflow's history.
         rows = browser.find_elements(By.XPATH, "//tr[td[2]='job_2']//a[text()='log']")
         rows[0].click()
         assert "broken" in browser.find_element(By.TAG_NAME, "pre").text

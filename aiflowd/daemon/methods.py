@@ -227,8 +227,9 @@ class ControlMethods:
         return {"workflow": name, "paused": False}
 
     async def m_job_list_executions(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """A workflow's job executions (or one job's), the latest first; ``limit``, ``since`` and ``status`` narrow them."""
-        name = _param(params, "workflow")
+        """A workflow's job executions (or one job's; without ``workflow``, every workflow's), the latest
+        first; ``limit``, ``since`` and ``status`` narrow them."""
+        name = _param(params, "workflow") if params.get("workflow") is not None or params.get("job") is not None else None
         job = params.get("job")
         limit, since, status = history_filters(params)
         rows = await self._ask(

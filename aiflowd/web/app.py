@@ -9,7 +9,7 @@ and HEAD are answered: nothing here changes the daemon. Pages:
 - ``/api/status``, ``/api/workflows``, ``/api/workflows/NAME``,
   ``/api/workflows/NAME/executions``, ``/api/workflows/NAME/jobs`` (``?job=``),
   ``/api/workflows/NAME/graph``, ``/api/executions`` (the latest of every workflow),
-  ``/api/executions/ID``, ``/api/running``, ``/api/flink``, ``/api/events``, ``/api/plugins``;
+  ``/api/executions/ID``, ``/api/jobs`` (every workflow's), ``/api/running``, ``/api/flink``, ``/api/events``, ``/api/plugins``;
   history takes ``?limit=&since=&status=`` as aiflowctl does;
 - ``/workflows/NAME/graph.svg``, ``/metrics`` (Prometheus), ``/healthz``.
 
@@ -41,6 +41,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 LOG_TAIL_BYTES = 64 * 1024
 #: Workflows whose problems the status page spells out (the others show a count).
 PROBLEMS_SHOWN = 50
+#: The latest failed job executions of the last hour the status page lists, each with its log.
+FAILURES_SHOWN = 10
 #: Workflows the status page lists: those with problems or running first (all: /api/workflows).
 WORKFLOWS_SHOWN = 200
 HISTORY_SHOWN = 50
@@ -70,6 +72,7 @@ class WebApp:
             (r"/api/workflows/(?P<workflow>[^/]+)/jobs", self.api_jobs),
             (r"/api/workflows/(?P<workflow>[^/]+)/graph", self.api_graph),
             (r"/api/executions", self.api_all_executions),
+            (r"/api/jobs", self.api_all_jobs),
             (r"/api/executions/(?P<execution>\d+)", self.api_execution),
             (r"/api/running", self.api_running),
             (r"/api/flink", self.api_flink),
@@ -154,6 +157,9 @@ class WebApp:
     async def api_jobs(self, query: dict[str, str], workflow: str) -> Any:
         return await self.methods.m_job_list_executions({**_history(query), "workflow": workflow, "job": query.get("job")})
 
+    async def api_all_jobs(self, query: dict[str, str]) -> Any:
+        return await self.methods.m_job_list_executions(_history(query))
+
     async def api_graph(self, query: dict[str, str], workflow: str) -> Any:
         return await self.methods.m_workflow_graph({"workflow": workflow})
 
@@ -195,7 +201,9 @@ class WebApp:
         running = await m.m_job_list_running({})
         executions = await m.m_execution_list({})
         flink = await m.m_flink_list({})
-        return "text/html; charset=utf-8", pages.status_page(status, workflows, problems, running, executions, flink, self.refresh, hidden)
+        failed = await m.m_job_list_executions({"status": "FAILED", "since": "1h", "limit": FAILURES_SHOWN})
+        page = pages.status_page(status, workflows, problems, running, executions, flink, self.refresh, hidden, failed)
+        return "text/html; charset=utf-8", page
 
     async def workflow_page(self, query: dict[str, str], workflow: str) -> tuple[str, str]:
         m = self.methods

@@ -91,6 +91,7 @@ def status_page(
     flink: list[dict[str, Any]],
     refresh: float,
     hidden: int = 0,
+    failed: Sequence[dict[str, Any]] = (),
 ) -> str:
     """The status page; ``hidden``: how many workflows are left out of the listing (quiet ones, the
     page lists those with problems or running first)."""
@@ -131,6 +132,27 @@ def status_page(
             "no job runs now",
         )
     )
+    if failed:
+        parts.append("<h2>Failed in the last hour</h2>")
+        parts.append(
+            table(
+                ["workflow", "job", "execution", "attempt", "exit", "ended", "message", "log"],
+                (
+                    [
+                        link(workflow_href(j["workflow"]), j["workflow"]),
+                        esc(j["job"]),
+                        esc(j["execution_id"]),
+                        esc(f"{j['attempt']} ({j.get('kind')})"),
+                        esc(j.get("exit_code")),
+                        esc(when(j.get("ended_at"))),
+                        esc(j.get("message") or ""),
+                        link(log_href(j), "log tail"),
+                    ]
+                    for j in failed
+                ),
+                "",
+            )
+        )
     parts.append("<h2>Workflows</h2>")
     parts.append(
         table(
