@@ -6,6 +6,7 @@ downloaded browser); the browser test skips, saying why, where chromium is not i
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import socket
@@ -302,5 +303,25 @@ def test_flink_jobs_are_listed_with_their_web_ui_link(tmp_path: Path) -> None:
         assert row["web_url"] == f"http://127.0.0.1:8081/#/job/completed/{'a' * 32}/overview"
         page = httpx.get(base + "/").text
         assert "<h2>Flink jobs</h2>" in page and f'href="{row["web_url"]}"' in page
+    finally:
+        daemon.close()
+
+
+def test_the_status_page_spells_out_a_workflow_s_problems(tmp_path: Path) -> None:
+    port = free_port()
+    daemon = Daemon(tmp_path, f"http:\n  listen: 127.0.0.1:{port}\n")
+    try:
+        daemon.write_workflow("broken.yaml", "j:\n  job_type: bash\n  bash_comand: echo <hi>\n")
+        daemon.start()
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(base + "/healthz"), timeout=20)
+        [problem] = httpx.get(base + "/api/workflows/broken").json()["problems"]
+        page = httpx.get(base + "/").text
+        assert '<span class="invalid">invalid</span>' in page
+        assert html.escape(problem) in page and "<hi>" not in page
+        assert "no valid version to draw" in httpx.get(base + "/workflows/broken").text
+        assert httpx.get(base + "/workflows/broken/graph.svg").status_code == 404
+        metrics = httpx.get(base + "/metrics").text
+        assert "aiflowd_errors_contained_total 0.0" in metrics
     finally:
         daemon.close()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from aiflowd.model import Status
@@ -178,7 +178,7 @@ class _EngineCollector(Collector):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         engine = self.engine
         queued, running = 0, 0
         for execution in engine.executions.values():
@@ -198,4 +198,4 @@ class _EngineCollector(Collector):
             workflows.add_metric([status], count)
         yield workflows
         yield GaugeMetricFamily("aiflowd_store_degraded", "1 while the state store refuses writes", value=1 if engine.store_problem else 0)
-        yield GaugeMetricFamily("aiflowd_errors_contained", "Exceptions the engine contained and survived", value=engine.contained_errors)
+        yield CounterMetricFamily("aiflowd_errors_contained", "Exceptions the engine contained and survived", value=engine.contained_errors)
