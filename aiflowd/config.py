@@ -26,6 +26,10 @@ DEFAULT_FLINK_REST_URL = "http://127.0.0.1:8081"
 FLINK_REST_URL_VARIABLE = "AIFLOWD_FLINK_REST_URL"
 #: The keys of the ``flink`` section, each read by the flink job type; any other is a typo.
 FLINK_KEYS = ("rest_url", "flink_home", "java_home", "conf_dir", "stop_timeout")
+#: The keys of the ``http`` section (the read-only status pages and metrics; off without it).
+HTTP_KEYS = ("listen", "refresh")
+#: How often the status pages reload themselves, unless ``http.refresh`` says otherwise.
+DEFAULT_HTTP_REFRESH = 5.0
 
 
 @dataclass
@@ -47,6 +51,8 @@ class DaemonConfig:
     max_parallel_loads: int | None = None
     job_env: dict[str, str] = field(default_factory=dict)
     flink: dict[str, Any] = field(default_factory=dict)
+    #: ``{"listen": "HOST:PORT" or a socket path, "refresh": seconds}``; empty: no HTTP.
+    http: dict[str, Any] = field(default_factory=dict)
     file: str | None = None
 
     def job_settings(self) -> dict[str, Any]:
@@ -76,6 +82,7 @@ _KEYS = {
     "max_parallel_loads",
     "job_env",
     "flink",
+    "http",
 }
 
 
@@ -159,6 +166,7 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
         else:
             config.job_env = {str(k): "" if v is None else str(v) for k, v in value.items()}
     config.flink = _flink_section(data.get("flink"), base, env, doc, problems)
+    config.http = _http_section(data.get("http"), base, doc, problems)
     if problems:
         raise LoadError(problems)
     return config
@@ -218,3 +226,41 @@ def _flink_section(value: Any, base: str, env: Mapping[str, str], doc: Any, prob
             problems.append(Problem(f"${FLINK_REST_URL_VARIABLE}", 0, 0, "flink.rest_url", problem))
         flink["rest_url"] = url.rstrip("/")
     return flink
+
+
+def _http_section(value: Any, base: str, doc: Any, problems: list[Problem]) -> dict[str, Any]:
+    """The ``http`` section, checked: ``listen`` (``HOST:PORT``, or a Unix socket path) and ``refresh``."""
+
+    def where(key: str | None, message: str) -> None:
+        path = ("http",) if key is None else ("http", key)
+        problems.append(doc.problem(path, message) if doc is not None else Problem("<defaults>", 0, 0, ".".join(path), message))
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        where(None, "must be a mapping like {listen: 127.0.0.1:8790}")
+        return {}
+    http: dict[str, Any] = {"refresh": DEFAULT_HTTP_REFRESH}
+    for key in value:
+        if key not in HTTP_KEYS:
+            where(str(key), f"unknown key ({suggest(str(key), HTTP_KEYS)})")
+    listen = value.get("listen")
+    if not isinstance(listen, str) or not listen:
+        if "listen" in value:
+            where("listen", f"must be HOST:PORT (like 127.0.0.1:8790) or a socket path (with a /), got {listen!r}")
+        else:
+            where(None, "needs 'listen': HOST:PORT (like 127.0.0.1:8790) or a socket path")
+    elif "/" in listen:
+        http["listen"] = os.path.normpath(os.path.join(base, os.path.expanduser(listen)))
+    else:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            where("listen", f"must be HOST:PORT (like 127.0.0.1:8790) or a socket path (with a /), got {listen!r}")
+        else:
+            http["listen"] = listen
+    if "refresh" in value:
+        try:
+            http["refresh"] = parse_duration(value["refresh"])
+        except ValueError as err:
+            where("refresh", str(err))
+    return http

@@ -301,7 +301,10 @@ class Store:
     def end_execution(self, execution_id: int, status: str) -> None:
         self._write("UPDATE executions SET status = ?, ended_at = ? WHERE id = ?", (status, time.time(), execution_id))
 
-    def executions(self, workflow: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def executions(
+        self, workflow: str | None = None, status: str | None = None, limit: int = 100, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The latest executions first; ``since``: only those started at or after that time."""
         query, params = "SELECT * FROM executions WHERE 1=1", list[Any]()
         if workflow is not None:
             query += " AND workflow = ?"
@@ -309,6 +312,9 @@ class Store:
         if status is not None:
             query += " AND status = ?"
             params.append(status)
+        if since is not None:
+            query += " AND started_at >= ?"
+            params.append(since)
         query += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [dict(row) for row in self.db.execute(query, params).fetchall()]
@@ -335,9 +341,12 @@ class Store:
         execution_id: int | None = None,
         statuses: Iterable[str] | None = None,
         limit: int = 1000,
+        since: float | None = None,
+        attempt: int | None = None,
     ) -> list[dict[str, Any]]:
-        query, params = "SELECT * FROM job_executions WHERE 1=1", []
-        for column, value in (("workflow", workflow), ("job", job), ("execution_id", execution_id)):
+        """The latest first; ``since``: only those started (or, never started, created) at or after it."""
+        query, params = "SELECT * FROM job_executions WHERE 1=1", list[Any]()
+        for column, value in (("workflow", workflow), ("job", job), ("execution_id", execution_id), ("attempt", attempt)):
             if value is not None:
                 query += f" AND {column} = ?"
                 params.append(value)
@@ -345,12 +354,21 @@ class Store:
             statuses = list(statuses)
             query += f" AND status IN ({', '.join('?' for _ in statuses)})"
             params.extend(statuses)
+        if since is not None:
+            query += " AND COALESCE(started_at, created_at) >= ?"
+            params.append(since)
         query += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         rows = [dict(row) for row in self.db.execute(query, params).fetchall()]
         for row in rows:
             row["handle"] = json.loads(row["handle"]) if row["handle"] else None
         return rows
+
+    def count_job_executions(self, status: str, ended_since: float) -> int:
+        """How many job executions ended with ``status`` at or after ``ended_since`` (``status``'s failed in the last hour)."""
+        query = "SELECT COUNT(*) FROM job_executions WHERE status = ? AND ended_at >= ?"
+        (count,) = self.db.execute(query, (status, ended_since)).fetchone()
+        return int(count)
 
     # -- events and ticks ------------------------------------------------------------
 

@@ -101,20 +101,31 @@ def build_parser() -> argparse.ArgumentParser:
     command(workflow, "list", "list workflows").add_argument("--all", action="store_true", help="include retired ones")
     for name, text in (
         ("show", "one workflow, with its jobs and problems"),
-        ("list-executions", "its executions"),
         ("start-execution", "start an execution now"),
         ("pause-scheduling", "stop starting executions (timers, events, file changes)"),
         ("resume-scheduling", "start executions again"),
     ):
         command(workflow, name, text).add_argument("workflow", metavar="WF", help="the workflow's name")
+    executions = command(workflow, "list-executions", "its executions, the latest first")
+    executions.add_argument("workflow", metavar="WF", help="the workflow's name")
+    _history_options(executions)
+    graph = command(workflow, "graph", "its picture: jobs, and rules and data edges as labelled arrows, coloured by last status")
+    graph.add_argument("workflow", metavar="WF", help="the workflow's name")
+    graph.add_argument(
+        "--format",
+        choices=("text", "dot", "mermaid", "svg"),
+        default="text",
+        help="text for a terminal (default), dot for Graphviz, mermaid for Markdown, svg for a file or a page",
+    )
     stop = command(workflow, "stop-execution", "stop its running executions (or one)")
     stop.add_argument("workflow", metavar="WF", help="the workflow's name")
     stop.add_argument("execution", metavar="EXECUTION", nargs="?", type=int, help="only this execution (default: every running one)")
 
     job = group(sub, "job", "jobs")
-    listing = command(job, "list-executions", "job executions of a workflow")
+    listing = command(job, "list-executions", "job executions of a workflow, the latest first")
     listing.add_argument("workflow", metavar="WF", help="the workflow's name")
     listing.add_argument("job", metavar="JOB", nargs="?", help="only this job's")
+    _history_options(listing)
     for name, text in (
         ("start-execution", "start the job (in the open execution, or a new one)"),
         ("stop-execution", "stop the running job"),
@@ -127,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("workflow", metavar="WF", help="the workflow's name")
     logs.add_argument("job", metavar="JOB", help="the job's name")
     logs.add_argument("--execution", type=int, metavar="ID", help="the workflow execution (default: the latest)")
+    logs.add_argument("--attempt", type=int, metavar="N", help="this attempt's log (retries and restarts count up; default: the latest)")
     logs.add_argument("--bytes", type=int, metavar="N", help="the last N bytes (default 1 MiB, at most 64 MiB)")
     logs.add_argument(
         "-f",
@@ -154,6 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attach_completers(parser)
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
+def _history_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=_positive, metavar="N", help="at most N rows (default 100)")
+    parser.add_argument("--since", metavar="WHEN", help="only those started since: a duration ago (1h, 30m, 2d) or an ISO time")
+    parser.add_argument(
+        "--status", type=str.upper, choices=("INIT", "RUNNING", "FINISHED", "FAILED", "KILLED"), help="only those with this status"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,6 +290,8 @@ def run_command(client: Any, args: argparse.Namespace) -> int:
     command = args.command if args.command in ("status", "plugins", "reload") else f"{args.command}.{args.action}"
     if command == "job.logs":
         return job_logs(client, args)
+    if command == "workflow.graph":
+        return workflow_graph(client, args)
     if command == "event.list" and args.follow:
         for event in client.stream("event.list", follow=True):
             human = f"{event['id']}  {event['key']}={event['value']}  type={event['event_type']} namespace={event['namespace']}"
@@ -295,6 +327,8 @@ def job_logs(client: Any, args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"workflow": args.workflow, "job": args.job, "follow": args.follow}
     if args.execution is not None:
         params["execution"] = args.execution
+    if args.attempt is not None:
+        params["attempt"] = args.attempt
     if args.bytes is not None:
         params["bytes"] = args.bytes
     for chunk in client.stream("job.logs", **params):
@@ -306,12 +340,29 @@ def job_logs(client: Any, args: argparse.Namespace) -> int:
     return DONE
 
 
+def workflow_graph(client: Any, args: argparse.Namespace) -> int:
+    """The picture the daemon sends as data, drawn here (``--json``: the data itself)."""
+    from aiflowd.graph import Graph, render
+
+    data = client.call("workflow.graph", workflow=args.workflow)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        sys.stdout.write(render(Graph.from_json(data), args.format))
+    return DONE
+
+
 def print_human(command: str, result: Any) -> None:
     if command == "status":
         counts = ", ".join(f"{n} {s}" for s, n in sorted(result["workflows"].items())) or "none"
         print(f"aiflowd {result['version']} (pid {result['pid']}), up {result['uptime']:.0f}s")
         print(f"workflows: {counts} in {result['workflows_dir']}")
         print(f"running: {result['executions_running']} executions, {result['jobs_running']} jobs")
+        if "jobs_queued" in result:
+            print(
+                f"jobs: {result['jobs_active']} running, {result['jobs_queued']} queued, "
+                f"{result['jobs_failed_last_hour']} failed in the last hour"
+            )
         if result.get("store_problem"):
             print(f"store: degraded: {result['store_problem']}")
         if result.get("restarts"):
@@ -334,9 +385,10 @@ def print_human(command: str, result: Any) -> None:
             print("recent executions:")
             table([_times(e) for e in result["executions"]], ["id", "status", "trigger", "started_at", "ended_at"], indent="  ")
     elif command == "workflow.list-executions":
-        table([_times(e) for e in result], ["id", "status", "trigger", "version", "started_at", "ended_at"])
+        table([_times(e) for e in result], ["id", "status", "trigger", "version", "started_at", "ended_at", "duration"])
     elif command == "job.list-executions":
-        table([_times(e) for e in result], ["execution_id", "job", "attempt", "status", "exit_code", "started_at", "ended_at", "message"])
+        rows = [{**_times(e), "attempt": f"{e['attempt']} ({e.get('kind', 'start')})"} for e in result]
+        table(rows, ["execution_id", "job", "attempt", "status", "exit_code", "started_at", "ended_at", "duration", "message"])
     elif command == "plugins":
         table(result, ["job_type", "class", "module", "distribution", "version"])
     elif command == "event.list":
@@ -352,7 +404,16 @@ def _times(row: dict[str, Any], keys: tuple[str, ...] = ("started_at", "ended_at
     for key in keys:
         if row.get(key):
             row[key] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row[key]))
+    if row.get("duration") is not None:
+        row["duration"] = _duration(row["duration"])
     return row
+
+
+def _duration(seconds: float) -> str:
+    """``4.2s``, ``3m05s``, ``2h01m``, ``1d03h``: as the status page writes them."""
+    from aiflowd.web.pages import duration
+
+    return duration(seconds)
 
 
 def table(rows: list[dict[str, Any]], columns: list[str], indent: str = "") -> None:

@@ -8,8 +8,9 @@ never ends it:
   dir), opens the store, binds the socket. Any failure is a ``StartupError`` whose
   message is one line naming the file and the cause; nothing has started yet.
 - **serve** runs one task group: the control server, the watcher task, the engine (with
-  one task per job execution), the watchdog and the signal handler. The watcher task,
-  the control server's accept loop and the watchdog are supervised (see
+  one task per job execution), the watchdog, the signal handler and, when the config has
+  an ``http`` section, the HTTP server (``aiflowd.web``). The watcher task, the control
+  server's accept loop, the HTTP server and the watchdog are supervised (see
   ``aiflowd.supervision``): a failure is logged, counted and restarted, the others go on.
   READY=1 is sent once the socket listens, the watcher watches and the scan is served.
 - **shutdown** begins on SIGTERM/SIGINT: STOPPING=1, every job stopped (bounded), exit 0.
@@ -30,17 +31,18 @@ import socket
 import sqlite3
 import time
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from aiflowd.config import DaemonConfig, load_config
-from aiflowd.control.server import ControlServer, SocketPathError, bind_socket
+from aiflowd.control.protocol import ControlError
+from aiflowd.control.server import ControlServer, Method, SocketPathError, bind_socket
 from aiflowd.daemon.folder import WorkflowFolder
 from aiflowd.daemon.methods import ControlMethods
-from aiflowd.engine import RETIRED, Engine, EnginePaths
+from aiflowd.engine import RETIRED, Engine, EnginePaths, JobRun
 from aiflowd.store import Store
 from aiflowd.supervision import Restarts, supervise
 from aiflowd.systemd import ServiceManager
@@ -48,10 +50,15 @@ from aiflowd.watcher import FolderWatcher
 from aiflowd.workflows.errors import LoadError
 from aiflowd.workflows.loader import WorkflowLoader, loader_for
 
+if TYPE_CHECKING:
+    from aiflowd.web.metrics import Metrics
+
 log = structlog.get_logger("aiflowd")
 
 #: Beyond the stop grace period, how long shutdown waits for plugins before it gives up.
 SHUTDOWN_SLACK = 5.0
+#: How long shutdown waits for the HTTP server to close its connections.
+HTTP_CLOSE_WAIT = 3.0
 #: The file in the state dir whose lock says "a daemon serves this state".
 LOCK_NAME = "aiflowd.lock"
 
@@ -87,6 +94,12 @@ class Daemon:
         self._bound_socket = False
         self._reloading = anyio.Lock()
         self._task_group: TaskGroup | None = None
+        #: The metrics /metrics serves; None without ``http`` (nothing is counted then).
+        self.metrics: Metrics | None = None
+        self.methods = ControlMethods(self)
+        #: Set at shutdown: the HTTP server closes (``http_done`` once it has).
+        self._http_stop = anyio.Event()
+        self._http_done = anyio.Event()
 
     async def run(self) -> int:
         """Start, serve until a stop signal, shut down; 0 after a requested stop.
@@ -118,6 +131,14 @@ class Daemon:
         self._lock_fd = lock_state_dir(config.state_dir)  # before anything else touches the state
         database = os.path.join(config.state_dir, "aiflowd.db")
         self.store = _attempt(database, "cannot open the state database", Store, database)
+        if config.http:
+            from aiflowd.web import missing
+
+            if problem := missing():
+                raise StartupError(f"{config.file or 'the config'}: {problem}")
+            from aiflowd.web.metrics import Metrics
+
+            self.metrics = Metrics()
         self.loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
         for error in plugin_errors:
             log.error("plugin failed", module=error.module, error=error.message)
@@ -129,7 +150,10 @@ class Daemon:
             EnginePaths(config.state_dir, config.log_dir),
             settings=settings,
             max_concurrent_jobs=config.max_concurrent_jobs,
+            on_job_change=self._job_changed,
         )
+        if self.metrics is not None:
+            self._instrument(self.metrics)
         if self.manager.sockets:
             sock = self.manager.sockets[0]
         else:
@@ -144,12 +168,59 @@ class Daemon:
         self.folder = WorkflowFolder(config.workflows_dir, self.loader, self.engine)
         self.server = ControlServer(
             sock,
-            ControlMethods(self).table(),
+            self._method_table(),
             config.control_group,
             idle_timeout=config.control_idle_timeout,
             request_timeout=config.control_request_timeout,
             restarts=self.restarts,
         )
+
+    def _job_changed(self, run: JobRun) -> None:
+        if self.metrics is not None:
+            self.metrics.job_changed(run)
+
+    def _instrument(self, metrics: Metrics) -> None:
+        """Feed the metrics from the parts that know: the store's commits, the loader's loads, the engine's state."""
+        assert self.store is not None
+        store, loader = self.store, self.loader
+        metrics.watch_engine(self.engine)
+        setattr(store, "commit", metrics.timed(store.commit, lambda seconds, _: metrics.commit_seconds.observe(seconds)))  # noqa: B010
+
+        def loaded(seconds: float, result: Any) -> None:
+            name = getattr(getattr(result, "workflow", None), "name", None)
+            if name is not None:  # a failed load is shown as the workflow's problems
+                metrics.workflow_loaded(name, seconds)
+
+        setattr(loader, "load_source", metrics.timed(loader.load_source, loaded))  # noqa: B010
+
+    def _method_table(self) -> dict[str, Method]:
+        """The control methods; with metrics on, each call is counted by method and outcome."""
+        table = self.methods.table()
+        metrics = self.metrics
+        if metrics is None:
+            return table
+
+        def counted(name: str, method: Method) -> Method:
+            async def handler(params: dict[str, Any]) -> Any:
+                try:
+                    result = await method.handler(params)
+                except ControlError as err:
+                    metrics.control_request(name, err.code)
+                    raise
+                except BaseException:
+                    metrics.control_request(name, "error")
+                    raise
+                metrics.control_request(name, "ok")
+                return result
+
+            return Method(handler, write=method.write)
+
+        return {name: counted(name, method) for name, method in table.items()}
+
+    async def _entries_changed(self, entries: set[str]) -> None:
+        if self.metrics is not None:
+            self.metrics.watcher_events.inc(len(entries))
+        await self.folder.entries_changed(entries)
 
     # -- serve -----------------------------------------------------------------------
 
@@ -163,6 +234,14 @@ class Daemon:
         # READY does not wait for slow definitions: they are served as they compile.
         initial, loading = await self.folder.scan(tg, config.max_parallel_loads)
         await tg.start(self.engine.serve, initial, loading)
+        if config.http.get("listen"):
+            from aiflowd.web.app import WebApp
+            from aiflowd.web.server import serve_http
+
+            app = WebApp(self.methods, self.metrics, refresh=config.http.get("refresh", 5.0))
+            tg.start_soon(
+                self._http, partial(supervise, "http", partial(serve_http, app, config.http["listen"], self._http_stop), self.restarts)
+            )
         if self.manager.watchdog_interval:
             tg.start_soon(supervise, "watchdog", partial(self._watchdog, self.manager.watchdog_interval), self.restarts)
         count = sum(1 for entry in self.engine.workflows.values() if entry.status != RETIRED)
@@ -170,9 +249,15 @@ class Daemon:
         log.info("aiflowd ready", workflows=count, folder=config.workflows_dir, socket=config.control_socket, pid=os.getpid())
         await self.stopping.wait()
 
+    async def _http(self, run: Any) -> None:
+        try:
+            await run()
+        finally:
+            self._http_done.set()
+
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The folder watcher; a fresh one each time the supervisor starts it again."""
-        self.watcher = watcher = FolderWatcher(self.config.workflows_dir, self.folder.entries_changed, self.folder.rescan)
+        self.watcher = watcher = FolderWatcher(self.config.workflows_dir, self._entries_changed, self.folder.rescan)
         if self.stopping.is_set():
             return
         await watcher.run(task_status=task_status)
@@ -226,6 +311,10 @@ class Daemon:
             await self.engine.stop_all("aiflowd stopped")
         if self.watcher is not None:
             self.watcher.close()
+        if self.config.http.get("listen"):
+            self._http_stop.set()
+            with anyio.move_on_after(HTTP_CLOSE_WAIT):
+                await self._http_done.wait()
         tg.cancel_scope.cancel()
 
     def _close(self) -> None:
@@ -268,7 +357,7 @@ class Daemon:
             raise ReloadRefused(problems) from err
         fixed = [
             key
-            for key in ("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group")
+            for key in ("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group", "http")
             if getattr(new, key) != getattr(self.config, key)
         ]
         errors = self.loader.registry.discover(new.plugin_modules, new.plugin_paths, entry_points=True)

@@ -7,6 +7,7 @@ share an error path: a method's error is an answer to its caller, nothing more.
 from __future__ import annotations
 
 import codecs
+import datetime
 import os
 import time
 from collections.abc import AsyncIterator
@@ -15,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 import aiflowd
+from aiflowd import graph as graphs
 from aiflowd.control.protocol import BAD_REQUEST, REFUSED, ControlError
 from aiflowd.control.server import Method
 from aiflowd.engine import RETIRED, Engine, EngineError
-from aiflowd.model import Event, JobAction, Status
+from aiflowd.model import Event, JobAction, Status, parse_duration
 
 if TYPE_CHECKING:
     from aiflowd.daemon.lifecycle import Daemon
@@ -26,6 +28,11 @@ if TYPE_CHECKING:
 #: A log is sent in chunks of this size, each read in a thread: memory stays bounded and
 #: the loop never waits on a large read.
 LOG_CHUNK = 64 * 1024
+#: ``status``: failures counted from this long ago.
+FAILED_WINDOW = 3600.0
+#: The status page's and ``execution.list``'s latest executions, and the Flink jobs it looks through.
+RECENT = 20
+FLINK_LOOKBACK = 500
 #: ``job.logs`` without ``follow``: the tail it sends by default, and at most.
 DEFAULT_LOG_BYTES = 1 << 20
 MAX_LOG_BYTES = 64 << 20
@@ -45,6 +52,10 @@ class ControlMethods:
             "workflow.list": read(self.m_workflow_list),
             "workflow.show": read(self.m_workflow_show),
             "workflow.list_executions": read(self.m_workflow_list_executions),
+            "workflow.graph": read(self.m_workflow_graph),
+            "execution.list": read(self.m_execution_list),
+            "job.list_running": read(self.m_job_list_running),
+            "flink.list": read(self.m_flink_list),
             "workflow.start_execution": write(self.m_workflow_start_execution),
             "workflow.stop_execution": write(self.m_workflow_stop_execution),
             "workflow.pause_scheduling": write(self.m_pause),
@@ -74,7 +85,9 @@ class ControlMethods:
             counts: dict[str, int] = {}
             for entry in engine.workflows.values():
                 counts[entry.status] = counts.get(entry.status, 0) + 1
-            jobs = sum(len(e.running) for e in engine.executions.values())
+            runs = [run for e in engine.executions.values() for run in e.running.values()]
+            jobs = len(runs)
+            now = time.time()
             return {
                 "pid": os.getpid(),
                 "version": aiflowd.__version__,
@@ -84,6 +97,10 @@ class ControlMethods:
                 "workflows": counts,
                 "executions_running": len(engine.executions),
                 "jobs_running": jobs,
+                # Started (or being started) vs. waiting for a slot under max_concurrent_jobs.
+                "jobs_active": sum(1 for run in runs if run.status == Status.RUNNING),
+                "jobs_queued": sum(1 for run in runs if run.status == Status.INIT),
+                "jobs_failed_last_hour": engine.store.count_job_executions(Status.FAILED.value, now - FAILED_WINDOW),
                 "store_problem": engine.store_problem,
                 "restarts": self.daemon.restarts.snapshot(),
                 "errors_contained": engine.contained_errors,
@@ -139,8 +156,39 @@ class ControlMethods:
         return await self._ask(show)
 
     async def m_workflow_list_executions(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """A workflow's executions, the latest first; ``limit``, ``since`` and ``status`` narrow them."""
         name = _param(params, "workflow")
-        return await self._ask(lambda engine: engine.store.executions(workflow=name, limit=int(params.get("limit", 100))))
+        limit, since, status = history_filters(params)
+        rows = await self._ask(lambda engine: engine.store.executions(workflow=name, status=status, limit=limit, since=since))
+        return [with_duration(row) for row in rows]
+
+    async def m_execution_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The latest executions of every workflow (``limit``, ``since``, ``status`` as for one workflow's)."""
+        limit, since, status = history_filters(params, default_limit=RECENT)
+        rows = await self._ask(lambda engine: engine.store.executions(status=status, limit=limit, since=since))
+        return [with_duration(row) for row in rows]
+
+    async def m_workflow_graph(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The workflow's picture as data (see ``aiflowd.graph``): boxes coloured by each job's last status."""
+        name = _param(params, "workflow")
+
+        def picture(engine: Engine) -> dict[str, Any]:
+            entry = engine.workflows.get(name)
+            if entry is None:
+                raise EngineError(f"no workflow named '{name}'")
+            if entry.loaded is None:
+                raise EngineError(f"workflow '{name}' has no valid version to draw; see 'aiflowctl workflow show {name}'")
+            statuses: dict[str, str] = {}
+            for job in entry.loaded.workflow.jobs:  # one indexed look each, however long the history
+                last = engine.store.job_executions(workflow=name, job=job, limit=1)
+                if last:
+                    statuses[job] = last[0]["status"]
+            for execution in engine.executions.values():  # what runs now wins over what is recorded
+                if execution.workflow == name:
+                    statuses.update({job: run.status.value for job, run in execution.running.items()})
+            return graphs.build(entry.loaded.workflow, statuses).to_json()
+
+        return await self._ask(picture)
 
     async def m_workflow_start_execution(self, params: dict[str, Any]) -> dict[str, Any]:
         name = _param(params, "workflow")
@@ -179,10 +227,64 @@ class ControlMethods:
         return {"workflow": name, "paused": False}
 
     async def m_job_list_executions(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        name = _param(params, "workflow")
+        """A workflow's job executions (or one job's; without ``workflow``, every workflow's), the latest
+        first; ``limit``, ``since`` and ``status`` narrow them."""
+        name = _param(params, "workflow") if params.get("workflow") is not None or params.get("job") is not None else None
         job = params.get("job")
-        rows = await self._ask(lambda engine: engine.store.job_executions(workflow=name, job=job, limit=int(params.get("limit", 100))))
+        limit, since, status = history_filters(params)
+        rows = await self._ask(
+            lambda engine: engine.store.job_executions(
+                workflow=name, job=job, limit=limit, since=since, statuses=[status] if status else None
+            )
+        )
         return [_job_row(row) for row in rows]
+
+    async def m_job_list_running(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The job executions the engine carries now (running, or queued for a slot), the longest running first."""
+
+        def running(engine: Engine) -> list[dict[str, Any]]:
+            now = time.time()
+            rows = []
+            for execution in engine.executions.values():
+                for run in execution.running.values():
+                    begun = run.started_at or run.created_at
+                    rows.append(
+                        {
+                            "workflow": execution.workflow,
+                            "job": run.job,
+                            "job_type": run.job_type,
+                            "execution_id": execution.id,
+                            "job_execution_id": run.id,
+                            "attempt": run.attempt,
+                            "kind": run.kind,
+                            "status": run.status.value,
+                            "started_at": run.started_at,
+                            "duration": round(max(0.0, now - begun), 3),
+                        }
+                    )
+            return sorted(rows, key=lambda row: -row["duration"])
+
+        return await self._ask(running)
+
+    async def m_flink_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The latest job execution of each Flink job known (it has a Flink job id), with its web UI link."""
+
+        def flink(engine: Engine) -> list[dict[str, Any]]:
+            seen: dict[tuple[str, str], dict[str, Any]] = {}
+            for row in engine.store.job_executions(limit=FLINK_LOOKBACK):
+                handle = row.get("handle")
+                if not isinstance(handle, dict) or not handle.get("job_id") or (row["workflow"], row["job"]) in seen:
+                    continue
+                url = handle.get("rest_url")
+                state = "running" if row["status"] == Status.RUNNING.value else "completed"
+                seen[(row["workflow"], row["job"])] = {
+                    **_job_row(row),
+                    "flink_job_id": handle["job_id"],
+                    "web_url": f"{url}/#/job/{state}/{handle['job_id']}/overview" if isinstance(url, str) and url else None,
+                }
+            return list(seen.values())
+
+        return await self._ask(flink)
 
     async def _job_action(self, params: dict[str, Any], action: JobAction) -> dict[str, Any]:
         name, job = _param(params, "workflow"), _param(params, "job")
@@ -222,20 +324,22 @@ class ControlMethods:
         other attempt to come.
         """
         name, job = _param(params, "workflow"), _param(params, "job")
-        execution = params.get("execution")
+        execution, attempt = params.get("execution"), params.get("attempt")
         try:
             limit = int(params.get("bytes", DEFAULT_LOG_BYTES))
             execution_id = int(execution) if execution is not None else None
+            attempt_number = int(attempt) if attempt is not None else None
         except (TypeError, ValueError) as err:
-            raise ControlError(BAD_REQUEST, f"'bytes' and 'execution' must be whole numbers: {err}") from err
+            raise ControlError(BAD_REQUEST, f"'bytes', 'execution' and 'attempt' must be whole numbers: {err}") from err
 
         def find(engine: Engine) -> dict[str, Any] | None:
-            rows = engine.store.job_executions(workflow=name, job=job, execution_id=execution_id, limit=1)
+            rows = engine.store.job_executions(workflow=name, job=job, execution_id=execution_id, attempt=attempt_number, limit=1)
             return rows[0] if rows else None
 
         row = await self._ask(find)
         if row is None:
-            raise ControlError(REFUSED, f"no execution of job '{job}' of '{name}'" + (f" in execution {execution}" if execution else ""))
+            where = (f" in execution {execution}" if execution else "") + (f" with attempt {attempt}" if attempt is not None else "")
+            raise ControlError(REFUSED, f"no execution of job '{job}' of '{name}'" + where)
         if not params.get("follow"):
             return self._tail(row, max(0, min(limit, MAX_LOG_BYTES)))
         return self._follow(row)
@@ -347,22 +451,71 @@ def _param(params: dict[str, Any], key: str) -> str:
     return value
 
 
+def history_filters(params: dict[str, Any], default_limit: int = 100) -> tuple[int, float | None, str | None]:
+    """``limit``, ``since`` (see ``parse_since``) and ``status`` of a history request, checked."""
+    try:
+        limit = int(params.get("limit", default_limit))
+    except (TypeError, ValueError) as err:
+        raise ControlError(BAD_REQUEST, f"'limit' must be a whole number, got {params.get('limit')!r}") from err
+    if limit < 1:
+        raise ControlError(BAD_REQUEST, f"'limit' must be 1 or more, got {limit}")
+    since = parse_since(params["since"]) if params.get("since") not in (None, "") else None
+    status = params.get("status")
+    if status in (None, ""):
+        return limit, since, None
+    name = str(status).upper()
+    if name not in Status.__members__:
+        raise ControlError(BAD_REQUEST, f"'status' must be one of {', '.join(Status.__members__)}, got {status!r}")
+    return limit, since, name
+
+
+def parse_since(value: Any, now: float | None = None) -> float:
+    """A point in time: ``1h``, ``30m``, ``2d`` or ``90`` (that long before ``now``), an ISO time
+    (local when it names no zone), or a JSON number (epoch seconds)."""
+    now = time.time() if now is None else now
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        message = f"'since' must be a duration like 1h or 30m, or an ISO time like 2024-05-01T12:00, got {text!r}"
+        raise ControlError(BAD_REQUEST, message) from None
+    return moment.timestamp()  # a naive time is taken as local, as people write it
+
+
+def with_duration(row: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """``row`` with ``duration``: seconds from its start to its end (to now while it runs; None before it started)."""
+    started, ended = row.get("started_at"), row.get("ended_at")
+    if started is None:
+        return {**row, "duration": None}
+    end = ended if ended is not None else (time.time() if now is None else now)
+    return {**row, "duration": round(max(0.0, end - started), 3)}
+
+
 def _job_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "workflow": row["workflow"],
-        "job": row["job"],
-        "execution_id": row["execution_id"],
-        "job_execution_id": row["id"],
-        "attempt": row["attempt"],
-        "status": row["status"],
-        "started_at": row["started_at"],
-        "ended_at": row["ended_at"],
-        "exit_code": row["exit_code"],
-        "message": row["message"],
-        "reason": row["reason"],
-        "kind": row.get("kind", "start"),
-        "log_path": row["log_path"],
-    }
+    return with_duration(
+        {
+            "workflow": row["workflow"],
+            "job": row["job"],
+            "execution_id": row["execution_id"],
+            "job_execution_id": row["id"],
+            "attempt": row["attempt"],
+            "status": row["status"],
+            "started_at": row["started_at"],
+            "ended_at": row["ended_at"],
+            "exit_code": row["exit_code"],
+            "message": row["message"],
+            "reason": row["reason"],
+            "kind": row.get("kind", "start"),
+            "job_type": row.get("job_type"),
+            "log_path": row["log_path"],
+        }
+    )
 
 
 def _size(path: str) -> int:
