@@ -231,7 +231,7 @@ def local_plugins(args: argparse.Namespace, socket: str) -> int:
         config = load_config(args.config or (LOCAL_CONFIG if os.path.isfile(LOCAL_CONFIG) else None))
     except LoadError as err:
         return fail(args, "usage", str(err), USAGE)
-    loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
+    loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout, config.warm_start)
     for error in plugin_errors:
         print(f"aiflowctl: {error}", file=sys.stderr)
     print(f"aiflowctl: no daemon answers at {socket}: these are the plugins installed here, as a daemon would load them", file=sys.stderr)
@@ -360,7 +360,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except LoadError as err:
         print(err, file=sys.stderr)
         return USAGE
-    loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
+    loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout, config.warm_start)
     for error in plugin_errors:
         print(f"aiflowctl: {error}", file=sys.stderr)
     targets: list[str] = []

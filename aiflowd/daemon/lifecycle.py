@@ -118,7 +118,7 @@ class Daemon:
         self._lock_fd = lock_state_dir(config.state_dir)  # before anything else touches the state
         database = os.path.join(config.state_dir, "aiflowd.db")
         self.store = _attempt(database, "cannot open the state database", Store, database)
-        self.loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
+        self.loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout, config.warm_start)
         for error in plugin_errors:
             log.error("plugin failed", module=error.module, error=error.message)
         settings = config.job_settings()

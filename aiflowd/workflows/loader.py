@@ -118,6 +118,8 @@ class LoaderSettings:
     python: str = sys.executable
     #: Folders the definition may import plugin modules from (the daemon's ``plugin_paths``).
     plugin_paths: list[str] = field(default_factory=list)
+    #: Compile in a fork of the fork server (True, or "pyflink" to preload PyFlink there), or cold (False).
+    warm_start: bool | str = True
 
 
 def cpu_count() -> int:
@@ -647,6 +649,7 @@ class _Load:
                     env=env,
                     cwd=self.source.workflow_dir,
                     timeout=timeout,
+                    warm=self.loader.settings.warm_start,
                 )
             except OSError as err:
                 self.problems.append(Problem(shown, 0, 0, "", f"cannot start {python}: {err.strerror or err}"))
@@ -923,7 +926,7 @@ def parse_cron(expression: Any) -> tuple[str, str, str | None]:
 
 
 def loader_for(
-    plugin_modules: list[str], plugin_paths: list[str], compile_timeout: float = 30.0
+    plugin_modules: list[str], plugin_paths: list[str], compile_timeout: float = 30.0, warm_start: bool | str = True
 ) -> tuple[WorkflowLoader, list[PluginError]]:
     """A loader with the built-in plugins, the configured ones and the installed ones.
 
@@ -932,7 +935,9 @@ def loader_for(
     """
     registry = PluginRegistry()
     errors = registry.discover(plugin_modules, plugin_paths)
-    settings = LoaderSettings(compile_timeout=compile_timeout, plugin_paths=[os.path.abspath(p) for p in plugin_paths])
+    settings = LoaderSettings(
+        compile_timeout=compile_timeout, plugin_paths=[os.path.abspath(p) for p in plugin_paths], warm_start=warm_start
+    )
     return WorkflowLoader(registry, settings), errors
 
 
