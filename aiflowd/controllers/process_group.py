@@ -445,12 +445,15 @@ def warm_module(argv: Sequence[str], env: Mapping[str, str], *, pythonpath: bool
     variable that changes how an interpreter starts or imports (``PYTHONPATH``,
     ``PYTHONHOME``, ``PYTHONSAFEPATH``, a hash seed...): another interpreter, or another
     import path, starts cold. ``pythonpath``: the compiler's own ``PYTHONPATH`` (plugin
-    folders) is allowed, the fork puts it first on the import path as ``python`` would.
+    folders) is allowed, the fork puts it first on the import path as ``python`` would;
+    so is one naming only the folder this aiflowd is imported from.
     """
     if len(argv) < 3 or argv[0] != sys.executable or argv[1] != "-m" or argv[2] not in WARM_MODULES:
         return None
-    for name in env:
-        if name.startswith("PYTHON") and name not in _WARM_NEUTRAL and not (pythonpath and name == "PYTHONPATH"):
+    for name, value in env.items():
+        if name == "PYTHONPATH" and (pythonpath or all(p == _import_root() for p in value.split(os.pathsep) if p)):
+            continue  # put first on the import path as `python` would; aiflowd's own root adds nothing
+        if name.startswith("PYTHON") and name not in _WARM_NEUTRAL:
             return None
     return argv[2]
 
@@ -462,6 +465,12 @@ def _mode(warm: WarmMode) -> str:
 @functools.cache
 def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@functools.cache
+def _import_root() -> str:
+    """The folder aiflowd is imported from: the fork server puts it first on its import path."""
+    return os.path.dirname(_package_root())
 
 
 def code_fingerprint() -> tuple[int, int]:

@@ -555,6 +555,11 @@ def _warm_wrapper(request: dict[str, Any], log_fd: int, status_path: str, grace:
             os._exit(rc)
     _, status = os.waitpid(child, 0)
     rc = os.waitstatus_to_exitcode(status)
+    if rc < 0 and -rc not in (signal.SIGINT, signal.SIGPIPE):
+        # What the sh wrapper says of a command a signal ended (dash: quiet for these two).
+        said = signal.strsignal(-rc) or f"Signal {-rc}"
+        with contextlib.suppress(OSError):
+            os.write(2, f"{said}{' (core dumped)' if os.WCOREDUMP(status) else ''}\n".encode())
     rc = 128 - rc if rc < 0 else rc
     for signum in _STOP_SIGNALS:
         signal.signal(signum, _Hurry.handler)
