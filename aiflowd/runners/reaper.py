@@ -131,7 +131,7 @@ def _signal_all(pids: list[int], signum: int) -> None:
 
 def _reap_zombies() -> list[tuple[int, int]]:
     """Collect every child that has exited (ours and re-parented ones), without blocking; (pid, wait status) of each."""
-    reaped = []
+    reaped: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -160,12 +160,31 @@ class _Hurry:
         cls.now = True
 
 
+def has_children() -> bool:
+    """Whether any thread of this process has a child (zombies included); True when it cannot tell.
+
+    One small read per thread, where ``live_descendants`` reads all of /proc: a subreaper
+    with no child has no descendant left, since each orphan below it becomes its child.
+    """
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children", "rb") as fh:
+                if fh.read().strip():
+                    return True
+    except OSError:
+        return True
+    return False
+
+
 def reap_descendants(grace: float) -> None:
     """SIGTERM every descendant, up to ``grace`` seconds for them to exit, SIGKILL the rest; reap all.
 
     Processes killed here leave their own children to us (we are their subreaper), so
     the killing repeats until nothing is left below us.
     """
+    _reap_zombies()
+    if not has_children():
+        return  # the common case: nothing left, found without reading all of /proc
     me = os.getpid()
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
     try:
@@ -348,6 +367,7 @@ _PRELOADED = (
     "aiflowd.plugin_interface",
     "aiflowd.plugins.python",
     "aiflowd.plugins.bash",
+    "aiflowd.plugins.flink",
     "aiflowd.compat",
     *WARM_MODULES,
 )
@@ -363,10 +383,17 @@ def _preload(mode: str) -> None:
 
     for name in _PRELOADED:
         importlib.import_module(name)
+    exec("from aiflowd import *", {})  # what definitions begin with: names the package provides lazily too
     if mode == "pyflink":
         with contextlib.suppress(Exception):  # the extra may be absent: jobs then import it as they would cold
             importlib.import_module("pyflink.datastream")
             importlib.import_module("pyflink.table")
+    import gc
+
+    # What is loaded now is shared with every child until written: a collection in a child
+    # would touch (and so copy) every page of it; frozen objects are never looked at again.
+    gc.collect()
+    gc.freeze()
 
 
 def _set_cmdline(*args: str) -> None:
@@ -421,8 +448,8 @@ def _run_module(request: dict[str, Any]) -> int:
         return io.TextIOWrapper(buffered, encoding="utf-8", errors=errors, write_through=unbuffered, line_buffering=False)
 
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
-    sys.stdout = sys.__stdout__ = stream(1, "strict")
-    sys.stderr = sys.__stderr__ = stream(2, "backslashreplace")
+    sys.stdout = stream(1, "strict")
+    sys.stderr = stream(2, "backslashreplace")
     module = importlib.import_module(request["module"])
     sys.argv = [module.__file__ or request["module"], *request["args"]]
     _set_cmdline(sys.executable, "-m", request["module"], *request["args"])
@@ -563,13 +590,7 @@ def _warm_wrapper(request: dict[str, Any], log_fd: int, status_path: str, grace:
     rc = 128 - rc if rc < 0 else rc
     for signum in _STOP_SIGNALS:
         signal.signal(signum, _Hurry.handler)
-    try:
-        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as fh:
-            left = bool(fh.read().strip())
-    except OSError:
-        left = True
-    if left:
-        reap_descendants(grace)
+    reap_descendants(grace)
     _record(status_path, rc)
     return rc
 
