@@ -615,3 +615,25 @@ async def test_a_warm_job_wrapper_is_found_by_its_status_file(registry, tmp_path
     assert wait_for(lambda: process_group.find_wrapper(handle.status_path)) == (handle.pid, handle.start_time)
     await controller.stop_job(handle, env)
     assert carrying(marker) == []
+
+
+def test_a_fork_server_is_replaced_when_aiflowds_code_changes_and_the_old_one_ends(
+    registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    folder = tmp_path / "w"
+    write(folder / "w.yaml", "{}\n")
+    write(folder / "w.py", "from aiflowd import *\nwith job_config('a'):\n    user_define_operation(processor=BashProcessor('true'))\n")
+    loader = WorkflowLoader(registry, LoaderSettings(compile_timeout=20, warm_start=True))
+    for _ in range(4):  # both spawners run warm
+        loader.load(str(folder))
+    before = set(process_group._SPAWNER.pids())
+    assert before
+    monkeypatch.setattr(process_group, "_CODE_CHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(process_group, "code_fingerprint", lambda: (0, 0))  # as after an upgrade on disk
+    for _ in range(4):
+        assert list(loader.load(str(folder)).workflow.jobs) == ["a"]
+    after = set(process_group._SPAWNER.pids())
+    assert after and not after & before
+    wait_for(lambda: not any(pid_alive(pid) for pid in before))  # they ended at end of file, and were reaped
