@@ -231,6 +231,17 @@ def _pss_kb(pid: int) -> int:
         return 0
 
 
+def _cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU of ``pid`` (and of its reaped children)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(f) for f in fields[11:15] if children) if children else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _fork_servers(daemon_pid: int) -> list[int]:
     from aiflowd.controllers.process_group import REAPER
 
@@ -286,12 +297,15 @@ def many(count: int) -> None:
             time.sleep(0.5)
         all_served = time.perf_counter() - started
         states = status["workflows"]
+        daemon_cpu = _cpu_seconds(daemon.process.pid)
+        servers_cpu = sum(_cpu_seconds(p, children=True) for p in _fork_servers(daemon.process.pid))
         daemon_rss = _rss_kb(daemon.process.pid) / 1024
         server_rss = [_rss_kb(p) / 1024 for p in _fork_servers(daemon.process.pid)]
         daemon.stop()
     print(f"{count} Python-defined workflows (one bash job each) and {count} YAML-only ones, in one folder")
     print(f"  start to READY=1                      : {ready:6.1f} s")
     print(f"  start to all {2 * count} served          : {all_served:6.1f} s  (target <= 60 s); states: {states}")
+    print(f"  CPU: daemon {daemon_cpu:.1f} s, fork servers and their children {servers_cpu:.1f} s (2 cores: {2 * all_served:.0f} s available)")
     print(f"  aiflowctl status while loading        : median {statistics.median(status_ms):.0f} ms, max {max(status_ms):.0f} ms")
     print(f"  daemon RSS, all served (peak)         : {daemon_rss:6.1f} MB ({peak['daemon'] / 1024:.1f} MB)")
     print(
