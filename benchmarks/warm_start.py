@@ -305,7 +305,9 @@ def many(count: int) -> None:
     print(f"{count} Python-defined workflows (one bash job each) and {count} YAML-only ones, in one folder")
     print(f"  start to READY=1                      : {ready:6.1f} s")
     print(f"  start to all {2 * count} served          : {all_served:6.1f} s  (target <= 60 s); states: {states}")
-    print(f"  CPU: daemon {daemon_cpu:.1f} s, fork servers and their children {servers_cpu:.1f} s (2 cores: {2 * all_served:.0f} s available)")
+    print(
+        f"  CPU: daemon {daemon_cpu:.1f} s, fork servers and their children {servers_cpu:.1f} s (2 cores: {2 * all_served:.0f} s available)"
+    )
     print(f"  aiflowctl status while loading        : median {statistics.median(status_ms):.0f} ms, max {max(status_ms):.0f} ms")
     print(f"  daemon RSS, all served (peak)         : {daemon_rss:6.1f} MB ({peak['daemon'] / 1024:.1f} MB)")
     print(

@@ -637,3 +637,29 @@ def test_a_fork_server_is_replaced_when_aiflowds_code_changes_and_the_old_one_en
     after = set(process_group._SPAWNER.pids())
     assert after and not after & before
     wait_for(lambda: not any(pid_alive(pid) for pid in before))  # they ended at end of file, and were reaped
+
+
+def test_a_cancelled_warm_compile_is_killed_with_what_it_started(tmp_path: Path, marker: str) -> None:
+    folder, pid_file = looping_workflow(tmp_path, marker)
+    request = tmp_path / "request.json"
+    request.write_text(f'{{"workflow_dir": "{folder}", "definition": "{folder}/spin.py", "module": "spin", "yaml_processors": {{}}}}')
+    argv = [sys.executable, "-m", "aiflowd.runners.compile_workflow", str(request), str(tmp_path / "result.json")]
+    cancel = HelperCancel()
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append(run_helper(argv, env={}, cwd=str(folder), timeout=60, cancel=cancel, warm=True))
+    )
+    worker.start()
+    try:
+        helper = int(wait_for(lambda: pid_file.exists() and pid_file.read_text() and carrying(marker) and pid_file.read_text()))
+        parent = process_table()[helper][0]
+        assert b"spawner" in Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")  # a fork of the fork server
+        cancel.cancel()
+        worker.join(timeout=10)
+    finally:
+        cancel.cancel()
+        worker.join()
+        cancel.close()
+    assert results[0].cancelled and results[0].returncode is None
+    assert not pid_alive(helper)
+    assert carrying(marker) == []
