@@ -396,6 +396,23 @@ def _preload(mode: str) -> None:
     gc.freeze()
 
 
+#: Where this process's original argv strings lie (/proc/PID/stat's arg_start, arg_end).
+_ARGS_AREA: tuple[int, int] | None = None
+
+
+def _args_area() -> tuple[int, int]:
+    """(start, end) of the original argv strings; the same in every fork, so looked up once, in the fork server."""
+    global _ARGS_AREA
+    if _ARGS_AREA is None:
+        try:
+            with open("/proc/self/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            _ARGS_AREA = (int(fields[45]), int(fields[46]))
+        except (OSError, IndexError, ValueError):
+            _ARGS_AREA = (0, 0)
+    return _ARGS_AREA
+
+
 def _set_cmdline(*args: str) -> None:
     """Show ``args`` as this process's command line (``/proc/PID/cmdline``, ``ps``), as setproctitle does.
 
@@ -403,14 +420,9 @@ def _set_cmdline(*args: str) -> None:
     status file it names (``find_wrapper``), so its own is written over the original argv
     strings (the spawner starts with a long blank argument to make room). Too long: left as is.
     """
-    try:
-        with open("/proc/self/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        arg_start, arg_end = int(fields[45]), int(fields[46])
-    except (OSError, IndexError, ValueError):
-        return
+    arg_start, arg_end = _args_area()
     text = b"\0".join(os.fsencode(a) for a in args) + b"\0"
-    if len(text) > arg_end - arg_start:
+    if not arg_start or len(text) > arg_end - arg_start:
         return
     import ctypes
 
@@ -635,6 +647,7 @@ def spawner(fd: int, mode: str = "") -> int:
         # Run by path with -I: the aiflowd this file belongs to comes first, as it does for the daemon.
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         _preload(mode)
+        _args_area()
     signal.set_wakeup_fd(wake_w)
     # A handler, reset to the default by exec; nothing is blocked, and the signals Python
     # ignores are given back their defaults in each child, since both would be inherited.
