@@ -465,6 +465,7 @@ def _run_module(request: dict[str, Any]) -> int:
     module = importlib.import_module(request["module"])
     sys.argv = [module.__file__ or request["module"], *request["args"]]
     _set_cmdline(sys.executable, "-m", request["module"], *request["args"])
+    interrupted = False
     try:
         rc = module.main(sys.argv)
     except SystemExit as exit_:
@@ -476,7 +477,7 @@ def _run_module(request: dict[str, Any]) -> int:
             rc = 1
     except KeyboardInterrupt:
         traceback.print_exc()
-        rc = 128 + signal.SIGINT
+        rc, interrupted = 128 + signal.SIGINT, True
     except BaseException:  # noqa: BLE001 - what the interpreter would print for an uncaught exception
         traceback.print_exc()
         rc = 1
@@ -490,6 +491,9 @@ def _run_module(request: dict[str, Any]) -> int:
     for out in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             out.flush()
+    if interrupted:  # as the interpreter ends on an uncaught KeyboardInterrupt: by SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     return int(rc) & 0xFF if isinstance(rc, int) else 1
 
 
@@ -579,6 +583,9 @@ def _warm_wrapper(request: dict[str, Any], log_fd: int, status_path: str, grace:
             os.write(2, f"aiflowd: cannot start the job: {err.strerror}: {err.filename}\n".encode())
         _record(status_path, 127)
         return 127
+    # A stop between the look at `stopped` and the job's fork would reach no job: held
+    # back over that moment, then passed on to the job.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     if stopped:
         _record(status_path, 143)
         return 143
@@ -589,9 +596,14 @@ def _warm_wrapper(request: dict[str, Any], log_fd: int, status_path: str, grace:
             for signum in (signal.SIGTERM, signal.SIGHUP):
                 signal.signal(signum, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             rc = _run_module(request)
         finally:
             os._exit(rc)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    if stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGTERM)
     _, status = os.waitpid(child, 0)
     rc = os.waitstatus_to_exitcode(status)
     if rc < 0 and -rc not in (signal.SIGINT, signal.SIGPIPE):
