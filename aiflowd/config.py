@@ -49,6 +49,9 @@ class DaemonConfig:
     max_concurrent_jobs: int = 64
     #: How many Python definitions may compile at once (None: one per CPU).
     max_parallel_loads: int | None = None
+    #: Definitions compile and Python jobs start in forks of a pre-imported fork server
+    #: (True; "pyflink": PyFlink imported there too), or each in a new interpreter (False).
+    warm_start: bool | str = True
     job_env: dict[str, str] = field(default_factory=dict)
     flink: dict[str, Any] = field(default_factory=dict)
     #: ``{"listen": "HOST:PORT" or a socket path, "refresh": seconds}``; empty: no HTTP.
@@ -62,6 +65,7 @@ class DaemonConfig:
             "job_env": dict(self.job_env),
             "flink": dict(self.flink),
             "run_dir": self.run_dir,
+            "warm_start": self.warm_start,
         }
 
 
@@ -80,6 +84,7 @@ _KEYS = {
     "control_request_timeout",
     "max_concurrent_jobs",
     "max_parallel_loads",
+    "warm_start",
     "job_env",
     "flink",
     "http",
@@ -157,6 +162,12 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
             where("max_parallel_loads", f"must be a whole number >= 1 (or null: one per CPU), got {value!r}")
         else:
             config.max_parallel_loads = value
+    if "warm_start" in data:
+        value = data["warm_start"]
+        if value not in (True, False, "pyflink"):
+            where("warm_start", f"must be true, false or pyflink, got {value!r}")
+        else:
+            config.warm_start = value
     if data.get("control_group") is not None:
         config.control_group = str(data["control_group"])
     value = data.get("job_env")

@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 from aiflowd.plugin_interface import PluginRegistry
-from aiflowd.workflows.loader import WorkflowLoader
+from aiflowd.workflows.loader import LoaderSettings, WorkflowLoader
 from benchmarks.measure import median_ms
 
 DEFINITION = textwrap.dedent(
@@ -43,7 +43,7 @@ DEFINITION = textwrap.dedent(
 def main(rounds: int) -> None:
     registry = PluginRegistry()
     registry.load_builtin()
-    loader = WorkflowLoader(registry)
+    loader = WorkflowLoader(registry, LoaderSettings(warm_start=False))  # cold: benchmarks.warm_start compares both
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "flow"
         folder.mkdir()

@@ -10,9 +10,20 @@ from aiflowd.model import EventCondition, JobAction, JobStatusCondition, Process
 from aiflowd.plugins.bash import BashJob, BashProcessor
 from aiflowd.plugins.python import PythonJob
 from aiflowd.workflows.errors import LoadError
-from aiflowd.workflows.loader import WorkflowLoader, discover, find_source, workflow_version
+from aiflowd.workflows.loader import LoaderSettings, WorkflowLoader, discover, find_source, workflow_version
 
 from .conftest import write
+
+
+@pytest.fixture(params=[True, False], ids=["warm", "cold"])
+def warm(request: pytest.FixtureRequest) -> bool:
+    """Each compile test runs in a fork of the fork server and in a new interpreter: same results."""
+    return bool(request.param)
+
+
+@pytest.fixture
+def loader(registry, warm: bool) -> WorkflowLoader:  # type: ignore[no-untyped-def]
+    return WorkflowLoader(registry, LoaderSettings(compile_timeout=10, warm_start=warm))
 
 
 def problems(loader: WorkflowLoader, path: Path) -> list[str]:
@@ -255,6 +266,8 @@ def test_yaml_processor_reference_problems(loader: WorkflowLoader, tmp_path: Pat
     )
 
 
+JOB_A = "from aiflowd import *\nwith job_config('a'):\n    user_define_operation(processor=BashProcessor('true'))\n"
+
 DEFINITION_FAILURES = [
     ("raise", "x = 1\nraise RuntimeError('boom')\n", ":2:1: RuntimeError: boom"),
     ("syntax", "def broken(:\n    pass\n", ":1:12: SyntaxError: invalid syntax"),
@@ -280,10 +293,8 @@ DEFINITION_FAILURES = [
 
 
 @pytest.mark.parametrize(("name", "source", "expected"), DEFINITION_FAILURES, ids=[f[0] for f in DEFINITION_FAILURES])
-def test_python_definition_failures_name_the_file(registry, tmp_path: Path, name: str, source: str, expected: str) -> None:
-    from aiflowd.workflows.loader import LoaderSettings
-
-    loader = WorkflowLoader(registry, LoaderSettings(compile_timeout=1))
+def test_python_definition_failures_name_the_file(registry, tmp_path: Path, name: str, source: str, expected: str, warm: bool) -> None:
+    loader = WorkflowLoader(registry, LoaderSettings(compile_timeout=1, warm_start=warm))
     folder = tmp_path / name
     write(folder / f"{name}.yaml", "{}\n")
     write(folder / f"{name}.py", source)
@@ -364,6 +375,53 @@ def test_sql_files_and_hashed_assets_are_only_regular_files_inside_the_folder(lo
     (folder / "link.sql").symlink_to(tmp_path / "secret.sql")
     os.mkfifo(folder / "queue")  # hashing it used to block for ever
     version = workflow_version(find_source(str(folder)))
-    assert one_problem(loader, folder) == f"{folder}/w.yaml:3:3: a.sql_file: cannot read 'link.sql': a link out of {folder} (to {tmp_path}/secret.sql)"
+    assert (
+        one_problem(loader, folder)
+        == f"{folder}/w.yaml:3:3: a.sql_file: cannot read 'link.sql': a link out of {folder} (to {tmp_path}/secret.sql)"
+    )
     (tmp_path / "secret.sql").write_text("changed elsewhere")
     assert workflow_version(find_source(str(folder))) == version  # what a link out of the folder holds is never read
+
+
+ODD_DEFINITIONS = [
+    ("forks", "import os\nif os.fork() == 0:\n    os._exit(5)\nos.wait()\n" + JOB_A),
+    ("forks_and_goes_on", "import os\nos.fork()\n" + JOB_A),
+    ("prints_megabytes", "import sys\nfor _ in range(64):\n    sys.stdout.write('x' * 65536)\n" + JOB_A),
+    ("exits_zero", "import sys\nsys.exit(0)\n"),
+    ("hard_exit_status", "import os, sys\nsys.stdout.write('bye')\nsys.stdout.flush()\nos._exit(7)\n"),
+    ("interrupted", "raise KeyboardInterrupt\n"),
+    ("killed", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"),
+    ("thread", "import threading, time\nthreading.Thread(target=time.sleep, args=(0.2,)).start()\n" + JOB_A),
+    (
+        "argv_and_path",
+        "import sys, os\nassert sys.argv[0].endswith('compile_workflow.py'), sys.argv\nassert sys.path[0] == os.getcwd(), sys.path\n"
+        + JOB_A,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "source"), ODD_DEFINITIONS, ids=[d[0] for d in ODD_DEFINITIONS])
+def test_a_definition_compiles_warm_exactly_as_cold(registry, tmp_path: Path, name: str, source: str) -> None:  # type: ignore[no-untyped-def]
+    outcomes = []
+    for warm in (True, False):
+        folder = tmp_path / ("warm" if warm else "cold") / name
+        write(folder / f"{name}.yaml", "{}\n")
+        write(folder / f"{name}.py", source)
+        loader = WorkflowLoader(registry, LoaderSettings(compile_timeout=10, warm_start=warm))
+        try:
+            outcomes.append(sorted(loader.load(str(folder)).workflow.jobs))
+        except LoadError as err:
+            outcomes.append([str(p).replace(str(folder), "FOLDER") for p in err.problems])
+    assert outcomes[0] == outcomes[1]
+
+
+def test_a_warm_compile_runs_in_a_fork_of_the_fork_server(registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = "import os\nraise RuntimeError(b'spawner' in open(f'/proc/{os.getppid()}/cmdline', 'rb').read().split(b'\\0'))\n"
+    said = {}
+    for warm in (True, False):
+        folder = tmp_path / ("warm" if warm else "cold") / "who"
+        write(folder / "who.yaml", "{}\n")
+        write(folder / "who.py", source)
+        said[warm] = one_problem(WorkflowLoader(registry, LoaderSettings(compile_timeout=10, warm_start=warm)), folder)
+    assert said[True].endswith("RuntimeError: True"), said[True]
+    assert said[False].endswith("RuntimeError: False"), said[False]

@@ -5,14 +5,33 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from aiflowd.model import Event, Status
-from aiflowd.workflows.loader import WorkflowLoader
+from aiflowd.workflows.loader import LoaderSettings, WorkflowLoader
 
-from .conftest import run_execution, write
+from . import conftest
+from .conftest import write
+
+
+@pytest.fixture(params=[True, False], ids=["warm", "cold"])
+def warm(request: pytest.FixtureRequest) -> bool:
+    """Each test runs its definition and its Python jobs warm (forks of the fork server) and cold."""
+    return bool(request.param)
+
+
+@pytest.fixture
+def loader(registry, warm: bool) -> WorkflowLoader:  # type: ignore[no-untyped-def]
+    return WorkflowLoader(registry, LoaderSettings(compile_timeout=10, warm_start=warm))
+
+
+async def run_execution(loader: WorkflowLoader, path: Path, tmp_path: Path, **kwargs: Any) -> Any:
+    """``conftest.run_execution`` with the jobs started as the loader compiles: warm or cold."""
+    kwargs["settings"] = {"warm_start": loader.settings.warm_start, **(kwargs.get("settings") or {})}
+    return await conftest.run_execution(loader, path, tmp_path, **kwargs)
 
 
 async def run_workflow(loader: WorkflowLoader, path: Path, tmp_path: Path) -> tuple[Status, dict[str, str], dict[str, Status]]:
@@ -172,3 +191,65 @@ async def test_event_rules_stop_and_restart_a_running_job(loader: WorkflowLoader
         assert result.status == Status.KILLED
     else:
         assert summary == [(1, Status.KILLED, "started alone"), (2, Status.FINISHED, "event go=now")]
+
+
+PARENT = """
+import os, sys
+from aiflowd import PythonProcessor, job_config, user_define_operation
+
+class Parent(PythonProcessor):
+    def process(self, ctx, inputs):
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as fh:
+            print(fh.read().split(b"\\0")[0].decode(), sys.argv[0].rsplit("/", 1)[-1])
+        return []
+
+with job_config("job"):
+    user_define_operation(processor=Parent())
+"""
+
+
+@pytest.mark.parametrize("env", [{}, {"PYTHONPATH": "/nonexistent"}, {"PYTHONHASHSEED": "1"}], ids=["plain", "pythonpath", "hashseed"])
+async def test_a_warm_job_runs_under_a_forked_wrapper_unless_its_env_changes_imports(
+    loader: WorkflowLoader, tmp_path: Path, warm: bool, env: dict[str, str]
+) -> None:
+    folder = tmp_path / "parent"
+    env_yaml = ", ".join(f"{k}: {v!r}" for k, v in env.items())
+    write(folder / "parent.yaml", f"job:\n  job_type: python\n  properties:\n    env: {{{env_yaml}}}\n")
+    write(folder / "parent.py", PARENT)
+    _, runs = await run_execution(loader, folder, tmp_path)
+    log = Path(runs[0].env.log_path).read_text()
+    wrapper = "aiflowd-job-wrapper" if warm and not env else "/bin/sh"
+    assert log.split()[:2] == [wrapper, "python_job.py"], log
+
+
+EXITS = [
+    ("sys_exit", "import sys\nsys.exit(3)", Status.FAILED, "", 3),
+    ("sys_exit_text", "import sys\nsys.exit('done badly')", Status.FAILED, "done badly\n", 1),
+    ("hard_exit", "import os\nprint('x', flush=True)\nos._exit(0)", Status.FINISHED, "x\n", 0),
+    ("killed", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", Status.FAILED, "Killed\n", 137),
+    ("interrupted", "raise KeyboardInterrupt", Status.FAILED, None, 130),
+    ("megabytes", "import sys\nsys.stdout.write('y' * 3_000_000)", Status.FINISHED, None, 0),
+    ("leaves_a_process", "import subprocess\nsubprocess.Popen(['setsid', 'sleep', '30'])", Status.FINISHED, "", 0),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "status", "output", "code"), EXITS, ids=[e[0] for e in EXITS])
+async def test_a_job_ends_warm_as_it_does_cold(
+    loader: WorkflowLoader, tmp_path: Path, name: str, body: str, status: Status, output: str | None, code: int
+) -> None:
+    folder = tmp_path / name
+    write(folder / f"{name}.yaml", "job:\n  job_type: python\n  processor: steps:Step\n")
+    indented = "\n".join("        " + line for line in body.splitlines())
+    write(
+        folder / "steps.py",
+        f"from aiflowd import PythonProcessor\n\nclass Step(PythonProcessor):\n    def process(self, ctx, inputs):\n{indented}\n        return []\n",
+    )
+    _, runs = await run_execution(loader, folder, tmp_path)
+    log = Path(runs[0].env.log_path).read_text()
+    assert (runs[0].status, runs[0].exit_code) == (status, code), log
+    if output is not None:
+        assert log == output
+    elif name == "megabytes":
+        assert len(log) == 3_000_000
+    else:
+        assert log.endswith("KeyboardInterrupt\n"), log

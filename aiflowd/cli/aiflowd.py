@@ -319,7 +319,7 @@ def run_once(config: DaemonConfig, path: str, only_job: str | None, verbose: boo
     from aiflowd.workflows.loader import loader_for
 
     configure_logging(logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
-    loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
+    loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout, config.warm_start)
     for error in plugin_errors:
         print(f"aiflowd: {error}", file=sys.stderr)
     try:

@@ -13,6 +13,14 @@ same children), which ends and reaps them before recording the status. A stop re
 them too: signals go to the group and to every descendant of the wrapper. The flag can
 only be set between fork and exec, which this big threaded process does slowly: a small
 spawner process (``reaper.py spawner``) forks the wrappers and hands back their pidfds.
+
+Warm starts: the same spawner, started ``warm``, is also the fork server. It imports the
+DSL, the processors' base classes and the compat layer once; a definition compile
+(``run_helper``) or a Python job (``ProcessGroup.spawn``) then runs in a fork of it
+instead of a new interpreter, with the same session, folder, environment, output, limits
+and owner rules (see ``reaper.spawner``). Only ``python -m`` of aiflowd's own runners
+under this interpreter goes warm, and only when the environment changes nothing about how
+an interpreter starts (``warm_module``); anything else starts cold, as before.
 """
 
 from __future__ import annotations
@@ -31,12 +39,20 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import anyio
 
 from aiflowd.runners import reaper
-from aiflowd.runners.reaper import PR_SET_CHILD_SUBREAPER, live_descendants, process_table, receive_message, send_message
+from aiflowd.runners.reaper import (
+    PR_SET_CHILD_SUBREAPER,
+    WARM_MODULES,
+    kill_tree,
+    live_descendants,
+    process_table,
+    receive_message,
+    send_message,
+)
 
 # Waits for the command, then records its status. A trap (a handler, not an ignore) lets
 # the wrapper outlive a SIGTERM to the group while the command, which gets default
@@ -123,6 +139,7 @@ class ProcessGroup:
         status_path: str,
         reap_grace: float = DEFAULT_REAP_GRACE,
         die_with_owner: bool = False,
+        warm: WarmMode = False,
     ) -> ProcessGroup:
         """Start ``argv`` under the wrapper in a new session, output appended to ``log_path``.
 
@@ -130,16 +147,36 @@ class ProcessGroup:
         ``die_with_owner``: then it is ``reaper.py supervise``, which ends the job and all
         it started when this process dies (``aiflowd run-once``'s jobs). ``reap_grace`` is
         what processes the command leaves behind get between SIGTERM and SIGKILL.
+        ``warm``: a Python job that may start warm (``warm_module``) is forked by the fork
+        server, wrapper and all; the wrapper records its status as the ``sh`` one does.
         Raises ``JobLogError`` when the log cannot be written.
         """
         log = open_log(log_path)
+        module = warm_module(argv, env) if warm and not die_with_owner else None
+        if module is not None:
+            with log:
+                request = {
+                    "kind": "job",
+                    "module": module,
+                    "args": list(argv[3:]),
+                    "env": dict(env),
+                    "cwd": cwd,
+                    "status_path": status_path,
+                    "grace": reap_grace,
+                }
+                started = _SPAWNER.start(request, [log.fileno()], _mode(warm))
+            if started is not None:
+                pid, start_time, pidfd = started
+                return cls(pid, start_time, status_path, _pidfd=pidfd, _watched=True)
+            log = open_log(log_path)
         if die_with_owner:
             wrapper = [sys.executable, "-I", "-S", REAPER, "supervise", status_path, f"{reap_grace:g}", str(os.getpid()), *argv]
         else:
             wrapper = ["/bin/sh", "-c", _WRAPPER, status_path, sys.executable, REAPER, f"{reap_grace:g}", *argv]
         with log:
             if not die_with_owner:
-                started = _SPAWNER.spawn(wrapper, env, cwd, log.fileno(), status_path)
+                request = {"kind": "wrapper", "argv": wrapper, "env": dict(env), "cwd": cwd, "status_path": status_path}
+                started = _SPAWNER.start(request, [log.fileno()], "")
                 if started is not None:
                     pid, start_time, pidfd = started
                     return cls(pid, start_time, status_path, _pidfd=pidfd, _watched=True)
@@ -391,37 +428,104 @@ def _subreaper_preexec() -> Callable[[], object] | None:
     return reaper.become_subreaper if _can_reap() else None
 
 
+#: ``False``: cold; ``True``: warm; ``"pyflink"``: warm, with PyFlink imported in the fork server too.
+WarmMode = bool | str
+#: Variables a warm child may see set: they change nothing an interpreter decides as it starts.
+_WARM_NEUTRAL = frozenset({"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"})
+#: Room for the command line a forked job wrapper writes over its own (``reaper._set_cmdline``).
+_CMDLINE_ROOM = " " * 4096
+#: How often, at most, the fork server's code is compared with the files on disk.
+_CODE_CHECK_INTERVAL = 1.0
+
+
+def warm_module(argv: Sequence[str], env: Mapping[str, str], *, pythonpath: bool = False) -> str | None:
+    """The aiflowd runner ``argv`` runs, when a fork of the fork server can run it as ``argv`` would; else None.
+
+    Only ``python -m RUNNER`` under this interpreter, and only when ``env`` sets no
+    variable that changes how an interpreter starts or imports (``PYTHONPATH``,
+    ``PYTHONHOME``, ``PYTHONSAFEPATH``, a hash seed...): another interpreter, or another
+    import path, starts cold. ``pythonpath``: the compiler's own ``PYTHONPATH`` (plugin
+    folders) is allowed, the fork puts it first on the import path as ``python`` would;
+    so is one naming only the folder this aiflowd is imported from.
+    """
+    if len(argv) < 3 or argv[0] != sys.executable or argv[1] != "-m" or argv[2] not in WARM_MODULES:
+        return None
+    for name, value in env.items():
+        if name == "PYTHONPATH" and (pythonpath or all(p == _import_root() for p in value.split(os.pathsep) if p)):
+            continue  # put first on the import path as `python` would; aiflowd's own root adds nothing
+        if name.startswith("PYTHON") and name not in _WARM_NEUTRAL:
+            return None
+    return argv[2]
+
+
+def _mode(warm: WarmMode) -> str:
+    return "pyflink" if warm == "pyflink" else "warm"
+
+
+@functools.cache
+def _package_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@functools.cache
+def _import_root() -> str:
+    """The folder aiflowd is imported from: the fork server puts it first on its import path."""
+    return os.path.dirname(_package_root())
+
+
+def code_fingerprint() -> tuple[int, int]:
+    """(count, newest change) of aiflowd's Python files: a fork server started before a change runs old code."""
+    count = newest = 0
+    for folder, dirs, files in os.walk(_package_root()):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "__"))]
+        for name in files:
+            if name.endswith(".py"):
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime_ns)
+                    count += 1
+    return count, newest
+
+
 class _Spawner:
-    """Starts sh job wrappers through ``reaper.py spawner``, a small helper process.
+    """Starts job wrappers (and, warm, compiles and Python jobs) through ``reaper.py spawner``.
 
     The wrapper must be a child subreaper, a flag only the process itself can set, between
     fork and exec. In this big, threaded process that means ``preexec_fn``: a full fork
     under the GIL, which cut the launch rate from ~640 to ~70 jobs/s. The helper is small and
-    single-threaded: it forks cheaply, and hands back a pidfd of each wrapper. It ends when
+    single-threaded: it forks cheaply, and hands back a pidfd of each child. It ends when
     this process does (end of file on its socket); the wrappers, like the jobs, go on.
+    Started warm (the fork server), it is replaced when aiflowd's code changes on disk:
+    the old one finishes its running compiles, then ends.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._retired: list[subprocess.Popen[bytes]] = []
         self._broken = False
+        self.mode = ""
+        self._code: tuple[int, int] | None = None
+        self._checked = 0.0
 
-    def spawn(self, argv: list[str], env: Mapping[str, str], cwd: str, log_fd: int, status_path: str) -> tuple[int, int, int] | None:
-        """(pid, start time, pidfd) of the started wrapper; None when there is no spawner here.
+    def start(self, request: dict[str, Any], fds: Sequence[int], mode: str) -> tuple[int, int, int] | None:
+        """(pid, start time, pidfd) of the started process; None when there is no spawner here.
 
+        ``mode`` "": any spawner serves (a wrapper); "warm" or "pyflink": one started so.
         Raises the OSError of the fork. One of the exec (a ``cwd`` gone) is told in the
         job's log, with 127 as its status.
         """
-        request = {"argv": argv, "env": dict(env), "cwd": cwd, "status_path": status_path}
         with self._lock:
+            if mode and (mode != self.mode or self._code_changed()):
+                self._retire()
+                self.mode = mode
             for last in (False, True):
                 sock = self._connect()
                 if sock is None:
                     return None
                 try:
-                    send_message(sock, request, [log_fd])
-                    reply, fds = receive_message(sock)
+                    send_message(sock, request, fds)
+                    reply, received = receive_message(sock)
                     break
                 except (BrokenPipeError, ConnectionResetError):
                     # The spawner is gone and never read the request (a peer that closes
@@ -433,19 +537,36 @@ class _Spawner:
                     # It read the request and ended before answering: the job may be
                     # running, so it must not be started again.
                     self._close()
-                    raise OSError(errno.EIO, f"the job spawner ended while starting {argv[-1]!r}") from err
+                    what = request.get("argv", [request.get("module")])[-1]
+                    raise OSError(errno.EIO, f"the job spawner ended while starting {what!r}") from err
         if "pid" not in reply:
             raise OSError(reply["errno"], reply["strerror"], reply.get("filename"))
-        return int(reply["pid"]), int(reply["start_time"]), fds[0]
+        return int(reply["pid"]), int(reply["start_time"]), received[0]
+
+    def _code_changed(self) -> bool:
+        """Whether aiflowd's files changed since this fork server started (looked at once a second at most)."""
+        now = time.monotonic()
+        if self._sock is None or now - self._checked < _CODE_CHECK_INTERVAL:
+            return False
+        self._checked = now
+        return code_fingerprint() != self._code
 
     def _connect(self) -> socket.socket | None:
         if self._sock is not None or self._broken:
             return self._sock
+        self._retired = [p for p in self._retired if p.poll() is None]
+        if self.mode:
+            self._code, self._checked = code_fingerprint(), time.monotonic()
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             with theirs:
+                if self.mode:
+                    # Not -S: the preloaded modules' dependencies live in site-packages.
+                    argv = [sys.executable, "-I", REAPER, "spawner", str(theirs.fileno()), self.mode, _CMDLINE_ROOM]
+                else:
+                    argv = [sys.executable, "-I", "-S", REAPER, "spawner", str(theirs.fileno())]
                 self._process = subprocess.Popen(
-                    [sys.executable, "-I", "-S", REAPER, "spawner", str(theirs.fileno())],
+                    argv,
                     stdin=subprocess.DEVNULL,
                     cwd="/",
                     env={},
@@ -453,10 +574,19 @@ class _Spawner:
                     start_new_session=True,  # a Ctrl-C to our terminal is for us to handle
                 )
         except OSError:
-            self._broken = True  # the slow path (preexec_fn) still works
+            self._broken = True  # the slow path (preexec_fn, cold) still works
             return None
         self._sock = ours
         return ours
+
+    def _retire(self) -> None:
+        """Let go of the spawner without waiting: it ends once its running compiles have."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._process is not None:
+            self._retired.append(self._process)
+            self._process = None
 
     def _close(self) -> None:
         if self._sock is not None:
@@ -473,15 +603,26 @@ class _Spawners:
 
     def __init__(self, count: int) -> None:
         self._idle: queue.SimpleQueue[_Spawner] = queue.SimpleQueue()
-        for _ in range(count):
-            self._idle.put(_Spawner())
+        self._all = [_Spawner() for _ in range(count)]
+        for spawner in self._all:
+            self._idle.put(spawner)
+        #: The mode a new spawner starts in: warm once anything asked for warm, so wrappers do not churn it.
+        self._mode = ""
 
-    def spawn(self, argv: list[str], env: Mapping[str, str], cwd: str, log_fd: int, status_path: str) -> tuple[int, int, int] | None:
+    def start(self, request: dict[str, Any], fds: Sequence[int], mode: str) -> tuple[int, int, int] | None:
+        if mode:
+            self._mode = mode
         spawner = self._idle.get()
         try:
-            return spawner.spawn(argv, env, cwd, log_fd, status_path)
+            if not mode and spawner._sock is None:
+                spawner.mode = self._mode  # a spawner about to start: warm, if anything asked for warm
+            return spawner.start(request, fds, mode)
         finally:
             self._idle.put(spawner)
+
+    def pids(self) -> list[int]:
+        """The spawners' pids (running ones): for measurements and tests."""
+        return [s._process.pid for s in self._all if s._process is not None and s._process.poll() is None]
 
 
 #: Two: one forks while the other is asked (measured: a third added nothing on two cores).
@@ -575,6 +716,7 @@ def run_helper(
     timeout: float,
     keep_output: int = 16384,
     cancel: HelperCancel | None = None,
+    warm: WarmMode = False,
 ) -> HelperResult:
     """Run a short-lived helper (the workflow compiler) to its end, its time limit or a cancel.
 
@@ -585,9 +727,16 @@ def run_helper(
     those that left its group included (``kill_tree``). Blocking: call it from a worker
     thread in async code; that thread lives until the helper is gone, so a parent-death
     signal (which follows the thread that forked) comes only when this process dies.
+    ``warm``: when ``argv`` is an aiflowd runner that may start warm (``warm_module``), it
+    runs in a fork of the fork server instead, which dies with us, and it with it.
     """
     helper_env = dict(env)
     helper_env[HELPER_PARENT_VARIABLE] = str(os.getpid())
+    module = warm_module(argv, env, pythonpath=True) if warm else None
+    if module is not None:
+        result = _run_warm_helper(module, argv, helper_env, cwd, timeout, keep_output, cancel, _mode(warm))
+        if result is not None:
+            return result
     popen = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -599,28 +748,8 @@ def run_helper(
     )
     assert popen.stdout is not None
     deadline = time.monotonic() + timeout
-    tail = bytearray()
-    timed_out = cancelled = False
-    fd = popen.stdout.fileno()
-    watched = [fd] if cancel is None else [fd, cancel.fileno()]
     try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select(watched, [], [], remaining)
-            if cancel is not None and cancel.fileno() in ready:
-                cancelled = True
-                break
-            if fd not in ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            tail += chunk
-            if len(tail) > keep_output:
-                del tail[: len(tail) - keep_output]
+        tail, timed_out, cancelled = _drain(popen.stdout.fileno(), deadline, keep_output, cancel)
         if not (timed_out or cancelled):
             try:
                 popen.wait(timeout=max(deadline - time.monotonic(), 0.001))
@@ -630,7 +759,7 @@ def run_helper(
         # The helper reaps what it started before it ends; whatever is left (it was cut
         # short, or is not ours) dies here, the helper last.
         if popen.poll() is None:
-            kill_tree(popen.pid)
+            kill_tree(popen.pid, _KILL_SETTLE)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(popen.pid, signal.SIGKILL)
         popen.stdout.close()
@@ -638,21 +767,78 @@ def run_helper(
     return HelperResult(None if timed_out or cancelled else returncode, timed_out, bytes(tail), cancelled)
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL ``pid`` with every process below it, those that left its group included.
+def _drain(fd: int, deadline: float, keep_output: int, cancel: HelperCancel | None) -> tuple[bytearray, bool, bool]:
+    """Read ``fd`` to its end, the deadline or a cancel; the last ``keep_output`` bytes, timed out, cancelled."""
+    tail = bytearray()
+    watched = [fd] if cancel is None else [fd, cancel.fileno()]
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return tail, True, False
+        ready, _, _ = select.select(watched, [], [], remaining)
+        if cancel is not None and cancel.fileno() in ready:
+            return tail, False, True
+        if fd not in ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return tail, False, False
+        tail += chunk
+        if len(tail) > keep_output:
+            del tail[: len(tail) - keep_output]
 
-    ``pid`` is stopped first and killed last: stopped it forks no more, and, being their
-    subreaper, it adopts the children of each process killed, so the next round finds them.
+
+def _run_warm_helper(
+    module: str,
+    argv: Sequence[str],
+    env: dict[str, str],
+    cwd: str | None,
+    timeout: float,
+    keep_output: int,
+    cancel: HelperCancel | None,
+    mode: str,
+) -> HelperResult | None:
+    """``run_helper`` in a fork of the fork server; None when there is no fork server (then: cold).
+
+    The fork server sends the child's exit status down a pipe once it has reaped it; the
+    output comes down another, as from a cold helper.
     """
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + _KILL_SETTLE
-    while (below := live_descendants(pid)) and time.monotonic() < deadline:
-        for child in below:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(child, signal.SIGKILL)
-        time.sleep(_TREE_POLL)  # killed processes vanish when next scheduled: nothing to wait on
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    request = {"kind": "compile", "module": module, "args": list(argv[3:]), "env": env, "cwd": cwd or os.getcwd()}
+    try:
+        started = _SPAWNER.start(request, [out_w, status_w], mode)
+    except BaseException:
+        for fd in (out_r, status_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(status_w)
+    if started is None:
+        os.close(out_r)
+        os.close(status_r)
+        return None
+    pid, _, pidfd = started
+    deadline = time.monotonic() + timeout
+    timed_out = cancelled = False
+    tail = bytearray()
+    returncode: int | None = None
+    try:
+        tail, timed_out, cancelled = _drain(out_r, deadline, keep_output, cancel)
+        if not (timed_out or cancelled):
+            ready, _, _ = select.select([status_r], [], [], max(deadline - time.monotonic(), 0.001))
+            timed_out = not ready
+    finally:
+        exited, _, _ = select.select([pidfd], [], [], 0)
+        if not exited:  # still running (its pidfd is not readable): cut short
+            kill_tree(pid, _KILL_SETTLE)
+        os.close(pidfd)
+        # The fork server reaps it and sends its status; nothing comes if the fork server died.
+        ready, _, _ = select.select([status_r], [], [], _KILL_SETTLE)
+        data = os.read(status_r, 4) if ready else b""
+        if len(data) == 4:
+            returncode = int.from_bytes(data, "big", signed=True)
+        os.close(out_r)
+        os.close(status_r)
+    return HelperResult(None if timed_out or cancelled else returncode, timed_out, bytes(tail), cancelled)

@@ -89,6 +89,8 @@ class Command:
     argv: list[str]
     env: dict[str, str]
     cwd: str | None = None
+    #: May start in a fork of the fork server (``process_group.warm_module`` decides whether it can).
+    warm: bool | str = False
 
 
 class SubprocessJobHandle(JobHandle):
@@ -153,6 +155,7 @@ class SubprocessController(JobController):
                 reap_grace=_grace(env),
                 # run-once owns its jobs; a daemon's jobs outlive its crash, to be adopted again.
                 die_with_owner=bool(env.settings.get("jobs_die_with_owner")),
+                warm=command.warm,
             )
         except JobLogError as err:
             raise JobStartError(str(err)) from err

@@ -139,7 +139,7 @@ class Daemon:
             from aiflowd.web.metrics import Metrics
 
             self.metrics = Metrics()
-        self.loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout)
+        self.loader, plugin_errors = loader_for(config.plugin_modules, config.plugin_paths, config.compile_timeout, config.warm_start)
         for error in plugin_errors:
             log.error("plugin failed", module=error.module, error=error.message)
         settings = config.job_settings()

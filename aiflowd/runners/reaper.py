@@ -9,9 +9,12 @@ before the exit status (or the compile's answer) is written.
 Run by path with ``python -I -S`` (standard library only, so it starts fast and sees no
 site packages), in three modes:
 
-``spawner FD``
+``spawner FD [warm|pyflink]``
     Starts ``sh`` job wrappers as subreapers for the daemon at the other end of socket
-    ``FD`` (see ``spawner``); ends with it, leaving the wrappers running.
+    ``FD`` (see ``spawner``); ends with it, leaving the wrappers running. With ``warm``
+    it is also the *fork server*: it imports aiflowd's DSL, processor base classes and
+    compat layer (``pyflink``: PyFlink too) once, then forks a definition compile or a
+    Python job per request, each with what a cold interpreter would have had.
 ``reap STATUS_FILE RC GRACE``
     Exec'd by the ``sh`` job wrapper (same pid, so it keeps the wrapper's children) when
     its command ended with descendants left: reaps them, then records ``RC``.
@@ -126,15 +129,17 @@ def _signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def _reap_zombies() -> None:
-    """Collect every child that has exited (ours and re-parented ones), without blocking."""
+def _reap_zombies() -> list[tuple[int, int]]:
+    """Collect every child that has exited (ours and re-parented ones), without blocking; (pid, wait status) of each."""
+    reaped: list[tuple[int, int]] = []
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return reaped
         if pid == 0:
-            return
+            return reaped
+        reaped.append((pid, status))
 
 
 def _wait_a_little(deadline: float) -> None:
@@ -155,12 +160,31 @@ class _Hurry:
         cls.now = True
 
 
+def has_children() -> bool:
+    """Whether any thread of this process has a child (zombies included); True when it cannot tell.
+
+    One small read per thread, where ``live_descendants`` reads all of /proc: a subreaper
+    with no child has no descendant left, since each orphan below it becomes its child.
+    """
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children", "rb") as fh:
+                if fh.read().strip():
+                    return True
+    except OSError:
+        return True
+    return False
+
+
 def reap_descendants(grace: float) -> None:
     """SIGTERM every descendant, up to ``grace`` seconds for them to exit, SIGKILL the rest; reap all.
 
     Processes killed here leave their own children to us (we are their subreaper), so
     the killing repeats until nothing is left below us.
     """
+    _reap_zombies()
+    if not has_children():
+        return  # the common case: nothing left, found without reading all of /proc
     me = os.getpid()
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
     try:
@@ -315,20 +339,327 @@ def _start_wrapper(request: dict[str, Any], log_fd: int) -> dict[str, Any]:
     return {"pid": pid, "start_time": int(stat[stat.rindex(b")") + 2 :].split()[19])}
 
 
-def spawner(fd: int) -> int:
-    """Start job wrappers on request from the process at the other end of socket ``fd``.
+def kill_tree(pid: int, settle: float = 2.0) -> None:
+    """SIGKILL ``pid`` with every process below it, those that left its group included.
+
+    ``pid`` is stopped first and killed last: stopped it forks no more, and, being their
+    subreaper, it adopts the children of each process killed, so the next round finds them.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + settle
+    while (below := live_descendants(pid)) and time.monotonic() < deadline:
+        _signal_all(below, signal.SIGKILL)
+        time.sleep(0.005)  # killed processes vanish when next scheduled: nothing to wait on
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+# -- the fork server ("zygote") ---------------------------------------------------------------
+
+#: The modules a warm child may run, as ``python -m MODULE ARGS`` would: nothing else is forked.
+WARM_MODULES = ("aiflowd.runners.compile_workflow", "aiflowd.runners.python_job")
+#: Imported once by a warm spawner, so that each child starts with them (and their imports) loaded.
+_PRELOADED = (
+    "aiflowd.workflows.dsl",
+    "aiflowd.plugin_interface",
+    "aiflowd.plugins.python",
+    "aiflowd.plugins.bash",
+    "aiflowd.plugins.flink",
+    "aiflowd.compat",
+    *WARM_MODULES,
+)
+#: Descriptors of the spawner a forked child must not keep (its socket, its wake-up pipe, status pipes).
+_OWN_FDS: set[int] = set()
+#: Compile children alive: pid -> the pipe their wait status goes to once they are reaped.
+_COMPILES: dict[int, int] = {}
+
+
+def _preload(mode: str) -> None:
+    """Import what every definition and Python job imports (``pyflink`` too in that mode, when installed)."""
+    import importlib
+
+    for name in _PRELOADED:
+        importlib.import_module(name)
+    exec("from aiflowd import *", {})  # what definitions begin with: names the package provides lazily too
+    if mode == "pyflink":
+        with contextlib.suppress(Exception):  # the extra may be absent: jobs then import it as they would cold
+            importlib.import_module("pyflink.datastream")
+            importlib.import_module("pyflink.table")
+    import gc
+
+    # What is loaded now is shared with every child until written: a collection in a child
+    # would touch (and so copy) every page of it; frozen objects are never looked at again.
+    gc.collect()
+    gc.freeze()
+
+
+#: Where this process's original argv strings lie (/proc/PID/stat's arg_start, arg_end).
+_ARGS_AREA: tuple[int, int] | None = None
+
+
+def _args_area() -> tuple[int, int]:
+    """(start, end) of the original argv strings; the same in every fork, so looked up once, in the fork server."""
+    global _ARGS_AREA
+    if _ARGS_AREA is None:
+        try:
+            with open("/proc/self/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            _ARGS_AREA = (int(fields[45]), int(fields[46]))
+        except (OSError, IndexError, ValueError):
+            _ARGS_AREA = (0, 0)
+    return _ARGS_AREA
+
+
+def _set_cmdline(*args: str) -> None:
+    """Show ``args`` as this process's command line (``/proc/PID/cmdline``, ``ps``), as setproctitle does.
+
+    A forked child keeps its parent's command line; a job wrapper must be found by the
+    status file it names (``find_wrapper``), so its own is written over the original argv
+    strings (the spawner starts with a long blank argument to make room). Too long: left as is.
+    """
+    arg_start, arg_end = _args_area()
+    text = b"\0".join(os.fsencode(a) for a in args) + b"\0"
+    if not arg_start or len(text) > arg_end - arg_start:
+        return
+    import ctypes
+
+    ctypes.memmove(arg_start, text.ljust(arg_end - arg_start, b"\0"), arg_end - arg_start)
+
+
+def _child_start(request: dict[str, Any]) -> None:
+    """In a fresh fork: drop the spawner's descriptors and handlers; signals as a new interpreter has them."""
+    for fd in _OWN_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def _run_module(request: dict[str, Any]) -> int:
+    """Run ``python -m MODULE ARGS`` in this forked process: its environment, import path and stdio, then exit."""
+    import importlib
+    import io
+    import threading
+    import traceback
+
+    env = request["env"]
+    os.environ.clear()
+    os.environ.update(env)
+    # What `python -m` gives: the working folder first, then PYTHONPATH, then the interpreter's own.
+    extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:] = [os.getcwd(), *extra, *(p for p in sys.path if p not in extra)]
+    sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
+    unbuffered = bool(env.get("PYTHONUNBUFFERED"))
+
+    def stream(fd: int, errors: str) -> io.TextIOWrapper:
+        raw = io.FileIO(fd, "w", closefd=False)
+        buffered: Any = raw if unbuffered else io.BufferedWriter(raw)
+        return io.TextIOWrapper(buffered, encoding="utf-8", errors=errors, write_through=unbuffered, line_buffering=False)
+
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
+    sys.stdout = stream(1, "strict")
+    sys.stderr = stream(2, "backslashreplace")
+    module = importlib.import_module(request["module"])
+    sys.argv = [module.__file__ or request["module"], *request["args"]]
+    _set_cmdline(sys.executable, "-m", request["module"], *request["args"])
+    interrupted = False
+    try:
+        rc = module.main(sys.argv)
+    except SystemExit as exit_:
+        code = exit_.code
+        if code is None or isinstance(code, int):
+            rc = code or 0
+        else:
+            print(code, file=sys.stderr)
+            rc = 1
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        rc, interrupted = 128 + signal.SIGINT, True
+    except BaseException:  # noqa: BLE001 - what the interpreter would print for an uncaught exception
+        traceback.print_exc()
+        rc = 1
+    # What the interpreter does at exit: wait for threads, run atexit, flush.
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    import atexit
+
+    atexit._run_exitfuncs()
+    for out in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            out.flush()
+    if interrupted:  # as the interpreter ends on an uncaught KeyboardInterrupt: by SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return int(rc) & 0xFF if isinstance(rc, int) else 1
+
+
+def _std_fds(out_fd: int) -> None:
+    os.dup2(_DEVNULL, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    if out_fd > 2:
+        os.close(out_fd)
+
+
+def _start_compile(request: dict[str, Any], fds: list[int], owner: int) -> dict[str, Any]:
+    """Fork a definition compile: own session, output to ``fds[0]``, its wait status later to ``fds[1]``.
+
+    The child dies with this process (a parent-death SIGKILL, as the cold helper dies with
+    the daemon's thread), adopts what the definition starts (subreaper) and runs the
+    compiler as ``python -m`` would.
+    """
+    out_fd, status_fd = fds[0], fds[1]
+    me = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        rc = 127
+        try:
+            _child_start(request)
+            os.close(status_fd)
+            os.setsid()
+            die_with_parent(str(me))
+            _std_fds(out_fd)
+            os.chdir(request["cwd"])
+            request["env"]["AIFLOWD_HELPER_PARENT"] = str(me)
+            become_subreaper()
+            rc = _run_module(request)
+        except BaseException as err:  # noqa: BLE001 - the compile's status says it failed; the output why
+            with contextlib.suppress(BaseException):
+                os.write(2, f"aiflowd: cannot start the compile: {err}\n".encode())
+        finally:
+            os._exit(rc)
+    os.set_inheritable(status_fd, False)
+    _COMPILES[pid] = status_fd
+    _OWN_FDS.add(status_fd)
+    fds.remove(status_fd)  # kept until the child is reaped
+    return {"pid": pid, "start_time": _start_time(pid)}
+
+
+def _start_warm_job(request: dict[str, Any], log_fd: int) -> dict[str, Any]:
+    """Fork a job wrapper that runs a Python job in its own fork, as the ``sh`` wrapper runs a command.
+
+    The wrapper: a new session, a subreaper, stdin from /dev/null, output to the log, the
+    job's working folder; a stop to the group before the job starts is recorded as 143,
+    after it the job's own exit; what the job leaves behind is reaped before the status is
+    recorded. It is not this process's to end: the daemon's jobs outlive it, like cold ones.
+    """
+    status_path, grace = request["status_path"], float(request["grace"])
+    pid = os.fork()
+    if pid == 0:
+        rc = 127
+        try:
+            _child_start(request)
+            os.setsid()
+            become_subreaper()
+            _set_cmdline("aiflowd-job-wrapper", os.path.abspath(__file__), status_path)
+            rc = _warm_wrapper(request, log_fd, status_path, grace)
+        except BaseException as err:  # noqa: BLE001 - told in the job's log, 127 as the status
+            with contextlib.suppress(BaseException):
+                os.write(2, f"aiflowd: cannot start the job: {err}\n".encode())
+                _record(status_path, 127)
+        finally:
+            os._exit(rc)
+    return {"pid": pid, "start_time": _start_time(pid)}
+
+
+def _warm_wrapper(request: dict[str, Any], log_fd: int, status_path: str, grace: float) -> int:
+    stopped = False
+
+    def on_stop(signum: int, frame: object) -> None:
+        nonlocal stopped
+        stopped = True  # the job got it too (same group); its exit is what counts once started
+
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, on_stop)
+    try:
+        _std_fds(log_fd)
+        os.chdir(request["cwd"])
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.write(2, f"aiflowd: cannot start the job: {err.strerror}: {err.filename}\n".encode())
+        _record(status_path, 127)
+        return 127
+    # A stop between the look at `stopped` and the job's fork would reach no job: held
+    # back over that moment, then passed on to the job.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    if stopped:
+        _record(status_path, 143)
+        return 143
+    child = os.fork()
+    if child == 0:
+        rc = 1
+        try:
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            rc = _run_module(request)
+        finally:
+            os._exit(rc)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    if stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGTERM)
+    _, status = os.waitpid(child, 0)
+    rc = os.waitstatus_to_exitcode(status)
+    if rc < 0 and -rc not in (signal.SIGINT, signal.SIGPIPE):
+        # What the sh wrapper says of a command a signal ended (dash: quiet for these two).
+        said = signal.strsignal(-rc) or f"Signal {-rc}"
+        with contextlib.suppress(OSError):
+            os.write(2, f"{said}{' (core dumped)' if os.WCOREDUMP(status) else ''}\n".encode())
+    rc = 128 - rc if rc < 0 else rc
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _Hurry.handler)
+    reap_descendants(grace)
+    _record(status_path, rc)
+    return rc
+
+
+def _start_time(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as fh:  # ours, not reaped yet: the pid cannot be another's
+        stat = fh.read()
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+def _tell_compiles(reaped: list[tuple[int, int]]) -> None:
+    """Send each reaped compile child's wait status to whoever waits for it."""
+    for pid, status in reaped:
+        status_fd = _COMPILES.pop(pid, None)
+        if status_fd is None:
+            continue
+        with contextlib.suppress(OSError):
+            os.write(status_fd, os.waitstatus_to_exitcode(status).to_bytes(4, "big", signed=True))
+        _OWN_FDS.discard(status_fd)
+        os.close(status_fd)
+
+
+def spawner(fd: int, mode: str = "") -> int:
+    """Start job wrappers (and, warm, compiles and Python jobs) on request from the process at ``fd``.
 
     A small single-threaded process forks cheaply and may run code between fork and exec
     (the subreaper flag), which the daemon, big and threaded, cannot do fast. Each reply
-    carries a pidfd of the new wrapper, so its owner watches it as its own. Children are
-    reaped as they end; at EOF (the owner is gone) it exits, leaving running wrappers to init.
+    carries a pidfd of the new process, so its owner watches it as its own. Children are
+    reaped as they end. At EOF it exits, leaving running wrappers to init: if the owner
+    died, compiles die first, whole (they must not outlive it); if it only let go of this
+    spawner (a newer one replaces it), running compiles are waited for.
     """
     global _DEVNULL
+    owner = os.getppid()
     os.set_inheritable(fd, False)
     sock = socket.socket(fileno=fd)
     prctl(PR_SET_CHILD_SUBREAPER, 0)  # looks the function up for the children (and clears the flag)
     _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _OWN_FDS.update((fd, wake_r, wake_w))
+    if mode:
+        # Run by path with -I: the aiflowd this file belongs to comes first, as it does for the daemon.
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        _preload(mode)
+        _args_area()
     signal.set_wakeup_fd(wake_w)
     # A handler, reset to the default by exec; nothing is blocked, and the signals Python
     # ignores are given back their defaults in each child, since both would be inherited.
@@ -339,15 +670,24 @@ def spawner(fd: int) -> int:
         if wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
-            _reap_zombies()
+            _tell_compiles(_reap_zombies())
         if sock.fileno() not in ready:
             continue
         try:
             request, fds = receive_message(sock)
         except (EOFError, ConnectionError):
+            _wind_down(owner)
             return 0
+        kind = request.get("kind", "wrapper")
         try:
-            reply = _start_wrapper(request, fds[0])
+            if kind == "wrapper":
+                reply = _start_wrapper(request, fds[0])
+            elif not mode or request.get("module") not in WARM_MODULES:
+                reply = {"errno": 22, "strerror": f"this spawner cannot run {kind} {request.get('module')!r}", "filename": None}
+            elif kind == "compile":
+                reply = _start_compile(request, fds, owner)
+            else:
+                reply = _start_warm_job(request, fds[0])
         except OSError as err:
             reply = {"errno": err.errno, "strerror": err.strerror, "filename": None}
         finally:
@@ -357,16 +697,27 @@ def spawner(fd: int) -> int:
         try:
             send_message(sock, reply, [pidfd] if pidfd is not None else [])
         except OSError:
+            _wind_down(owner)
             return 0
         finally:
             if pidfd is not None:
                 os.close(pidfd)
 
 
+def _wind_down(owner: int) -> None:
+    """The owner let go: kill every compile if it died, else let them finish; then reap them."""
+    while _COMPILES:
+        if os.getppid() != owner:
+            for pid in list(_COMPILES):
+                kill_tree(pid)
+        signal.sigtimedwait([signal.SIGCHLD], _POLL)
+        _tell_compiles(_reap_zombies())
+
+
 def main(argv: list[str]) -> int:
     mode = argv[1]
     if mode == "spawner":
-        return spawner(int(argv[2]))
+        return spawner(int(argv[2]), argv[3] if len(argv) > 3 and argv[3] in ("warm", "pyflink") else "")
     if mode == "reap":
         return reap(argv[2], int(argv[3]), float(argv[4]))
     if mode == "supervise":

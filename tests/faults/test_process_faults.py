@@ -135,7 +135,9 @@ async def test_a_job_gets_default_signal_dispositions(tmp_path: Path, owned: boo
 
 
 def is_spawner(pid: int) -> bool:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3:5] == [REAPER.encode(), b"spawner"]
+    """A spawner, cold (``python -I -S REAPER spawner``) or warm (``python -I REAPER spawner FD warm``)."""
+    parts = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return REAPER.encode() in parts and parts[parts.index(REAPER.encode()) + 1 : parts.index(REAPER.encode()) + 2] == [b"spawner"]
 
 
 async def test_a_killed_spawner_is_replaced_and_its_jobs_go_on(tmp_path: Path, marker: str) -> None:
@@ -154,7 +156,7 @@ async def test_a_killed_spawner_is_replaced_and_its_jobs_go_on(tmp_path: Path, m
 
 
 async def test_without_the_spawner_jobs_still_reap_what_they_leave(tmp_path: Path, marker: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(process_group._SPAWNER, "spawn", lambda *args: None)  # the slow path: preexec_fn
+    monkeypatch.setattr(process_group._SPAWNER, "start", lambda *args: None)  # the slow path: preexec_fn
     pid_file = tmp_path / "escaped.pid"
     controller = BashJobController()
     handle = await submit(controller, bash_job(escaping("setsid", marker, pid_file) + "exit 3"), runtime_env(tmp_path))
@@ -283,10 +285,11 @@ def looping_workflow(tmp_path: Path, marker: str, body: str = LOOPING_DEFINITION
     return folder, pid_file
 
 
-def test_killing_validate_mid_compile_kills_the_compile_helper(tmp_path: Path, marker: str) -> None:
+def test_killing_validate_mid_compile_kills_the_compile_helper(tmp_path: Path, marker: str, warm: bool) -> None:
     folder, pid_file = looping_workflow(tmp_path, marker)
+    config = write(tmp_path / "aiflowd.yaml", f"warm_start: {str(warm).lower()}\n")
     process = subprocess.Popen(
-        [sys.executable, "-m", "aiflowd.cli.aiflowctl", "validate", str(folder)],
+        [sys.executable, "-m", "aiflowd.cli.aiflowctl", "--config", str(config), "validate", str(folder)],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -299,6 +302,8 @@ def test_killing_validate_mid_compile_kills_the_compile_helper(tmp_path: Path, m
         process.kill()
         process.wait()
     wait_for(lambda: not pid_alive(helper), timeout=5)
+    if warm:  # the fork server ends the whole compile; a cold helper's parent-death SIGKILL leaves what escaped it
+        wait_for(lambda: not carrying(marker), timeout=5)
 
 
 def test_a_compile_helper_that_lost_its_parent_before_it_could_ask_exits_at_once(tmp_path: Path) -> None:
@@ -312,16 +317,22 @@ def test_a_compile_helper_that_lost_its_parent_before_it_could_ask_exits_at_once
     assert result.returncode == 1 and result.stderr == b""  # it never read the request
 
 
-def test_a_compile_that_times_out_kills_what_the_definition_started(registry, tmp_path: Path, marker: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=[True, False], ids=["warm", "cold"])
+def warm(request: pytest.FixtureRequest) -> bool:
+    """Compiles and Python jobs in forks of the fork server, and each in a new interpreter."""
+    return bool(request.param)
+
+
+def test_a_compile_that_times_out_kills_what_the_definition_started(registry, tmp_path: Path, marker: str, warm: bool) -> None:  # type: ignore[no-untyped-def]
     folder, pid_file = looping_workflow(tmp_path, marker)
-    loader = WorkflowLoader(registry, LoaderSettings(compile_timeout=2))
+    loader = WorkflowLoader(registry, LoaderSettings(compile_timeout=2, warm_start=warm))
     with pytest.raises(LoadError, match="did not finish within 2s"):
         loader.load(str(folder))
     assert not pid_alive(int(pid_file.read_text()))
     assert carrying(marker) == []
 
 
-def test_a_compile_ends_what_the_definition_left_running(registry, tmp_path: Path, marker: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_compile_ends_what_the_definition_left_running(registry, tmp_path: Path, marker: str, warm: bool) -> None:  # type: ignore[no-untyped-def]
     body = """
 import subprocess
 from aiflowd import job_config, user_define_operation, BashProcessor
@@ -331,7 +342,7 @@ with job_config("a"):
     user_define_operation(processor=BashProcessor("true"))
 """
     folder, _ = looping_workflow(tmp_path, marker, body)
-    loaded = WorkflowLoader(registry, LoaderSettings(compile_timeout=20)).load(str(folder))
+    loaded = WorkflowLoader(registry, LoaderSettings(compile_timeout=20, warm_start=warm)).load(str(folder))
     assert list(loaded.workflow.jobs) == ["a"]
     assert carrying(marker) == []
 
@@ -411,6 +422,15 @@ async def test_a_read_only_log_folder_fails_the_job_with_the_path_and_the_reason
 # --- the daemon ---------------------------------------------------------------------------
 
 
+@pytest.fixture
+def daemon(tmp_path: Path, warm: bool) -> Iterator[Daemon]:
+    running = Daemon(tmp_path, config=f"warm_start: {str(warm).lower()}\n")
+    try:
+        yield running.start()
+    finally:
+        running.close()
+
+
 def test_what_a_daemon_job_leaves_behind_ends_with_the_job(daemon: Daemon, marker: str) -> None:
     pid_file = daemon.root / "escaped.pid"
     script = daemon.root / "leaky.sh"
@@ -435,13 +455,15 @@ def test_a_daemon_stopped_with_sigterm_leaves_no_process_behind(daemon: Daemon, 
     assert carrying(marker) == []
 
 
-def test_a_daemon_killed_mid_compile_leaves_no_compile_helper(daemon: Daemon, tmp_path: Path, marker: str) -> None:
+def test_a_daemon_killed_mid_compile_leaves_no_compile_helper(daemon: Daemon, tmp_path: Path, marker: str, warm: bool) -> None:
     pid_file = tmp_path / "helper.pid"
     daemon.write_workflow("spin/spin.yaml", "{}\n")
     daemon.write_workflow("spin/spin.py", LOOPING_DEFINITION.format(marker=marker, pid_file=str(pid_file)))
     helper = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=30))
     daemon.kill9()
     wait_for(lambda: not pid_alive(helper), timeout=5)
+    if warm:  # as above: the fork server ends what escaped too
+        wait_for(lambda: not carrying(marker), timeout=5)
 
 
 def test_a_daemon_killed_with_sigkill_leaves_its_jobs_running(daemon: Daemon, marker: str) -> None:
@@ -465,3 +487,179 @@ async def test_a_wrapper_stopped_before_it_made_its_session_is_still_stopped(tmp
     finally:
         child.kill()
         child.wait()
+
+
+# --- Python jobs, warm and cold ----------------------------------------------------------------
+
+
+def python_job(registry, tmp_path: Path, body: str, warm: bool):  # type: ignore[no-untyped-def]
+    """The one job of a workflow whose processor runs ``body`` (shell-free Python), loaded warm or cold."""
+    folder = tmp_path / "py"
+    write(folder / "py.yaml", "job:\n  job_type: python\n  processor: steps:Step\n")
+    indented = "\n".join("        " + line for line in body.strip("\n").splitlines())
+    write(
+        folder / "steps.py",
+        f"import os, subprocess, sys, time\nfrom aiflowd import PythonProcessor\n\nclass Step(PythonProcessor):\n    def process(self, ctx, inputs):\n{indented}\n        return []\n",
+    )
+    loaded = WorkflowLoader(registry, LoaderSettings(compile_timeout=20, warm_start=warm)).load(str(folder))
+    return loaded.jobs["job"]
+
+
+def python_env(tmp_path: Path, warm: bool, grace: float = 0.5) -> JobRuntimeEnv:
+    env = runtime_env(tmp_path, grace=grace, warm_start=warm, job_env={"PYTHONPATH": str(Path(REPO_ROOT))})
+    env.workflow_dir = str(tmp_path / "py")
+    return env
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@pytest.mark.parametrize("kind", list(ESCAPES))
+async def test_what_a_python_job_leaves_behind_ends_before_its_status_is_written(
+    registry,
+    tmp_path: Path,
+    marker: str,
+    kind: str,
+    warm: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    from aiflowd.plugins.python.controller import PythonJobController
+
+    pid_file = tmp_path / "escaped.pid"
+    script = escaping(kind, marker, pid_file)
+    job = python_job(registry, tmp_path, f"subprocess.run(['sh', '-c', {script!r}])\nsys.exit(3)", warm)
+    controller = PythonJobController()
+    env = python_env(tmp_path, warm, grace=0.3)
+    handle = await controller.submit_job(job, env)
+    assert isinstance(handle, SubprocessJobHandle)
+    assert await controller.get_result(handle) == 3
+    assert not pid_alive(int(pid_file.read_text()))
+    assert carrying(marker) == []
+    await controller.cleanup_job(handle, env)
+
+
+async def test_stopping_a_python_job_ends_it_and_what_escaped_it(registry, tmp_path: Path, marker: str, warm: bool) -> None:  # type: ignore[no-untyped-def]
+    from aiflowd.plugins.python.controller import PythonJobController
+
+    job = python_job(registry, tmp_path, f"subprocess.Popen(['setsid', 'sleep', '{marker}'])\ntime.sleep(300)", warm)
+    controller = PythonJobController()
+    env = python_env(tmp_path, warm)
+    handle = await controller.submit_job(job, env)
+    wait_for(lambda: carrying(marker))
+    await controller.stop_job(handle, env)
+    assert await controller.get_job_status(handle) == Status.KILLED
+    assert await controller.get_result(handle) == 128 + signal.SIGTERM
+    assert carrying(marker) == []
+
+
+async def test_a_killed_fork_server_is_replaced_and_its_python_jobs_go_on(registry, tmp_path: Path, marker: str) -> None:  # type: ignore[no-untyped-def]
+    from aiflowd.plugins.python.controller import PythonJobController
+
+    controller = PythonJobController()
+    first = await controller.submit_job(
+        python_job(registry, tmp_path / "1", f"subprocess.run(['sleep', '{marker}'])", True), python_env(tmp_path / "1", True)
+    )
+    assert isinstance(first, SubprocessJobHandle)
+    wait_for(lambda: carrying(marker))
+    for pid in process_group._SPAWNER.pids():
+        os.kill(pid, signal.SIGKILL)
+    second = await controller.submit_job(python_job(registry, tmp_path / "2", "sys.exit(5)", True), python_env(tmp_path / "2", True))
+    assert await controller.get_result(second) == 5
+    assert first.group.running  # a job outlives the fork server that forked it
+    await controller.stop_job(first, python_env(tmp_path / "1", True))
+    assert carrying(marker) == []
+
+
+async def test_a_python_job_whose_folder_is_gone_is_told_in_the_log(registry, tmp_path: Path, warm: bool) -> None:  # type: ignore[no-untyped-def]
+    job = python_job(registry, tmp_path, "pass", warm)
+    argv = [sys.executable, "-m", "aiflowd.runners.python_job", str(tmp_path / "job.json")]
+    log, status = tmp_path / "job.log", tmp_path / "status"
+    group = ProcessGroup.spawn(argv, env={}, cwd=str(tmp_path / "gone"), log_path=str(log), status_path=str(status), warm=warm)
+    assert job is not None and await group.wait() == 127
+    assert log.read_text() == f"aiflowd: cannot start the job: No such file or directory: {tmp_path / 'gone'}\n"
+
+
+def test_a_daemon_killed_with_sigkill_leaves_its_python_jobs_running_and_adopts_them_again(daemon: Daemon, marker: str, warm: bool) -> None:
+    daemon.write_workflow("long/long.yaml", "a:\n  job_type: python\n  processor: steps:Wait\n")
+    daemon.write_workflow(
+        "long/steps.py",
+        f"""
+        import subprocess
+        from aiflowd import PythonProcessor
+
+        class Wait(PythonProcessor):
+            def process(self, ctx, inputs):
+                subprocess.run(["sleep", "{marker}"])
+                return []
+        """,
+    )
+    job = wait_for(lambda: carrying(marker), timeout=30)[0]
+    daemon.kill9()
+    assert pid_alive(job)
+    daemon.start()
+    daemon.wait_jobs("long", lambda rows: rows and rows[0]["status"] == "RUNNING")
+    os.kill(job, signal.SIGTERM)  # the job ends while the new daemon watches: it learns the real status
+    rows = daemon.wait_jobs("long", lambda rows: rows and rows[0]["status"] in ("FINISHED", "FAILED"))
+    assert rows[0]["status"] == "FINISHED"  # subprocess.run returned; the processor finished
+    assert carrying(marker) == []
+
+
+async def test_a_warm_job_wrapper_is_found_by_its_status_file(registry, tmp_path: Path, marker: str) -> None:  # type: ignore[no-untyped-def]
+    """A daemon that died between starting a job and recording its pid finds the wrapper by
+    the status file its command line names: a forked wrapper writes one of its own."""
+    from aiflowd.plugins.python.controller import PythonJobController
+
+    controller = PythonJobController()
+    env = python_env(tmp_path, True)
+    handle = await controller.submit_job(python_job(registry, tmp_path, f"subprocess.run(['sleep', '{marker}'])", True), env)
+    assert isinstance(handle, SubprocessJobHandle)
+    assert wait_for(lambda: process_group.find_wrapper(handle.status_path)) == (handle.pid, handle.start_time)
+    await controller.stop_job(handle, env)
+    assert carrying(marker) == []
+
+
+def test_a_fork_server_is_replaced_when_aiflowds_code_changes_and_the_old_one_ends(
+    registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    folder = tmp_path / "w"
+    write(folder / "w.yaml", "{}\n")
+    write(folder / "w.py", "from aiflowd import *\nwith job_config('a'):\n    user_define_operation(processor=BashProcessor('true'))\n")
+    loader = WorkflowLoader(registry, LoaderSettings(compile_timeout=20, warm_start=True))
+    for _ in range(4):  # both spawners run warm
+        loader.load(str(folder))
+    before = set(process_group._SPAWNER.pids())
+    assert before
+    monkeypatch.setattr(process_group, "_CODE_CHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(process_group, "code_fingerprint", lambda: (0, 0))  # as after an upgrade on disk
+    for _ in range(4):
+        assert list(loader.load(str(folder)).workflow.jobs) == ["a"]
+    after = set(process_group._SPAWNER.pids())
+    assert after and not after & before
+    wait_for(lambda: not any(pid_alive(pid) for pid in before))  # they ended at end of file, and were reaped
+
+
+def test_a_cancelled_warm_compile_is_killed_with_what_it_started(tmp_path: Path, marker: str) -> None:
+    folder, pid_file = looping_workflow(tmp_path, marker)
+    request = tmp_path / "request.json"
+    request.write_text(f'{{"workflow_dir": "{folder}", "definition": "{folder}/spin.py", "module": "spin", "yaml_processors": {{}}}}')
+    argv = [sys.executable, "-m", "aiflowd.runners.compile_workflow", str(request), str(tmp_path / "result.json")]
+    cancel = HelperCancel()
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append(run_helper(argv, env={}, cwd=str(folder), timeout=60, cancel=cancel, warm=True))
+    )
+    worker.start()
+    try:
+        helper = int(wait_for(lambda: pid_file.exists() and pid_file.read_text() and carrying(marker) and pid_file.read_text()))
+        parent = process_table()[helper][0]
+        assert b"spawner" in Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")  # a fork of the fork server
+        cancel.cancel()
+        worker.join(timeout=10)
+    finally:
+        cancel.cancel()
+        worker.join()
+        cancel.close()
+    assert results[0].cancelled and results[0].returncode is None
+    assert not pid_alive(helper)
+    assert carrying(marker) == []

@@ -38,4 +38,7 @@ class PythonJobController(SubprocessController):
         extra.setdefault("PYTHONUNBUFFERED", "1")
         # Bytecode caches would land in the watched workflow folder and look like changes.
         extra.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-        return Command([python, "-m", "aiflowd.runners.python_job", spec_path], extra, job.cwd)
+        # Warm (a fork of the fork server) unless turned off; another interpreter or an
+        # import path of the job's own starts cold all the same (process_group.warm_module).
+        warm = env.settings.get("warm_start", True)
+        return Command([python, "-m", "aiflowd.runners.python_job", spec_path], extra, job.cwd, warm=warm)
