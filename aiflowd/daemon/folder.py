@@ -75,6 +75,9 @@ class _Slot:
     force: bool = False
     #: The load waits for or runs the compiler: the slow part, not awaited at start.
     compiling: bool = False
+    #: A folder with a Python definition: it will compile, so the start does not wait for
+    #: it even while it still waits for a thread to be looked at.
+    defined: bool = False
 
 
 @dataclass
@@ -137,9 +140,15 @@ class WorkflowFolder:
         except Exception:  # then no open execution is taken over early; the store says why elsewhere
             log.exception("open executions unknown at start")
             needed = set()
-        for path in await anyio.to_thread.run_sync(discover, self.folder):
+        # Workflows without a definition first: they are quick, and must not queue for a
+        # load thread behind definitions that hold threads while they wait to compile.
+        found = sorted(await anyio.to_thread.run_sync(_discover_with_definitions, self.folder), key=lambda entry: entry[1])
+        for path, defined in found:
             self._request(path)
-        while any(not slot.compiling or name in needed for name, slot in self._slots.items()):
+            slot = self._slots.get(_workflow_name(printable(path)))
+            if slot is not None:
+                slot.defined = defined
+        while any(not (slot.compiling or slot.defined) or name in needed for name, slot in self._slots.items()):
             self._progress = anyio.Event()
             await self._progress.wait()
         self._serving = True
@@ -343,6 +352,15 @@ class WorkflowFolder:
         except Exception as err:  # a loader bug is this workflow's problem, not the daemon's
             log.exception("loading failed", path=printable(source.path))
             return LoadError([Problem(source.path, 0, 0, "", f"aiflowd could not load it: {type(err).__name__}: {err}")])
+
+
+def _discover_with_definitions(folder: str) -> list[tuple[str, bool]]:
+    """The folder's entries, each with whether it is a folder holding a Python definition."""
+    found = []
+    for path in discover(folder):
+        name = os.path.basename(path)
+        found.append((path, os.path.isfile(os.path.join(path, f"{name}.py"))))
+    return found
 
 
 def _version(path: str) -> str | None:

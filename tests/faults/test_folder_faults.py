@@ -254,3 +254,58 @@ def test_a_slow_definition_with_an_open_execution_is_loaded_before_the_restart_t
         (running["job_execution_id"], "RUNNING")
     ]  # taken over, not killed
     assert daemon.stop() == 0
+
+
+async def test_the_start_waits_for_no_definition_even_one_still_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """READY came only after nearly every compile when definitions outnumbered the load
+    threads: those still queued for a thread were not yet "compiling", so the start waited
+    for them. A folder holding a definition is known to compile before it is looked at."""
+    import anyio
+
+    from aiflowd.daemon import folder as folder_module
+    from aiflowd.engine import Engine, EnginePaths
+    from aiflowd.plugin_interface import PluginRegistry
+    from aiflowd.store import Store
+    from aiflowd.workflows.loader import LoaderSettings, WorkflowLoader
+
+    from ..conftest import write
+
+    monkeypatch.setattr(folder_module, "LOAD_THREADS", 1)  # one definition compiles, the others queue
+    gate = tmp_path / "gate"
+    workflows = tmp_path / "workflows"
+    for name in ("d1", "d2", "d3"):
+        write(workflows / name / f"{name}.yaml", "job_1:\n  job_type: bash\n")
+        write(
+            workflows / name / f"{name}.py",
+            f"""
+            import os, time
+            from aiflowd import BashProcessor, job_config, user_define_operation
+            while not os.path.exists({str(gate)!r}):
+                time.sleep(0.01)
+            with job_config("job_1"):
+                user_define_operation(processor=BashProcessor("true"))
+            """,
+        )
+    write(workflows / "plain.yaml", "job_1:\n  job_type: bash\n  bash_command: 'true'\n")
+    registry = PluginRegistry()
+    assert registry.load_builtin() == []
+    loader = WorkflowLoader(registry, LoaderSettings(compile_timeout=60))
+    store = Store(":memory:")
+    engine = Engine(registry, store, EnginePaths(str(tmp_path / "state"), str(tmp_path / "logs")))
+    folder = folder_module.WorkflowFolder(str(workflows), loader, engine)
+    try:
+        async with anyio.create_task_group() as tg:
+            with anyio.fail_after(30):
+                initial, loading = await folder.scan(tg, 1)
+            assert [os.path.basename(path) for path, _ in initial] == ["plain.yaml"]
+            assert loading == {"d1", "d2", "d3"}
+            gate.touch()  # let the compiles finish, so that nothing is left running
+            with anyio.fail_after(60):
+                while folder.loading:
+                    await anyio.sleep(0.05)  # the compiles report through the folder, not an event we hold
+            tg.cancel_scope.cancel()
+    finally:
+        gate.touch()
+        engine._send.close()  # never served: its inbox is closed here
+        engine._receive.close()
+        store.close()
