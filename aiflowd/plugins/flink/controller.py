@@ -27,6 +27,7 @@ from aiflowd.controllers.subprocess import Command, SubprocessController, Subpro
 from aiflowd.model import Status
 from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
 from aiflowd.plugins.flink.job import FlinkJob, FlinkPythonJob
+from aiflowd.runners.flink_job import JOBS_FILE, derived_job_id
 
 DEFAULT_REST_URL = "http://127.0.0.1:8081"
 POLL_INTERVAL = 0.2
@@ -110,6 +111,9 @@ class FlinkJobHandle(JobHandle):
         self.stopped = False
         self.savepoint_path: str | None = None
         self.final: dict[str, Any] | None = None
+        #: Every Flink job of this aiflowd job (a Python or SQL program may start several); job_id is the first.
+        self.job_ids: list[str] = [job_id]
+        self.finals: dict[str, dict[str, Any]] = {}
 
 
 class LocalFlinkController(SubprocessController):
@@ -138,9 +142,17 @@ RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.ab
 PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
 
 
-def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_id: str) -> str:
-    """The runner's instructions, in the execution's working folder (the JobManager reads it there for REST)."""
+def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_id: str, only_job: int | None = None) -> str:
+    """The runner's instructions, in the execution's working folder (the JobManager reads it there for REST).
+
+    ``only_job``: the index of the one Flink job this run of the program submits (REST runs
+    one job per program run); None: every job.
+    """
     os.makedirs(env.working_dir, exist_ok=True)
+    if only_job in (None, 0):  # what an earlier attempt's runner left says nothing about this one
+        for name in os.listdir(env.working_dir):
+            if name.startswith("flink-jobs") and name.endswith(".json"):
+                os.unlink(os.path.join(env.working_dir, name))
     info = env.job_execution_info
     spec = {
         "mode": mode,
@@ -159,8 +171,9 @@ def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_i
             "attempt": info.attempt,
         },
         "nodes": job.nodes,
+        "only_job": only_job,
     }
-    path = os.path.join(env.working_dir, "flink-job.json")
+    path = os.path.join(env.working_dir, "flink-job.json" if not only_job else f"flink-job-{only_job}.json")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(spec, fh)
     return path
@@ -191,13 +204,32 @@ class FlinkRestController:
         self._uploaded: dict[tuple[str, str], str] = {}  # (rest url, jar hash) -> jar id
 
     async def submit(self, job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
-        """A jar through REST; Python and SQL as the runner under Flink's Python driver, in the JobManager."""
-        if isinstance(job, FlinkPythonJob):
-            spec = write_pyflink_spec(job, env, "cluster", handle.job_id)
-            jar, entry_class, args = _python_driver_jar(env), PYTHON_DRIVER, ["-py", RUNNER, "-pyfs", env.workflow_dir, spec]
-        else:
-            jar, entry_class, args = job.jar, job.entry_class, job.args
-        body: dict[str, Any] = {"entryClass": entry_class, "programArgsList": args, "jobId": handle.job_id}
+        """A jar through REST; Python and SQL as the runner under Flink's Python driver, in the JobManager.
+
+        The REST API runs one job per program run, so a Python or SQL job whose program
+        starts several Flink jobs is run once per job: the first run counts them (in the
+        working folder), each further run submits the next one.
+        """
+        if not isinstance(job, FlinkPythonJob):
+            await self._run(job.jar, job.entry_class, job.args, job, env, handle, handle.job_id)
+            handle.job_ids = [handle.job_id]
+            return
+        jar = _python_driver_jar(env)
+        index = 0
+        while True:
+            spec = write_pyflink_spec(job, env, "cluster", handle.job_id, only_job=index)
+            job_id = derived_job_id(handle.job_id, index)
+            await self._run(jar, PYTHON_DRIVER, ["-py", RUNNER, "-pyfs", env.workflow_dir, spec], job, env, handle, job_id)
+            ids = _json_list(os.path.join(env.working_dir, f"flink-jobs-{index}.json")) or [job_id]
+            handle.job_ids = ids
+            index += 1
+            if index >= len(ids):
+                return
+
+    async def _run(
+        self, jar: str, entry_class: str | None, args: list[str], job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle, job_id: str
+    ) -> None:
+        body: dict[str, Any] = {"entryClass": entry_class, "programArgsList": args, "jobId": job_id}
         if job.parallelism:
             body["parallelism"] = job.parallelism
         if env.restore_savepoint:
@@ -239,15 +271,26 @@ class FlinkRestController:
         return jar_id
 
     async def result(self, handle: FlinkJobHandle, blocking: bool) -> dict[str, Any] | None:
-        """The job's final result (``/execution-result`` is not cached, unlike ``/jobs/<id>``).
+        """The final result of every Flink job of the handle (``/execution-result`` is not cached, unlike ``/jobs/<id>``).
 
-        A cluster that does not answer is asked again: the job may well still run there.
+        Ended when all have ended: failed if one failed, else cancelled if one was. A
+        cluster that does not answer is asked again: the jobs may well still run there.
         """
         unreachable_noted = False
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
             while handle.final is None:
                 try:
-                    answer = await client.get(f"/jobs/{handle.job_id}/execution-result")
+                    for job_id in [j for j in handle.job_ids if j not in handle.finals]:
+                        answer = await client.get(f"/jobs/{job_id}/execution-result")
+                        if answer.status_code == 404:
+                            handle.finals[job_id] = {"application-status": "UNKNOWN"}
+                            _note(handle.log_path, f"the cluster does not know Flink job {job_id} (was it restarted?)")
+                        elif answer.status_code == 200 and answer.json().get("status", {}).get("id") == "COMPLETED":
+                            final = answer.json().get("job-execution-result", {})
+                            handle.finals[job_id] = final
+                            cause = final.get("failure-cause")
+                            if cause:
+                                _note(handle.log_path, f"Flink job {job_id} failed:\n{cause.get('stack-trace', cause)}")
                 except httpx.TransportError as err:
                     if not unreachable_noted:
                         _note(handle.log_path, f"the Flink cluster does not answer ({err}); asking again")
@@ -256,15 +299,8 @@ class FlinkRestController:
                         return None
                     await anyio.sleep(1.0)
                     continue
-                if answer.status_code == 404:
-                    handle.final = {"application-status": "UNKNOWN"}
-                    _note(handle.log_path, f"the cluster does not know Flink job {handle.job_id} (was it restarted?)")
-                    break
-                if answer.status_code == 200 and answer.json().get("status", {}).get("id") == "COMPLETED":
-                    handle.final = answer.json().get("job-execution-result", {})
-                    cause = handle.final.get("failure-cause")
-                    if cause:
-                        _note(handle.log_path, f"Flink job {handle.job_id} failed:\n{cause.get('stack-trace', cause)}")
+                if all(j in handle.finals for j in handle.job_ids):
+                    handle.final = _combined([handle.finals[j] for j in handle.job_ids])
                     break
                 if not blocking:
                     return None
@@ -273,18 +309,27 @@ class FlinkRestController:
 
     async def cancel(self, handle: FlinkJobHandle) -> None:
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
-            await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+            for job_id in handle.job_ids:
+                await client.patch(f"/jobs/{job_id}", params={"mode": "cancel"})
 
     async def stop_with_savepoint(self, handle: FlinkJobHandle, directory: str | None) -> None:
+        """Stop each job with a savepoint; the first job's savepoint is the one a restart resumes from."""
+        first = handle.savepoint_path
+        for job_id in reversed(handle.job_ids):
+            await self._stop_one(handle, job_id, directory)
+            first = handle.savepoint_path if job_id == handle.job_id else first
+        handle.savepoint_path = first
+
+    async def _stop_one(self, handle: FlinkJobHandle, job_id: str, directory: str | None) -> None:
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
-            answer = await client.post(f"/jobs/{handle.job_id}/stop", json={"targetDirectory": directory, "drain": False})
+            answer = await client.post(f"/jobs/{job_id}/stop", json={"targetDirectory": directory, "drain": False})
             if answer.status_code >= 400:
                 _note(handle.log_path, f"stop with savepoint refused ({_errors(answer)}); cancelling")
-                await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+                await client.patch(f"/jobs/{job_id}", params={"mode": "cancel"})
                 return
             trigger = answer.json()["request-id"]
             while True:  # an unfinished savepoint is "unknown", never "failed": keep asking
-                state = (await client.get(f"/jobs/{handle.job_id}/savepoints/{trigger}")).json()
+                state = (await client.get(f"/jobs/{job_id}/savepoints/{trigger}")).json()
                 if state.get("status", {}).get("id") == "COMPLETED":
                     operation = state.get("operation", {})
                     if "location" in operation:
@@ -293,7 +338,7 @@ class FlinkRestController:
                     else:
                         failure = operation.get("failure-cause", {}).get("stack-trace", "")[:500]
                         _note(handle.log_path, f"savepoint failed ({failure}); cancelling")
-                        await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+                        await client.patch(f"/jobs/{job_id}", params={"mode": "cancel"})
                     return
                 await anyio.sleep(POLL_INTERVAL)
 
@@ -310,7 +355,8 @@ class FlinkRestController:
 class FlinkCliController:
     """The ``flink`` CLI: ``flink run -d``, ``flink cancel``, ``flink stop``; no client outlives its call."""
 
-    async def submit(self, job: Any, env: JobRuntimeEnv, job_id: str) -> None:
+    async def submit(self, job: Any, env: JobRuntimeEnv, job_id: str) -> list[str]:
+        """Run ``flink run -d``; the ids of the Flink jobs it started (a Python program may start several)."""
         argv = [os.path.join(flink_home(env), "bin", "flink"), "run", "-d", f"-D$internal.pipeline.job-id={job_id}"]
         if env.restore_savepoint:
             argv += ["-s", env.restore_savepoint]
@@ -323,17 +369,19 @@ class FlinkCliController:
         # on either stream): the id must be the one aiflowd chose.
         if code != 0 or job_id not in _JOB_ID.findall(_read(env.log_path)):
             raise RuntimeError(f"flink run failed (exit status {code}); its output is in the job's log")
+        return _json_list(os.path.join(env.working_dir, JOBS_FILE)) or [job_id]
 
     async def stop(self, handle: FlinkJobHandle, job: Any, env: JobRuntimeEnv, mode: str) -> None:
         flink = os.path.join(flink_home(env), "bin", "flink")
-        if mode == "stop":
-            argv = [flink, "stop", *_target_options(job, env), *job.flink_stop_args]
-            if job.savepoint_dir:
-                argv += ["--savepointPath", job.savepoint_dir]
-            argv.append(handle.job_id)
-        else:
-            argv = [flink, "cancel", *_target_options(job, env), handle.job_id]
-        await self._run(argv, job, env, "stop")
+        for job_id in reversed(handle.job_ids):  # the first job last: its savepoint is the last one logged
+            if mode == "stop":
+                argv = [flink, "stop", *_target_options(job, env), *job.flink_stop_args]
+                if job.savepoint_dir:
+                    argv += ["--savepointPath", job.savepoint_dir]
+                argv.append(job_id)
+            else:
+                argv = [flink, "cancel", *_target_options(job, env), job_id]
+            await self._run(argv, job, env, "stop")
         said = re.findall(r"Savepoint completed\. Path: (\S+)", _read(handle.log_path))
         if said:
             handle.savepoint_path = said[-1]
@@ -377,11 +425,13 @@ class FlinkJobController(JobController):
         via = "cli" if flink_job.submit_via == "cli" or flink_job.target else "rest"
         handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), via, env.log_path)
         if via == "cli":
-            await self.cli.submit(job, env, job_id)
+            handle.job_ids = await self.cli.submit(job, env, job_id)
         else:
             await self.rest.submit(job, env, handle)
         restored = f" from savepoint {env.restore_savepoint}" if env.restore_savepoint else ""
-        _note(env.log_path, f"submitted Flink job {job_id} to {handle.rest_url} via {via}{restored}")
+        more = f" and {len(handle.job_ids) - 1} more ({', '.join(handle.job_ids[1:])})" if len(handle.job_ids) > 1 else ""
+        _note(env.log_path, f"submitted Flink job {job_id}{more} to {handle.rest_url} via {via}{restored}")
+        _note(env.log_path, f"Flink web UI: {handle.rest_url}/#/job/running/{job_id}/overview")
         return handle
 
     async def get_result(self, job_handle: JobHandle, blocking: bool = True) -> object:
@@ -446,6 +496,7 @@ class FlinkJobController(JobController):
         via = str(handle_record.get("submit_via", "rest"))
         handle = FlinkJobHandle(None, env.job_execution_info, job_id, url, via, env.log_path)  # type: ignore[arg-type]
         handle.stopped = bool(handle_record.get("stopped", False))
+        handle.job_ids = [str(j) for j in handle_record.get("job_ids") or [job_id]]
         handle.savepoint_path = handle_record.get("savepoint_path")
         return handle
 
@@ -494,6 +545,24 @@ def _cause_line(traceback_text: str) -> str | None:
     useful = [m for m in found if not m.group(1).endswith("Py4JJavaError")]
     chosen = useful[0] if useful else (found[-1] if found else None)
     return None if chosen is None else f"{chosen.group(1).rsplit('.', 1)[-1]}: {chosen.group(2)}"
+
+
+def _combined(finals: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result for several jobs: the first failed, else unknown, else cancelled one; else the first."""
+    for status in ("FAILED", "UNKNOWN", "CANCELED"):
+        for final in finals:
+            if final.get("application-status") == status:
+                return final
+    return finals[0]
+
+
+def _json_list(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _sha256(path: str) -> str:

@@ -90,11 +90,18 @@ class FlinkSqlProcessor:
 
     ``udf_list`` returns ``(name, function)`` pairs (or objects with ``name`` and
     ``udf``), registered before the statements run. INSERT statements of all nodes go
-    into one statement set: one Flink job.
+    into one statement set: one Flink job. ``open`` and ``close`` bracket the job's run,
+    as for a FlinkPythonProcessor.
     """
 
     #: User code: kept by reference, run only in the job process.
     aiflowd_by_reference: ClassVar[bool] = True
+
+    def open(self, execution_context: Any) -> None:
+        """Acquire what the statements or UDFs need."""
+
+    def close(self, execution_context: Any) -> None:
+        """Release what ``open`` acquired."""
 
     def udf_list(self, execution_context: Any) -> list[Any]:
         return []
@@ -104,14 +111,21 @@ class FlinkSqlProcessor:
 
 
 class SqlStatementsProcessor(FlinkSqlProcessor):
-    """The ``sql`` / ``sql_file`` YAML form: statements split at load time."""
+    """The ``sql`` / ``sql_file`` YAML form: a SQL client script, checked at load time.
+
+    With ``script`` the runner runs it as ``sql-client.sh -f`` would (``aiflowd.flink_sql.
+    plan``: SET/RESET, statement sets, ADD JAR, one Flink job per INSERT or set); with
+    only ``statements`` (built in Python), DDL runs at once and INSERTs join the job's
+    statement set.
+    """
 
     #: Plain data, rebuilt from its attributes.
     aiflowd_by_reference: ClassVar[bool] = False
 
-    def __init__(self, statements: list[str], source: str = "sql") -> None:
+    def __init__(self, statements: list[str], source: str = "sql", script: str | None = None) -> None:
         self.statements = list(statements)
         self.source = source
+        self.script = script
 
     def sql_statements(self, execution_context: Any) -> list[str]:
         return list(self.statements)
@@ -247,6 +261,8 @@ def _python_job(sub_graph: AISubGraph, job_config: JobConfig, options: dict[str,
         }
         if isinstance(processor, SqlStatementsProcessor):
             entry.update({"kind": "sql_statements", "statements": processor.statements, "class": "sql"})
+            if processor.script is not None:
+                entry["script"] = processor.script
         elif isinstance(processor, ProcessorRef) and (processor.is_a(FlinkPythonProcessor) or processor.is_a(FlinkSqlProcessor)):
             kind = "python" if processor.is_a(FlinkPythonProcessor) else "sql"
             entry.update({"kind": kind, "payload": processor.payload, "class": processor.class_name})
@@ -364,8 +380,37 @@ def sql_processor(job_yaml: dict[str, Any], key: str, workflow_dir: str, problem
         except UnicodeDecodeError as err:
             problem(key, f"'{job_yaml[key]}' is not UTF-8 text (byte {err.start})")
             return None
-    try:
-        return SqlStatementsProcessor(split_sql(text), source=str(job_yaml[key]) if key == "sql_file" else "sql")
-    except ValueError as err:
-        problem(key, f"SQL does not split into statements: {err}")
+    from aiflowd import flink_sql
+
+    problems = flink_sql.validate(text) or runtime_mode_problems(text)
+    for found in problems:
+        problem(key, str(found))
+    if problems:
         return None
+    statements = [s.text for s in flink_sql.split_script(text)]
+    return SqlStatementsProcessor(statements, source=str(job_yaml[key]) if key == "sql_file" else "sql", script=text)
+
+
+def runtime_mode_problems(text: str) -> list[Any]:
+    """``execution.runtime-mode`` set after a statement that uses the session: aiflowd cannot honour it.
+
+    The job's table environment is made in one mode (a SET at the top of the script
+    chooses it); Flink cannot switch a table environment between streaming and batch.
+    """
+    from aiflowd import flink_sql
+
+    problems = []
+    settled = False
+    for statement in flink_sql.split_script(text):
+        if statement.kind in (flink_sql.Kind.SET, flink_sql.Kind.RESET):
+            if settled and statement.key == "execution.runtime-mode":
+                problems.append(
+                    flink_sql.SqlProblem(
+                        statement.line,
+                        "'execution.runtime-mode' can change only before the first statement that is not SET"
+                        " (the job's table environment is made in one mode)",
+                    )
+                )
+        else:
+            settled = True
+    return problems

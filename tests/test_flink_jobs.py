@@ -1,0 +1,146 @@
+"""Flink jobs as Flink users write them: SQL client scripts, and every job a PyFlink processor starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_execution, write
+from .test_flink import cluster, csv_numbers  # noqa: F401 - the session's cluster fixture
+
+pytestmark = pytest.mark.flink
+
+#: A script for ``sql-client.sh -f``: batch mode set first, a quoted semicolon, comments,
+#: a statement set of two INSERTs, RESET, and an INSERT of its own.
+SCRIPT = """\
+SET 'execution.runtime-mode' = 'batch';
+SET 'parallelism.default' = '2';  -- for the jobs below
+/* the source: five numbers; a 'quoted; semicolon' in a comment */
+CREATE TABLE src (n BIGINT, s STRING) WITH ('connector' = 'datagen', 'number-of-rows' = '5',
+    'fields.n.kind' = 'sequence', 'fields.n.start' = '1', 'fields.n.end' = '5', 'fields.s.length' = '3');
+CREATE TABLE a (n BIGINT, t STRING) WITH ('connector' = 'filesystem', 'path' = '{out}/a', 'format' = 'csv');
+CREATE TABLE b (n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}/b', 'format' = 'csv');
+CREATE TABLE c (n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}/c', 'format' = 'csv');
+BEGIN STATEMENT SET;
+INSERT INTO a SELECT n, 'x;y' FROM src;
+INSERT INTO b SELECT n * 10 FROM src;
+END;
+RESET 'parallelism.default';
+INSERT INTO c SELECT n * 100 FROM src
+"""
+
+
+def settings(url: str) -> dict:
+    return {"flink": {"rest_url": url}, "instance_id": os.urandom(8).hex()}
+
+
+def numbers(folder: Path) -> list[int]:
+    return csv_numbers(folder) if folder.exists() else []
+
+
+@pytest.mark.parametrize("submit_via", ["rest", "cli"])
+async def test_a_sql_client_script_runs_step_by_step(loader, cluster: str, tmp_path: Path, submit_via: str) -> None:  # noqa: F811
+    out = tmp_path / "out"
+    write(tmp_path / "wf" / "script.sql", SCRIPT.format(out=out))
+    write(tmp_path / "wf" / "wf.yaml", f"j:\n  job_type: flink\n  sql_file: script.sql\n  properties: {{submit_via: {submit_via}}}\n")
+    execution, runs = await run_execution(loader, tmp_path / "wf", tmp_path, settings=settings(cluster))
+    log = Path(runs[0].env.log_path).read_text()
+    assert execution.status.value == "FINISHED", log[-3000:]
+    assert numbers(out / "b") == [10, 20, 30, 40, 50]
+    assert numbers(out / "c") == [100, 200, 300, 400, 500]
+    assert sorted(line for f in (out / "a").iterdir() if not f.name.startswith(".") for line in f.read_text().split()) == [
+        f"{n},x;y" for n in range(1, 6)
+    ]
+    assert "and 1 more" in log  # the statement set and the lone INSERT: two jobs, both tracked
+
+
+def test_a_script_that_will_not_run_is_a_load_error_with_its_line(loader, tmp_path: Path) -> None:
+    from aiflowd.workflows.errors import LoadError
+
+    write(tmp_path / "wf" / "bad.sql", "CREATE TABLE t (n INT) WITH ('connector' = 'blackhole');\n\nSELECT * FROM t;\n")
+    path = write(tmp_path / "wf" / "wf.yaml", "j:\n  job_type: flink\n  sql_file: bad.sql\n")
+    with pytest.raises(LoadError) as info:
+        loader.load(str(path))
+    assert str(info.value).endswith("j.sql_file: line 3: a query's rows have nowhere to go in a job; INSERT them INTO a table")
+
+
+def test_runtime_mode_set_after_a_statement_is_refused(loader, tmp_path: Path) -> None:
+    from aiflowd.workflows.errors import LoadError
+
+    path = write(
+        tmp_path / "m.yaml",
+        "j:\n  job_type: flink\n  sql: |\n    CREATE TABLE t (n INT) WITH ('connector' = 'blackhole');\n"
+        "    SET 'execution.runtime-mode' = 'batch';\n",
+    )
+    with pytest.raises(LoadError) as info:
+        loader.load(str(path))
+    assert "j.sql: line 2: 'execution.runtime-mode' can change only before the first statement that is not SET" in str(info.value)
+
+
+INSERTS = """
+from aiflowd import FlinkPythonProcessor, job_config, user_define_operation
+
+def sink(t_env, name):
+    t_env.execute_sql(f"CREATE TABLE {{name}} (n BIGINT) WITH ('connector'='filesystem','path'='{out}/{{name}}','format'='csv')")
+
+class Inserts(FlinkPythonProcessor):
+    def process(self, ctx, inputs):
+        t = ctx.table_env
+        sink(t, "by_sql"); sink(t, "by_table"); sink(t, "by_set")
+        t.execute_sql("INSERT INTO by_sql VALUES (1), (2)")
+        t.from_elements([(3,)], ["n"]).execute_insert("by_table")
+        own = t.create_statement_set()
+        own.add_insert_sql("INSERT INTO by_set VALUES (4)")
+        own.execute()
+        return []
+
+with job_config("j"):
+    user_define_operation(processor=Inserts())
+"""
+
+
+@pytest.mark.parametrize(("run_mode", "submit_via"), [("local", "rest"), ("cluster", "rest"), ("cluster", "cli")])
+async def test_every_insert_is_counted_and_awaited(loader, cluster: str, tmp_path: Path, run_mode: str, submit_via: str) -> None:  # noqa: F811
+    out = tmp_path / "out"
+    write(tmp_path / "wf" / "wf.py", INSERTS.format(out=out))
+    write(
+        tmp_path / "wf" / "wf.yaml",
+        f"j:\n  job_type: flink\n  properties: {{run_mode: {run_mode}, submit_via: {submit_via}, execution_mode: batch}}\n",
+    )
+    execution, runs = await run_execution(loader, tmp_path / "wf", tmp_path, settings=settings(cluster))
+    log = Path(runs[0].env.log_path).read_text()
+    assert execution.status.value == "FINISHED", log[-3000:]
+    assert (numbers(out / "by_sql"), numbers(out / "by_table"), numbers(out / "by_set")) == ([1, 2], [3], [4])
+
+
+NO_JOB = """
+from aiflowd import FlinkPythonProcessor, FlinkSqlProcessor, job_config, user_define_operation
+
+class Nothing(FlinkPythonProcessor):
+    def process(self, ctx, inputs):
+        ctx.table_env.execute_sql("CREATE TABLE t (n INT) WITH ('connector' = 'blackhole')")
+        return []
+
+class Opened(FlinkSqlProcessor):
+    def open(self, ctx):
+        open("{marks}/opened", "w").close()
+    def sql_statements(self, ctx):
+        return []
+    def close(self, ctx):
+        open("{marks}/closed", "w").close()
+
+with job_config("j"):
+    user_define_operation(processor=Nothing())
+    user_define_operation(processor=Opened())
+"""
+
+
+async def test_a_job_that_starts_no_flink_job_fails_and_sql_processors_are_opened_and_closed(loader, tmp_path: Path) -> None:
+    write(tmp_path / "wf" / "wf.py", NO_JOB.format(marks=tmp_path))
+    write(tmp_path / "wf" / "wf.yaml", "j:\n  job_type: flink\n  properties: {run_mode: local}\n")
+    execution, runs = await run_execution(loader, tmp_path / "wf", tmp_path, settings=settings("http://127.0.0.1:9"))
+    assert execution.status.value == "FAILED"
+    assert "the job's nodes started no Flink job" in Path(runs[0].env.log_path).read_text()
+    assert (tmp_path / "opened").exists() and (tmp_path / "closed").exists()
