@@ -267,12 +267,12 @@ async def test_python_processors_share_a_table_env_and_pass_tables(loader, clust
     [
         (
             'j:\n  job_type: flink\n  sql: "select \'x"\n',
-            "j.sql: SQL does not split into statements: unterminated ' quote starting on line 1",
+            "j.sql: line 1: unterminated ' quote",
         ),
         ("j:\n  job_type: flink\n  sql_file: nope.sql\n", "j.sql_file: cannot read 'nope.sql': No such file or directory"),
-        ("j:\n  job_type: flink\n  sql: '-- only a comment'\n", "j.sql: SQL does not split into statements: no SQL statement found"),
+        ("j:\n  job_type: flink\n  sql: '-- only a comment'\n", "j.sql: line 1: no SQL statement found"),
         (
-            "j:\n  job_type: flink\n  sql: 'select 1'\n  properties: {run_mode: remote}\n",
+            "j:\n  job_type: flink\n  sql: 'INSERT INTO t SELECT 1'\n  properties: {run_mode: remote}\n",
             "j.properties.run_mode: must be one of local, cluster; got 'remote'",
         ),
         (
