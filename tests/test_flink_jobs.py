@@ -144,3 +144,78 @@ async def test_a_job_that_starts_no_flink_job_fails_and_sql_processors_are_opene
     assert execution.status.value == "FAILED"
     assert "the job's nodes started no Flink job" in Path(runs[0].env.log_path).read_text()
     assert (tmp_path / "opened").exists() and (tmp_path / "closed").exists()
+
+
+@pytest.mark.parametrize(
+    ("properties", "expected"),
+    [
+        (
+            "{flink_run_args: [-d]}",
+            "j.properties.flink_run_args: '-d' cannot be honoured over REST (it takes -p, -s, -n, -c, -D, -pyfs); use submit_via: cli for it",
+        ),
+        (
+            "{stop_mode: stop, flink_stop_args: [--bogus]}",
+            "j.properties.flink_stop_args: '--bogus' cannot be honoured over REST (it takes -p, -d, --type); use submit_via: cli for it",
+        ),
+    ],
+)
+def test_run_and_stop_args_rest_cannot_honour_are_load_errors(loader, tmp_path: Path, properties: str, expected: str) -> None:
+    from aiflowd.workflows.errors import LoadError
+
+    path = write(tmp_path / "a.yaml", f"j:\n  job_type: flink\n  sql: 'INSERT INTO t SELECT 1'\n  properties: {properties}\n")
+    with pytest.raises(LoadError) as info:
+        loader.load(str(path))
+    assert str(info.value).endswith(expected)
+
+
+async def test_run_args_are_honoured_over_rest(loader, cluster: str, tmp_path: Path) -> None:  # noqa: F811
+    from .test_flink import rest
+
+    out = tmp_path / "out"
+    write(tmp_path / "wf" / "script.sql", SCRIPT.format(out=out))
+    write(
+        tmp_path / "wf" / "wf.yaml",
+        "j:\n  job_type: flink\n  sql_file: script.sql\n  properties: {flink_run_args: [-p, '3', -Dpipeline.max-parallelism=64]}\n",
+    )
+    execution, runs = await run_execution(loader, tmp_path / "wf", tmp_path, settings=settings(cluster))
+    log = Path(runs[0].env.log_path).read_text()
+    assert execution.status.value == "FINISHED", log[-3000:]
+    job_id = log.split("and 1 more (")[1].split(")")[0]  # the lone INSERT, after the RESET of the script's own parallelism
+    assert {v["parallelism"] for v in rest(f"/jobs/{job_id}")["vertices"]} == {3}
+
+
+UDF_MODULE = """
+from pyflink.table.udf import udf
+
+@udf(result_type="BIGINT")
+def triple(n):
+    return n * 3
+"""
+
+UDF_USER = """
+from aiflowd import FlinkSqlProcessor, job_config, user_define_operation
+from udfs import triple
+
+class Tripled(FlinkSqlProcessor):
+    def udf_list(self, ctx):
+        return [("triple", triple)]
+    def sql_statements(self, ctx):
+        return [
+            "CREATE TABLE o (n BIGINT) WITH ('connector'='filesystem','path'='{out}','format'='csv')",
+            "INSERT INTO o SELECT triple(n) FROM (VALUES (1), (2)) AS t(n)",
+        ]
+
+with job_config("j"):
+    user_define_operation(processor=Tripled())
+"""
+
+
+@pytest.mark.parametrize("submit_via", ["rest", "cli"])
+async def test_udfs_from_a_module_of_the_workflow_folder_reach_the_workers(loader, cluster: str, tmp_path: Path, submit_via: str) -> None:  # noqa: F811
+    out = tmp_path / "out"
+    write(tmp_path / "wf" / "udfs.py", UDF_MODULE)
+    write(tmp_path / "wf" / "wf.py", UDF_USER.format(out=out))
+    write(tmp_path / "wf" / "wf.yaml", f"j:\n  job_type: flink\n  properties: {{submit_via: {submit_via}, execution_mode: batch}}\n")
+    execution, runs = await run_execution(loader, tmp_path / "wf", tmp_path, settings=settings(cluster))
+    assert execution.status.value == "FINISHED", Path(runs[0].env.log_path).read_text()[-3000:]
+    assert numbers(out) == [3, 6]

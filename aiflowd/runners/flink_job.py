@@ -287,7 +287,7 @@ def run(spec: dict[str, Any]) -> None:
         settings["python.executable"] = sys.executable  # UDF workers: this interpreter, which has pyflink
         settings["rest.bind-port"] = "0"
     if spec["mode"] == "local" or spec.get("ship_workflow_dir"):
-        settings["python.files"] = spec["workflow_dir"]  # the workflow's modules for the UDF workers (flink run's -pyfs)
+        settings["python.files"] = spec.get("python_files") or spec["workflow_dir"]  # modules for the UDF workers (-pyfs)
     configuration = Configuration()
     for key, value in settings.items():
         configuration.set_string(key, value)

@@ -158,7 +158,9 @@ def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_i
         "mode": mode,
         "job_id": job_id,
         "name": f"{info.workflow_name}.{info.job_name}",
-        "parallelism": job.parallelism,
+        "parallelism": job.run_settings.get("parallelism", job.parallelism),
+        "flink_config": job.run_settings.get("flink_config", {}),
+        "python_files": _python_files(job, env),
         "execution_mode": job.execution_mode,
         "workflow_dir": env.workflow_dir,
         "working_dir": env.working_dir,
@@ -177,6 +179,12 @@ def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_i
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(spec, fh)
     return path
+
+
+def _python_files(job: FlinkPythonJob, env: JobRuntimeEnv) -> str:
+    """``-pyfs``: the workflow folder (its modules reach the UDF workers) and the files ``-pyfs`` in flink_run_args names."""
+    extra = [f if os.path.isabs(f) or "://" in f else os.path.join(env.workflow_dir, f) for f in job.run_settings.get("python_files", [])]
+    return ",".join([env.workflow_dir, *extra])
 
 
 def _python_options(job: FlinkPythonJob, env: JobRuntimeEnv, spec: str) -> list[str]:
@@ -219,7 +227,7 @@ class FlinkRestController:
         while True:
             spec = write_pyflink_spec(job, env, "cluster", handle.job_id, only_job=index)
             job_id = derived_job_id(handle.job_id, index)
-            await self._run(jar, PYTHON_DRIVER, ["-py", RUNNER, "-pyfs", env.workflow_dir, spec], job, env, handle, job_id)
+            await self._run(jar, PYTHON_DRIVER, ["-py", RUNNER, "-pyfs", _python_files(job, env), spec], job, env, handle, job_id)
             ids = _json_list(os.path.join(env.working_dir, f"flink-jobs-{index}.json")) or [job_id]
             handle.job_ids = ids
             index += 1
@@ -229,11 +237,24 @@ class FlinkRestController:
     async def _run(
         self, jar: str, entry_class: str | None, args: list[str], job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle, job_id: str
     ) -> None:
-        body: dict[str, Any] = {"entryClass": entry_class, "programArgsList": args, "jobId": job_id}
-        if job.parallelism:
-            body["parallelism"] = job.parallelism
-        if env.restore_savepoint:
-            body["savepointPath"] = env.restore_savepoint
+        given = job.run_settings  # flink_run_args, translated at load time
+        body: dict[str, Any] = {"entryClass": given.get("entry_class", entry_class), "programArgsList": args, "jobId": job_id}
+        parallelism = given.get("parallelism", job.parallelism)
+        if parallelism:
+            body["parallelism"] = parallelism
+        savepoint = env.restore_savepoint or (given.get("savepoint_path") if job_id == handle.job_id else None)
+        if savepoint:
+            body["savepointPath"] = savepoint
+        if given.get("allow_non_restored_state"):
+            body["allowNonRestoredState"] = True
+        if given.get("flink_config"):
+            body["flinkConfiguration"] = dict(given["flink_config"])
+        _note(
+            env.log_path,
+            f"submitting to {handle.rest_url}: jar {os.path.basename(jar)}, job id {job_id}, args {args}"
+            + (f", parallelism {parallelism}" if parallelism else "")
+            + (f", from savepoint {savepoint}" if savepoint else ""),
+        )
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
             for attempt in (1, 2):
                 jar_id = await self._jar_id(client, jar, handle.rest_url, fresh=attempt == 2)
@@ -322,7 +343,11 @@ class FlinkRestController:
 
     async def _stop_one(self, handle: FlinkJobHandle, job_id: str, directory: str | None) -> None:
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
-            answer = await client.post(f"/jobs/{job_id}/stop", json={"targetDirectory": directory, "drain": False})
+            given = handle.job.stop_settings if isinstance(handle.job, FlinkJob) else {}
+            request: dict[str, Any] = {"targetDirectory": given.get("target_directory", directory), "drain": given.get("drain", False)}
+            if "format_type" in given:
+                request["formatType"] = given["format_type"]
+            answer = await client.post(f"/jobs/{job_id}/stop", json=request)
             if answer.status_code >= 400:
                 _note(handle.log_path, f"stop with savepoint refused ({_errors(answer)}); cancelling")
                 await client.patch(f"/jobs/{job_id}", params={"mode": "cancel"})

@@ -193,6 +193,9 @@ class FlinkJob(Job):
         self.flink_stop_args: list[str] = options.get("flink_stop_args", [])
         self.env: dict[str, str] = options.get("env", {})
         self.target: str | None = options.get("target")
+        #: ``flink_run_args`` / ``flink_stop_args`` as the REST API (and the Python runner) takes them; see rest_run_options.
+        self.run_settings: dict[str, Any] = options.get("run_settings", {})
+        self.stop_settings: dict[str, Any] = options.get("stop_settings", {})
 
 
 class FlinkJavaJob(FlinkJob):
@@ -220,6 +223,13 @@ class FlinkJobGenerator(JobGenerator):
         job_config, resource_dir = generation_inputs(sub_graph, job_config, resource_dir)
         options = flink_options(job_config.properties)
         nodes = list(sub_graph.nodes.values())
+        python = bool(nodes) and not any(isinstance(node.processor, FlinkJavaProcessor) for node in nodes)
+        over_rest = options["run_mode"] == "cluster" and options["submit_via"] == "rest" and "target" not in options
+        if over_rest or (python and options["run_mode"] == "local"):
+            how = "over REST" if over_rest else "for a local Python or SQL job"
+            options["run_settings"] = run_settings(options.get("flink_run_args", []), how, python)
+        if over_rest:
+            options["stop_settings"] = stop_settings(options.get("flink_stop_args", []))
         if nodes and not any(isinstance(node.processor, FlinkJavaProcessor) for node in nodes):
             return _python_job(sub_graph, job_config, options)
         if len(nodes) != 1:
@@ -315,6 +325,79 @@ def flink_options(properties: dict[str, Any]) -> dict[str, Any]:
                 raise JobGenerationError("must be a non-empty string", key=f"properties.{key}")
             options[key] = properties[key]
     return options
+
+
+_CLI_ONLY = "use submit_via: cli for it"
+
+
+def run_settings(args: list[str], how: str, python: bool) -> dict[str, Any]:
+    """``flink run`` options as the REST API's run request takes them (``flink_run_args`` without the CLI).
+
+    Translated: ``-p/--parallelism N``, ``-s/--fromSavepoint PATH``,
+    ``-n/--allowNonRestoredState``, ``-c/--class NAME`` (jar jobs), ``-D key=value``,
+    ``-pyfs/--pyFiles a,b`` (Python jobs). Any other option is refused with the reason, at
+    load time: a job never runs with an option silently dropped.
+    """
+    settings: dict[str, Any] = {}
+    key = "properties.flink_run_args"
+    i = 0
+
+    def value(option: str) -> str:
+        if i + 1 >= len(args):
+            raise JobGenerationError(f"{option} needs a value", key=key)
+        return args[i + 1]
+
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-p", "--parallelism"):
+            number = value(arg)
+            if not number.isdigit() or int(number) < 1:
+                raise JobGenerationError(f"{arg} needs a whole number >= 1, got {number!r}", key=key)
+            settings["parallelism"] = int(number)
+            i += 2
+        elif arg in ("-s", "--fromSavepoint"):
+            settings["savepoint_path"] = value(arg)
+            i += 2
+        elif arg in ("-n", "--allowNonRestoredState"):
+            settings["allow_non_restored_state"] = True
+            i += 1
+        elif arg in ("-c", "--class") and not python:
+            settings["entry_class"] = value(arg)
+            i += 2
+        elif arg.startswith("-D") and "=" in (arg[2:] or (args[i + 1] if i + 1 < len(args) else "")):
+            pair = arg[2:] or value(arg)
+            name, _, setting = pair.partition("=")
+            settings.setdefault("flink_config", {})[name.strip()] = setting.strip()
+            i += 1 if arg[2:] else 2
+        elif arg in ("-pyfs", "--pyFiles") and python:
+            settings.setdefault("python_files", []).extend(f for f in value(arg).split(",") if f)
+            i += 2
+        else:
+            raise JobGenerationError(f"{arg!r} cannot be honoured {how} (it takes -p, -s, -n, -c, -D, -pyfs); {_CLI_ONLY}", key=key)
+    return settings
+
+
+def stop_settings(args: list[str]) -> dict[str, Any]:
+    """``flink stop`` options as the REST API's stop request takes them: ``-p/--savepointPath DIR``, ``-d/--drain``, ``-t/--type``."""
+    settings: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        needs_value = arg in ("-p", "--savepointPath", "-t", "--type", "-type")
+        if needs_value and i + 1 >= len(args):
+            raise JobGenerationError(f"{arg} needs a value", key="properties.flink_stop_args")
+        if arg in ("-p", "--savepointPath"):
+            settings["target_directory"] = args[i + 1]
+        elif arg in ("-t", "--type", "-type"):
+            settings["format_type"] = args[i + 1].upper()
+        elif arg in ("-d", "--drain"):
+            settings["drain"] = True
+        else:
+            raise JobGenerationError(
+                f"{arg!r} cannot be honoured over REST (it takes -p, -d, --type); {_CLI_ONLY}", key="properties.flink_stop_args"
+            )
+        i += 2 if needs_value else 1
+    return settings
 
 
 class FlinkJobPluginFactory(JobPluginFactory):
