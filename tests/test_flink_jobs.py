@@ -219,3 +219,85 @@ async def test_udfs_from_a_module_of_the_workflow_folder_reach_the_workers(loade
     execution, runs = await run_execution(loader, tmp_path / "wf", tmp_path, settings=settings(cluster))
     assert execution.status.value == "FINISHED", Path(runs[0].env.log_path).read_text()[-3000:]
     assert numbers(out) == [3, 6]
+
+
+#: An AIFlow 0.3-shaped Flink workflow (as AIFlow's flink demo is written): a word count into
+#: a print sink, by a FlinkPythonProcessor and a FlinkSqlProcessor, each job started by an event.
+AIFLOW_COUNTING = """
+from typing import List
+
+from pyflink.table import DataTypes, Schema, Table, TableDescriptor
+from pyflink.table.expressions import col, lit
+
+from ai_flow_plugins.job_plugins import flink
+from ai_flow_plugins.job_plugins.flink import ExecutionContext, UDFWrapper
+
+WORDS = ["tide", "moon", "tide"]
+
+
+class CountProcessor(flink.flink_processor.FlinkPythonProcessor):
+    def process(self, execution_context: ExecutionContext, input_list: List[Table] = None) -> List[Table]:
+        t_env = execution_context.table_env
+        words = t_env.from_elements([(w,) for w in WORDS], DataTypes.ROW([DataTypes.FIELD("w", DataTypes.STRING())]))
+        schema = Schema.new_builder().column("word", DataTypes.STRING()).column("n", DataTypes.BIGINT()).build()
+        t_env.create_temporary_table("out", TableDescriptor.for_connector("print").schema(schema).build())
+        counted = words.alias("word").group_by(col("word")).select(col("word"), lit(1).count)
+        execution_context.statement_set.add_insert("out", counted)
+        return []
+
+
+class CountSqlProcessor(flink.flink_processor.FlinkSqlProcessor):
+    def sql_statements(self, execution_context: ExecutionContext) -> List[str]:
+        t_env = execution_context.table_env
+        words = t_env.from_elements([(w,) for w in WORDS], DataTypes.ROW([DataTypes.FIELD("word", DataTypes.STRING())]))
+        t_env.create_temporary_view("words", words, col("word"))
+        return [
+            "CREATE TABLE counts (word STRING, n BIGINT) WITH ('connector' = 'print')",
+            "INSERT INTO counts SELECT word, COUNT(word) FROM words GROUP BY word",
+        ]
+
+    def udf_list(self, execution_context: ExecutionContext) -> List[UDFWrapper]:
+        return []
+"""
+
+AIFLOW_DEFINITION = """
+import ai_flow as af
+from counting import CountProcessor, CountSqlProcessor
+
+af.init_ai_flow_context()
+with af.job_config("count_job"):
+    af.user_define_operation(processor=CountProcessor())
+af.action_on_event(job_name="count_job", event_key="run_job", event_value="count_job", event_type="*", sender="*", namespace="*")
+with af.job_config("count_sql_job"):
+    af.user_define_operation(processor=CountSqlProcessor())
+af.action_on_event(job_name="count_sql_job", event_key="run_job", event_value="count_sql_job", event_type="*", sender="*", namespace="*")
+"""
+
+
+@pytest.mark.parametrize("job", ["count_job", "count_sql_job"])
+async def test_an_aiflow_flink_demo_runs_unchanged_in_aiflows_batch_mode(loader, tmp_path: Path, job: str) -> None:
+    folder = tmp_path / "demo"
+    write(folder / "counting.py", AIFLOW_COUNTING)
+    write(folder / "demo.py", AIFLOW_DEFINITION)
+    write(
+        folder / "demo.yaml",
+        "".join(f"{j}:\n  job_type: flink\n  properties:\n    run_mode: local\n" for j in ("count_job", "count_sql_job")),
+    )
+    execution, runs = await run_execution(loader, folder, tmp_path, only_job=job, settings=settings("http://127.0.0.1:9"))
+    log = Path(runs[0].env.log_path).read_text()
+    assert execution.status.value == "FINISHED", log[-3000:]
+    assert "+I[tide, 2]" in log and "+I[moon, 1]" in log and "-U[" not in log  # batch: final counts only
+
+
+def test_aiflow_flink_environment_names() -> None:
+    from aiflowd import compat
+
+    compat.enable()
+    from ai_flow_plugins.job_plugins import flink
+
+    flink.set_flink_env(flink.FlinkStreamEnv())
+    assert flink.get_flink_env().mode == "streaming"
+    assert (flink.UDFWrapper("f", len).name, flink.UDFWrapper("f", len).udf) == ("f", len)
+    assert {"execution_env", "table_env", "statement_set"} <= set(vars(flink.ExecutionContext({}, "n", None, 1, 2, 3)))
+    with pytest.raises(TypeError, match="set_flink_env takes a FlinkEnv"):
+        flink.set_flink_env("batch")

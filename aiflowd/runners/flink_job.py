@@ -222,11 +222,33 @@ def _short(statement: Any) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-def initial_mode(spec: dict[str, Any]) -> str:
-    """The runtime mode to make the environments in: the job's, or that set at the top of the first SQL script."""
+def aiflow_style(processors: list[Any]) -> bool:
+    """Whether a processor is one of AIFlow's (``ai_flow_plugins``'s) Flink processors."""
+    return any(c.__module__.startswith("ai_flow_plugins.") for p in processors for c in type(p).__mro__)
+
+
+def chosen_env(processors: list[Any]) -> Any:
+    """What ``set_flink_env`` chose in this process (importing the processors ran the call), else None."""
+    module = sys.modules.get("ai_flow_plugins.job_plugins.flink")
+    return module.get_flink_env() if module is not None and processors else None
+
+
+def initial_mode(spec: dict[str, Any], processors: list[Any]) -> str:
+    """The runtime mode to make the environments in.
+
+    The job's ``execution_mode`` when given; else ``set_flink_env``'s choice; else AIFlow's
+    default (batch) for AIFlow's processors, aiflowd's (streaming) for others. A SET at the
+    top of the first SQL script has the last word, as in the SQL client.
+    """
     from aiflowd import flink_sql
 
     mode = str(spec.get("execution_mode", "streaming"))
+    if not spec.get("execution_mode_given", True):
+        env = chosen_env(processors)
+        if env is not None and env.mode:
+            mode = env.mode
+        elif aiflow_style(processors):
+            mode = "batch"
     first = spec["nodes"][0] if spec["nodes"] else {}
     if first.get("script") is None:
         return mode
@@ -276,43 +298,55 @@ def run(spec: dict[str, Any]) -> None:
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
+    from aiflowd import compat
     from aiflowd.plugin_interface import JobExecutionInfo
     from aiflowd.plugins.flink import SqlStatementsProcessor
 
+    compat.enable()  # processors of AIFlow workflows import ai_flow / ai_flow_plugins
+    processors: dict[str, Any] = {}
+    for node in spec["nodes"]:
+        if node["kind"] == "sql_statements":
+            processors[node["node_id"]] = SqlStatementsProcessor(node["statements"], script=node.get("script"))
+        else:
+            processors[node["node_id"]] = pickle.loads(base64.b64decode(node["payload"]))
     capture = JobCapture(spec["job_id"], spec["mode"], spec["working_dir"], spec.get("only_job"))
     capture.install()
-    settings = {"pipeline.name": spec["name"], "execution.runtime-mode": initial_mode(spec)}
+    settings = {"pipeline.name": spec["name"], "execution.runtime-mode": initial_mode(spec, list(processors.values()))}
     settings.update(spec.get("flink_config") or {})
+    python_files = spec.get("python_files") or spec["workflow_dir"]
+    if aiflow_style(list(processors.values())):
+        python_files += "," + compat.COMPAT_PATH  # the UDF workers import the processors' modules, which import ai_flow_plugins
     if spec["mode"] == "local":
         settings["python.executable"] = sys.executable  # UDF workers: this interpreter, which has pyflink
         settings["rest.bind-port"] = "0"
-    if spec["mode"] == "local" or spec.get("ship_workflow_dir"):
-        settings["python.files"] = spec.get("python_files") or spec["workflow_dir"]  # modules for the UDF workers (-pyfs)
-    configuration = Configuration()
-    for key, value in settings.items():
-        configuration.set_string(key, value)
-    stream_env = StreamExecutionEnvironment.get_execution_environment(configuration)
-    if spec.get("parallelism"):
-        stream_env.set_parallelism(int(spec["parallelism"]))
-    table_env = StreamTableEnvironment.create(stream_env)
+    settings["python.files"] = python_files  # modules for the UDF workers (flink run's -pyfs)
+    custom = chosen_env(list(processors.values()))
+    if custom is not None and custom.mode is None:  # a FlinkEnv of the user's own
+        stream_env, table_env, shared = custom.create_env()
+    else:
+        configuration = Configuration()
+        for key, value in settings.items():
+            configuration.set_string(key, value)
+        stream_env = StreamExecutionEnvironment.get_execution_environment(configuration)
+        if spec.get("parallelism"):
+            stream_env.set_parallelism(int(spec["parallelism"]))
+        table_env = StreamTableEnvironment.create(stream_env)
+        shared = table_env.create_statement_set()
     for key, value in settings.items():
         table_env.get_config().set(key, value)
     initial = dict(settings)
-    statement_set = CollectingStatementSet(table_env.create_statement_set())
+    statement_set = CollectingStatementSet(shared)
     info = JobExecutionInfo(**spec["job_execution_info"])
     outputs: dict[str, list[Any]] = {}
     opened: list[tuple[Any, Any]] = []
     try:
         for node in spec["nodes"]:
             context = FlinkExecutionContext(spec["job_config"], node["name"], info, table_env, statement_set, stream_env)
-            if node["kind"] == "sql_statements":
-                if node.get("script") is not None:
-                    run_script(node["script"], table_env, spec["workflow_dir"], initial)
-                    outputs[node["node_id"]] = []
-                    continue
-                processor: Any = SqlStatementsProcessor(node["statements"])
-            else:
-                processor = pickle.loads(base64.b64decode(node["payload"]))
+            processor = processors[node["node_id"]]
+            if node["kind"] == "sql_statements" and node.get("script") is not None:
+                run_script(node["script"], table_env, spec["workflow_dir"], initial)
+                outputs[node["node_id"]] = []
+                continue
             inputs = [outputs[source][port] for source, port in node["inputs"]]
             if hasattr(processor, "open"):
                 processor.open(context)

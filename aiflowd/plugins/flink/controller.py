@@ -162,6 +162,7 @@ def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_i
         "flink_config": job.run_settings.get("flink_config", {}),
         "python_files": _python_files(job, env),
         "execution_mode": job.execution_mode,
+        "execution_mode_given": getattr(job, "execution_mode_given", True),
         "workflow_dir": env.workflow_dir,
         "working_dir": env.working_dir,
         "job_config": {"job_name": job.job_name, "job_type": job.job_type, "properties": job.job_config.properties},

@@ -216,6 +216,8 @@ class FlinkPythonJob(FlinkJob):
         self.nodes = nodes
         self.python_executable: str | None = options.get("python_executable_path")
         self.execution_mode: str = options["execution_mode"]
+        #: Whether the job's properties chose the mode (else set_flink_env or AIFlow's default may).
+        self.execution_mode_given: bool = options.get("execution_mode_given", True)
 
 
 class FlinkJobGenerator(JobGenerator):
@@ -299,6 +301,7 @@ def flink_options(properties: dict[str, Any]) -> dict[str, Any]:
         "env": environment_property(properties.get("env")),
     }
     options["execution_mode"] = properties.get("execution_mode", "streaming")
+    options["execution_mode_given"] = "execution_mode" in properties
     checks = (
         ("run_mode", ("local", "cluster")),
         ("submit_via", ("rest", "cli")),
