@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from aiflowd.model import Status
+
 from .conftest import run_execution, write
 from .test_flink import cluster, csv_numbers  # noqa: F401 - the session's cluster fixture
 
@@ -301,3 +303,41 @@ def test_aiflow_flink_environment_names() -> None:
     assert {"execution_env", "table_env", "statement_set"} <= set(vars(flink.ExecutionContext({}, "n", None, 1, 2, 3)))
     with pytest.raises(TypeError, match="set_flink_env takes a FlinkEnv"):
         flink.set_flink_env("batch")
+
+
+def recorded_handle_env(tmp_path: Path, url: str, **flink: object):  # type: ignore[no-untyped-def]
+    from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
+
+    return JobRuntimeEnv(
+        str(tmp_path / "w"),
+        str(tmp_path / "job.log"),
+        str(tmp_path),
+        JobExecutionInfo("wf", "j", "1", "1.j.1"),
+        {"flink": {"rest_url": url, **flink}},
+    )
+
+
+async def test_a_cluster_that_does_not_answer_is_unreachable_then_failed_after_the_timeout(tmp_path: Path) -> None:
+    from aiflowd.plugins.flink.controller import FlinkClusterUnreachable, FlinkJobController
+
+    env = recorded_handle_env(tmp_path, "http://127.0.0.1:9", unreachable_timeout=0.5)
+    controller = FlinkJobController()
+    handle = await controller.reattach({"job_id": os.urandom(16).hex(), "rest_url": "http://127.0.0.1:9"}, env)
+    assert await controller.get_job_status(handle) == Status.RUNNING  # its fate is unknown: not ended yet
+    assert "UNREACHABLE since " in (tmp_path / "job.log").read_text()
+    assert await controller.get_result(handle) == 1
+    with pytest.raises(FlinkClusterUnreachable, match=r"did not answer for 0.5s \(UNREACHABLE since \d{4}-"):
+        await controller.get_job_status(handle)
+
+
+async def test_a_cluster_that_answers_again_in_time_is_re_adopted(cluster: str, tmp_path: Path) -> None:  # noqa: F811
+    from aiflowd.plugins.flink.controller import FlinkJobController
+
+    env = recorded_handle_env(tmp_path, cluster)
+    controller = FlinkJobController()
+    handle = await controller.reattach({"job_id": os.urandom(16).hex(), "rest_url": "http://127.0.0.1:9"}, env)
+    assert await controller.get_job_status(handle) == Status.RUNNING
+    handle.rest_url = cluster  # the cluster is back (here: found at its address)
+    await controller.get_job_status(handle)
+    assert "the Flink cluster answers again (UNREACHABLE since " in (tmp_path / "job.log").read_text()
+    assert handle.unreachable_since is None

@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from typing import Any
 
 import anyio
@@ -30,6 +31,14 @@ from aiflowd.plugins.flink.job import FlinkJob, FlinkPythonJob
 from aiflowd.runners.flink_job import JOBS_FILE, derived_job_id
 
 DEFAULT_REST_URL = "http://127.0.0.1:8081"
+#: How long a cluster that does not answer may stay so before its jobs are FAILED (``flink.unreachable_timeout``).
+DEFAULT_UNREACHABLE_TIMEOUT = 600.0
+
+
+class FlinkClusterUnreachable(RuntimeError):
+    """The cluster did not answer for longer than ``flink.unreachable_timeout``: the job's fate is unknown."""
+
+
 POLL_INTERVAL = 0.2
 HTTP_TIMEOUT = 30.0
 RUNNING_STATES = {"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING", "CANCELLING", "RECONCILING", "SUSPENDED"}
@@ -99,6 +108,10 @@ def rest_url(env: JobRuntimeEnv) -> str:
     return str(flink_settings(env).get("rest_url", DEFAULT_REST_URL)).rstrip("/")
 
 
+def unreachable_timeout(env: JobRuntimeEnv) -> float:
+    return float(flink_settings(env).get("unreachable_timeout", DEFAULT_UNREACHABLE_TIMEOUT))
+
+
 class FlinkJobHandle(JobHandle):
     """A job on a Flink cluster, known by the id aiflowd gave it."""
 
@@ -114,6 +127,9 @@ class FlinkJobHandle(JobHandle):
         #: Every Flink job of this aiflowd job (a Python or SQL program may start several); job_id is the first.
         self.job_ids: list[str] = [job_id]
         self.finals: dict[str, dict[str, Any]] = {}
+        #: When the cluster stopped answering (epoch seconds), None while it answers.
+        self.unreachable_since: float | None = None
+        self.unreachable_timeout = DEFAULT_UNREACHABLE_TIMEOUT
 
 
 class LocalFlinkController(SubprocessController):
@@ -298,7 +314,6 @@ class FlinkRestController:
         Ended when all have ended: failed if one failed, else cancelled if one was. A
         cluster that does not answer is asked again: the jobs may well still run there.
         """
-        unreachable_noted = False
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
             while handle.final is None:
                 try:
@@ -314,13 +329,32 @@ class FlinkRestController:
                             if cause:
                                 _note(handle.log_path, f"Flink job {job_id} failed:\n{cause.get('stack-trace', cause)}")
                 except httpx.TransportError as err:
-                    if not unreachable_noted:
-                        _note(handle.log_path, f"the Flink cluster does not answer ({err}); asking again")
-                        unreachable_noted = True
+                    now = time.time()
+                    if handle.unreachable_since is None:
+                        handle.unreachable_since = now
+                        _note(
+                            handle.log_path,
+                            f"UNREACHABLE since {_when(now)}: the Flink cluster at {handle.rest_url} does not answer ({err});"
+                            f" asking again for up to {handle.unreachable_timeout:g}s",
+                        )
+                    elif now - handle.unreachable_since >= handle.unreachable_timeout:
+                        reason = (
+                            f"the Flink cluster at {handle.rest_url} did not answer for {handle.unreachable_timeout:g}s"
+                            f" (UNREACHABLE since {_when(handle.unreachable_since)})"
+                        )
+                        _note(handle.log_path, f"FAILED: {reason}")
+                        handle.final = {"application-status": "FAILED", "aiflowd-reason": reason}
+                        break
                     if not blocking:
                         return None
                     await anyio.sleep(1.0)
                     continue
+                if handle.unreachable_since is not None:
+                    _note(
+                        handle.log_path,
+                        f"the Flink cluster answers again (UNREACHABLE since {_when(handle.unreachable_since)}); job re-adopted",
+                    )
+                    handle.unreachable_since = None
                 if all(j in handle.finals for j in handle.job_ids):
                     handle.final = _combined([handle.finals[j] for j in handle.job_ids])
                     break
@@ -450,6 +484,7 @@ class FlinkJobController(JobController):
         job_id = flink_job_id(env)
         via = "cli" if flink_job.submit_via == "cli" or flink_job.target else "rest"
         handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), via, env.log_path)
+        handle.unreachable_timeout = unreachable_timeout(env)
         if via == "cli":
             handle.job_ids = await self.cli.submit(job, env, job_id)
         else:
@@ -473,6 +508,8 @@ class FlinkJobController(JobController):
         final = await self.rest.result(handle, blocking=False)
         if final is None:
             return Status.RUNNING
+        if "aiflowd-reason" in final:
+            raise FlinkClusterUnreachable(final["aiflowd-reason"])
         if handle.stopped:
             return Status.KILLED
         return {"SUCCEEDED": Status.FINISHED, "CANCELED": Status.KILLED}.get(final.get("application-status", ""), Status.FAILED)
@@ -521,6 +558,7 @@ class FlinkJobController(JobController):
         # Known, or the cluster does not answer now: keep the job and keep asking.
         via = str(handle_record.get("submit_via", "rest"))
         handle = FlinkJobHandle(None, env.job_execution_info, job_id, url, via, env.log_path)  # type: ignore[arg-type]
+        handle.unreachable_timeout = unreachable_timeout(env)
         handle.stopped = bool(handle_record.get("stopped", False))
         handle.job_ids = [str(j) for j in handle_record.get("job_ids") or [job_id]]
         handle.savepoint_path = handle_record.get("savepoint_path")
@@ -571,6 +609,10 @@ def _cause_line(traceback_text: str) -> str | None:
     useful = [m for m in found if not m.group(1).endswith("Py4JJavaError")]
     chosen = useful[0] if useful else (found[-1] if found else None)
     return None if chosen is None else f"{chosen.group(1).rsplit('.', 1)[-1]}: {chosen.group(2)}"
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def _combined(finals: list[dict[str, Any]]) -> dict[str, Any]:
