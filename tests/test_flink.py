@@ -454,3 +454,22 @@ async def test_a_recorded_job_the_cluster_does_not_know_fails_with_a_note(cluste
     assert await controller.get_result(handle) is None
     assert await controller.get_job_status(handle) == Status.FAILED
     assert "the cluster does not know Flink job" in (tmp_path / "job.log").read_text()
+
+
+def test_a_daemon_stop_keeps_cluster_jobs_running_and_the_next_start_re_adopts_them(daemon: Daemon, jar: Path, tmp_path: Path) -> None:
+    folder = daemon.workflows / "kept"
+    folder.mkdir()
+    shutil.copy(jar, folder / "wordcount.jar")
+    out = tmp_path / "kept.txt"
+    jar_workflow(folder, jar, out, 10**9, "{run_mode: cluster}", pause_ms=20)
+    daemon.wait_jobs("kept", lambda rows: rows and rows[0]["status"] == "RUNNING")
+    wait_for(lambda: out.exists() and running_copies(f"aiflowd-test-{out.name}") == 1, timeout=60)
+    assert daemon.stop() == 0  # SIGTERM, as systemctl restart sends
+    assert running_copies(f"aiflowd-test-{out.name}") == 1
+    daemon.start()
+    rows = daemon.wait_jobs("kept", lambda rows: rows and rows[0]["status"] == "RUNNING")
+    assert len(rows) == 1 and running_copies(f"aiflowd-test-{out.name}") == 1  # the same job execution, one copy
+    assert "keeps running" in daemon.ctl("job", "logs", "kept", "count").stdout
+    daemon.ctl("workflow", "stop-execution", "kept")
+    daemon.wait_jobs("kept", lambda rows: rows[0]["status"] == "KILLED", timeout=60)
+    assert running_copies(f"aiflowd-test-{out.name}") == 0

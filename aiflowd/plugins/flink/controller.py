@@ -130,6 +130,10 @@ class FlinkJobHandle(JobHandle):
         #: When the cluster stopped answering (epoch seconds), None while it answers.
         self.unreachable_since: float | None = None
         self.unreachable_timeout = DEFAULT_UNREACHABLE_TIMEOUT
+        #: Left running across a daemon stop (``flink.on_daemon_stop: keep``), re-adopted at the next start.
+        self.keep_on_daemon_stop = True
+        #: Set by the engine when the daemon stops and keeps this job: a stop then leaves it running.
+        self.kept = False
 
 
 class LocalFlinkController(SubprocessController):
@@ -485,6 +489,7 @@ class FlinkJobController(JobController):
         via = "cli" if flink_job.submit_via == "cli" or flink_job.target else "rest"
         handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), via, env.log_path)
         handle.unreachable_timeout = unreachable_timeout(env)
+        handle.keep_on_daemon_stop = flink_settings(env).get("on_daemon_stop", "keep") == "keep"
         if via == "cli":
             handle.job_ids = await self.cli.submit(job, env, job_id)
         else:
@@ -522,6 +527,11 @@ class FlinkJobController(JobController):
         if isinstance(job_handle, SubprocessJobHandle):
             return await self.local.stop_job(job_handle, job_runtime_env)
         handle = _flink_handle(job_handle)
+        if handle.kept:
+            _note(
+                handle.log_path, f"aiflowd stops; Flink job {handle.job_id} keeps running on {handle.rest_url} (flink.on_daemon_stop: keep)"
+            )
+            return
         if await self.rest.result(handle, blocking=False) is not None:
             return
         handle.stopped = True
@@ -559,6 +569,7 @@ class FlinkJobController(JobController):
         via = str(handle_record.get("submit_via", "rest"))
         handle = FlinkJobHandle(None, env.job_execution_info, job_id, url, via, env.log_path)  # type: ignore[arg-type]
         handle.unreachable_timeout = unreachable_timeout(env)
+        handle.keep_on_daemon_stop = flink_settings(env).get("on_daemon_stop", "keep") == "keep"
         handle.stopped = bool(handle_record.get("stopped", False))
         handle.job_ids = [str(j) for j in handle_record.get("job_ids") or [job_id]]
         handle.savepoint_path = handle_record.get("savepoint_path")
