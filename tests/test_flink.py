@@ -134,6 +134,8 @@ async def test_failing_job_is_failed_with_its_root_cause_in_the_log(loader, clus
     log = Path(runs[0].env.log_path).read_text()
     assert execution.status.value == "FAILED"
     assert "failed:" in log and "NoSuchFileException" in log and "/nonexistent/folder/out" in log
+    assert "root exception of Flink job " in log and "exception history of Flink job " in log
+    assert "ended: FAILED" in log and "Flink web UI: " in log and "submitting to " in log
 
 
 async def test_cluster_down_at_submission_fails_clearly(loader, jar: Path, tmp_path: Path) -> None:

@@ -329,9 +329,11 @@ class FlinkRestController:
                         elif answer.status_code == 200 and answer.json().get("status", {}).get("id") == "COMPLETED":
                             final = answer.json().get("job-execution-result", {})
                             handle.finals[job_id] = final
+                            _note(handle.log_path, f"Flink job {job_id} ended: {final.get('application-status', 'UNKNOWN')}")
                             cause = final.get("failure-cause")
                             if cause:
                                 _note(handle.log_path, f"Flink job {job_id} failed:\n{cause.get('stack-trace', cause)}")
+                                await _note_exceptions(client, handle.log_path, job_id)
                 except httpx.TransportError as err:
                     now = time.time()
                     if handle.unreachable_since is None:
@@ -620,6 +622,27 @@ def _cause_line(traceback_text: str) -> str | None:
     useful = [m for m in found if not m.group(1).endswith("Py4JJavaError")]
     chosen = useful[0] if useful else (found[-1] if found else None)
     return None if chosen is None else f"{chosen.group(1).rsplit('.', 1)[-1]}: {chosen.group(2)}"
+
+
+async def _note_exceptions(client: httpx.AsyncClient, log_path: str, job_id: str) -> None:
+    """The failed job's root exception and exception history, from ``/jobs/<id>/exceptions``, into the job's log."""
+    try:
+        answer = await client.get(f"/jobs/{job_id}/exceptions", params={"maxExceptions": 10})
+        info = answer.json() if answer.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return
+    entries = (info.get("exceptionHistory") or {}).get("entries") or []
+    root = str(info.get("root-exception") or (entries[0].get("stacktrace") if entries else "") or "").strip()
+    if root:
+        causes = [line.strip()[len("Caused by: ") :] for line in root.splitlines() if line.strip().startswith("Caused by: ")]
+        _note(log_path, f"root exception of Flink job {job_id}: {causes[-1] if causes else root.splitlines()[0]}")
+    if entries:
+        lines = [f"exception history of Flink job {job_id} ({len(entries)}, newest first):"]
+        for entry in entries:
+            when = _when(float(entry.get("timestamp", 0)) / 1000)
+            where = " in ".join(str(x) for x in (entry.get("taskName"), entry.get("endpoint") or entry.get("location")) if x)
+            lines.append(f"  {when} {entry.get('exceptionName', '?')}{' (' + where + ')' if where else ''}")
+        _note(log_path, "\n".join(lines))
 
 
 def _when(epoch: float) -> str:
