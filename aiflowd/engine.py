@@ -730,7 +730,13 @@ class Engine:
         execution.states = {job: scheduler.JobState() for job in workflow.jobs}
         self.executions[execution_id] = execution
         log.info("execution started", workflow=workflow.name, execution=execution_id, trigger=trigger)
-        self._apply(execution, scheduler.initial_decisions(workflow, only_job))
+        decisions = scheduler.initial_decisions(workflow, only_job)
+        # A job stopped with a savepoint because its workflow changed resumes at once, even
+        # one that waits for an event: it was running, and the savepoint is its state.
+        started = {d.job for d in decisions}
+        for job in [j for j in entry.restore if j in workflow.jobs and j not in started and only_job in (None, j)]:
+            decisions.append(scheduler.Decision(job, JobAction.START, CHANGED, kind=scheduler.RESTART))
+        self._apply(execution, decisions)
         self._maybe_end(execution)
         return execution
 
@@ -1019,7 +1025,8 @@ class Engine:
         execution.ended.set()
         log.info("execution ended", workflow=execution.workflow, execution=execution.id, status=status.value)
         entry = self.workflows.get(execution.workflow)
-        if entry is not None and entry.start_when_idle and not any(e.workflow == entry.name for e in self.executions.values()):
+        resume = execution.stop_reason == CHANGED and entry is not None and bool(entry.restore)
+        if entry is not None and (entry.start_when_idle or resume) and not any(e.workflow == entry.name for e in self.executions.values()):
             entry.start_when_idle = False
             if entry.loaded is not None and entry.status == ACTIVE and not entry.paused and not self._stopping:
                 self._start_execution(entry, "file changed")

@@ -475,3 +475,15 @@ def test_a_daemon_stop_keeps_cluster_jobs_running_and_the_next_start_re_adopts_t
     daemon.ctl("workflow", "stop-execution", "kept")
     daemon.wait_jobs("kept", lambda rows: rows[0]["status"] == "KILLED", timeout=60)
     assert running_copies(f"aiflowd-test-{out.name}") == 0
+
+
+def test_a_changed_event_started_streaming_job_resumes_from_its_savepoint_at_once(daemon: Daemon) -> None:
+    shutil.copytree(EXAMPLES / "flink_streaming", daemon.workflows / "flink_streaming")
+    wait_for(lambda: daemon.known("flink_streaming"))
+    daemon.ctl("event", "send", "model_updated", "v1")
+    daemon.wait_jobs("flink_streaming", lambda rows: rows and rows[0]["status"] == "RUNNING", timeout=60)
+    (daemon.workflows / "flink_streaming" / "NOTES.txt").write_text("a new asset makes a new version\n")
+    rows = daemon.wait_jobs("flink_streaming", lambda rows: len(rows) == 2 and rows[0]["status"] == "RUNNING", timeout=60)
+    assert rows[1]["message"] == "workflow changed" and "from savepoint " in rows[0]["reason"]  # no event needed
+    daemon.ctl("workflow", "stop-execution", "flink_streaming")
+    daemon.wait_jobs("flink_streaming", lambda rows: rows[0]["status"] == "KILLED", timeout=60)

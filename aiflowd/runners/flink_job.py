@@ -30,7 +30,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from aiflowd.plugins.python import ExecutionContext
+if __name__ == "__main__":  # a file for Flink's Python driver: the aiflowd it belongs to, not any other installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from aiflowd.plugins.python import ExecutionContext  # after the path above
 
 RUNNER_ERROR = "runner-error.txt"
 #: The ids of the Flink jobs the nodes started, in order, written in cluster mode.

@@ -40,6 +40,8 @@ class FlinkClusterUnreachable(RuntimeError):
 
 
 POLL_INTERVAL = 0.2
+#: How many poll intervals a stop with savepoint waits for a job's tasks to be deployed.
+SAVEPOINT_TRIES = 150
 HTTP_TIMEOUT = 30.0
 RUNNING_STATES = {"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING", "CANCELLING", "RECONCILING", "SUSPENDED"}
 _JOB_ID = re.compile(r"JobID\s+([0-9a-f]{32})")
@@ -388,6 +390,9 @@ class FlinkRestController:
             request: dict[str, Any] = {"targetDirectory": given.get("target_directory", directory), "drain": given.get("drain", False)}
             if "format_type" in given:
                 request["formatType"] = given["format_type"]
+            for _ in range(SAVEPOINT_TRIES):
+                if await self._await_tasks_running(client, job_id):
+                    break
             answer = await client.post(f"/jobs/{job_id}/stop", json=request)
             if answer.status_code >= 400:
                 _note(handle.log_path, f"stop with savepoint refused ({_errors(answer)}); cancelling")
@@ -407,6 +412,18 @@ class FlinkRestController:
                         await client.patch(f"/jobs/{job_id}", params={"mode": "cancel"})
                     return
                 await anyio.sleep(POLL_INTERVAL)
+
+    async def _await_tasks_running(self, client: httpx.AsyncClient, job_id: str) -> bool:
+        """Whether every task of the job runs (a savepoint of a job still deploying fails); waits a poll interval if not."""
+        try:
+            answer = await client.get(f"/jobs/{job_id}")
+            info = answer.json() if answer.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return True  # the stop request says what is wrong
+        if info.get("state") != "RUNNING" or all(v.get("status") == "RUNNING" for v in info.get("vertices", [])):
+            return True
+        await anyio.sleep(POLL_INTERVAL)
+        return False
 
     async def known(self, url: str, job_id: str) -> bool | None:
         """Whether the cluster knows the job; None when it does not answer."""
