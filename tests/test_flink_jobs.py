@@ -341,3 +341,43 @@ async def test_a_cluster_that_answers_again_in_time_is_re_adopted(cluster: str, 
     await controller.get_job_status(handle)
     assert "the Flink cluster answers again (UNREACHABLE since " in (tmp_path / "job.log").read_text()
     assert handle.unreachable_since is None
+
+
+DATASTREAM = """
+from aiflowd import FlinkPythonProcessor, job_config, user_define_operation
+
+class Streams(FlinkPythonProcessor):
+    def process(self, ctx, inputs):
+        ctx.stream_execution_env.from_collection([1, 2, 3]).map(lambda n: n * 7).print()
+        ctx.stream_execution_env.execute("aiflowd-datastream")
+        ctx.table_env.execute_sql("CREATE TABLE o (n BIGINT) WITH ('connector'='filesystem','path'='{out}','format'='csv')")
+        ctx.table_env.execute_sql("INSERT INTO o VALUES (5)")
+        return []
+
+with job_config("j"):
+    user_define_operation(processor=Streams())
+"""
+
+
+@pytest.mark.parametrize(("run_mode", "submit_via"), [("local", "rest"), ("cluster", "rest"), ("cluster", "cli")])
+async def test_a_datastream_execute_and_an_insert_are_both_jobs(
+    loader,
+    cluster: str,  # noqa: F811
+    tmp_path: Path,
+    run_mode: str,
+    submit_via: str,
+) -> None:
+    out = tmp_path / "out"
+    write(tmp_path / "wf" / "wf.py", DATASTREAM.format(out=out))
+    write(
+        tmp_path / "wf" / "wf.yaml",
+        f"j:\n  job_type: flink\n  properties: {{run_mode: {run_mode}, submit_via: {submit_via}, execution_mode: batch}}\n",
+    )
+    execution, runs = await run_execution(loader, tmp_path / "wf", tmp_path, settings=settings(cluster))
+    log = Path(runs[0].env.log_path).read_text()
+    assert execution.status.value == "FINISHED", log[-3000:]
+    assert numbers(out) == [5]
+    if run_mode == "local":
+        assert "started by execute()" in log and "\n21\n" in log
+    else:
+        assert "and 1 more" in log  # both jobs tracked
