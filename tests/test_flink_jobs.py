@@ -10,7 +10,7 @@ import pytest
 from aiflowd.model import Status
 
 from .conftest import run_execution, write
-from .test_flink import cluster, csv_numbers  # noqa: F401 - the session's cluster fixture
+from .test_flink import cluster, csv_numbers, jar  # noqa: F401 - the session's cluster and jar fixtures
 
 pytestmark = pytest.mark.flink
 
@@ -381,3 +381,52 @@ async def test_a_datastream_execute_and_an_insert_are_both_jobs(
         assert "started by execute()" in log and "\n21\n" in log
     else:
         assert "and 1 more" in log  # both jobs tracked
+
+
+async def test_many_tracked_jobs_cost_one_overview_call_per_poll(loader, cluster: str, jar: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+    """50 handles on one running job, each asked for its status 10 times: the cluster sees overview calls, not 500 per-job calls."""
+    import shutil
+    import time
+    from collections import Counter
+
+    import anyio
+    import httpx
+
+    from aiflowd.plugins.flink.controller import POLL_INTERVAL, FlinkJobController
+
+    from .test_flink import jar_workflow
+
+    calls: Counter[str] = Counter()
+    send = httpx.AsyncClient.send
+
+    async def counting(self: httpx.AsyncClient, request: httpx.Request, **kwargs: object) -> httpx.Response:
+        calls[request.url.path.rsplit("/", 1)[-1]] += 1
+        return await send(self, request, **kwargs)
+
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    shutil.copy(jar, folder / "wordcount.jar")
+    jar_workflow(folder, jar, tmp_path / "o.txt", 10**9, "{run_mode: cluster}", pause_ms=20)
+
+    async def during(engine, runs) -> None:  # type: ignore[no-untyped-def]
+        while not runs or runs[0].supervisor is None or runs[0].supervisor.handle is None:
+            await anyio.sleep(0.05)
+        job_id = runs[0].supervisor.handle.job_id
+        controller = engine.registry.get("flink").controller  # the one tracking the job already
+        assert isinstance(controller, FlinkJobController)
+        handles = [await controller.reattach({"job_id": job_id, "rest_url": cluster}, runs[0].env) for _ in range(50)]
+        monkeypatch.setattr(httpx.AsyncClient, "send", counting)
+        began = time.monotonic()
+        for _ in range(10):
+            async with anyio.create_task_group() as tg:
+                for handle in handles:
+                    tg.start_soon(controller.get_job_status, handle)
+            await anyio.sleep(0.2)
+        monkeypatch.setattr(httpx.AsyncClient, "send", send)
+        elapsed.append(time.monotonic() - began)
+        engine.stop_execution("wf")
+
+    elapsed: list[float] = []
+    await run_execution(loader, folder, tmp_path, settings=settings(cluster), during=during)
+    # One overview call per poll interval at most, for the 51 handles together (the engine's own included).
+    assert calls["execution-result"] == 0 and 1 <= calls["overview"] <= elapsed[0] / POLL_INTERVAL + 2, (calls, elapsed)

@@ -129,6 +129,8 @@ class FlinkJobHandle(JobHandle):
         #: Every Flink job of this aiflowd job (a Python or SQL program may start several); job_id is the first.
         self.job_ids: list[str] = [job_id]
         self.finals: dict[str, dict[str, Any]] = {}
+        #: The last state the cluster's overview gave for each job (its changes go into the log).
+        self.states: dict[str, str] = {}
         #: When the cluster stopped answering (epoch seconds), None while it answers.
         self.unreachable_since: float | None = None
         self.unreachable_timeout = DEFAULT_UNREACHABLE_TIMEOUT
@@ -228,11 +230,22 @@ def _run_options(job: Any) -> list[str]:
     return [*options, job.jar, *job.args]
 
 
+class _Overview:
+    """A cluster's last ``/jobs/overview``: job id -> state, when it was fetched, how many calls so far."""
+
+    def __init__(self) -> None:
+        self.lock: anyio.Lock | None = None
+        self.fetched_at = float("-inf")
+        self.states: dict[str, str] = {}
+        self.calls = 0
+
+
 class FlinkRestController:
     """The Flink REST API: jar upload (cached by content), run, state, cancel, stop with savepoint."""
 
     def __init__(self) -> None:
         self._uploaded: dict[tuple[str, str], str] = {}  # (rest url, jar hash) -> jar id
+        self._overviews: dict[str, _Overview] = {}  # rest url -> its last job overview
 
     async def submit(self, job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
         """A jar through REST; Python and SQL as the runner under Flink's Python driver, in the JobManager.
@@ -323,7 +336,14 @@ class FlinkRestController:
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
             while handle.final is None:
                 try:
+                    states = await self._overview(client, handle.rest_url)
                     for job_id in [j for j in handle.job_ids if j not in handle.finals]:
+                        state = states.get(job_id)
+                        if state is not None and state != handle.states.get(job_id):
+                            handle.states[job_id] = state
+                            _note(handle.log_path, f"Flink job {job_id}: {state}")
+                        if state in RUNNING_STATES:
+                            continue  # the overview says enough: no call for this job
                         answer = await client.get(f"/jobs/{job_id}/execution-result")
                         if answer.status_code == 404:
                             handle.finals[job_id] = {"application-status": "UNKNOWN"}
@@ -370,6 +390,23 @@ class FlinkRestController:
                     return None
                 await anyio.sleep(POLL_INTERVAL)
         return handle.final
+
+    async def _overview(self, client: httpx.AsyncClient, url: str) -> dict[str, str]:
+        """Every job's state on the cluster, from one ``/jobs/overview`` call per poll interval shared by all handles."""
+        overview = self._overviews.setdefault(url, _Overview())
+        if overview.lock is None:
+            overview.lock = anyio.Lock()
+        async with overview.lock:
+            if time.monotonic() - overview.fetched_at >= POLL_INTERVAL:
+                answer = await client.get("/jobs/overview")
+                overview.calls += 1
+                try:
+                    jobs = answer.json().get("jobs", []) if answer.status_code == 200 else []
+                except ValueError:
+                    jobs = []
+                overview.states = {str(j.get("jid")): str(j.get("state")) for j in jobs}
+                overview.fetched_at = time.monotonic()
+            return overview.states
 
     async def cancel(self, handle: FlinkJobHandle) -> None:
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
