@@ -359,10 +359,17 @@ class Engine:
         return reply.value
 
     async def stop_all(self, reason: str) -> None:
-        """Stop every job execution (for shutdown) and wait until all have ended."""
-        await self.request(lambda engine: engine._stop_everything(reason))
-        while self.executions:
-            await next(iter(self.executions.values())).ended.wait()
+        """Stop every job execution (for shutdown) and wait until all have ended.
+
+        A daemon leaves alone an execution whose running jobs all run elsewhere and say so
+        (a handle with ``keep_on_daemon_stop``: Flink cluster jobs under
+        ``flink.on_daemon_stop: keep``): they keep running, the execution stays open in the
+        store, and the next start re-adopts them as after kill -9.
+        """
+        kept: set[int] = set()
+        await self.request(lambda engine: kept.update(engine._stop_everything(reason)))
+        while any(e.id not in kept for e in self.executions.values()):
+            await next(e for e in self.executions.values() if e.id not in kept).ended.wait()
 
     def kill_all(self, reason: str = "killed: aiflowd stopped without waiting (second stop signal)") -> int:
         """SIGKILL every local job's process group now and record them KILLED (a second stop signal).
@@ -726,7 +733,13 @@ class Engine:
         execution.states = {job: scheduler.JobState() for job in workflow.jobs}
         self.executions[execution_id] = execution
         log.info("execution started", workflow=workflow.name, execution=execution_id, trigger=trigger)
-        self._apply(execution, scheduler.initial_decisions(workflow, only_job))
+        decisions = scheduler.initial_decisions(workflow, only_job)
+        # A job stopped with a savepoint because its workflow changed resumes at once, even
+        # one that waits for an event: it was running, and the savepoint is its state.
+        started = {d.job for d in decisions}
+        for job in [j for j in entry.restore if j in workflow.jobs and j not in started and only_job in (None, j)]:
+            decisions.append(scheduler.Decision(job, JobAction.START, CHANGED, kind=scheduler.RESTART))
+        self._apply(execution, decisions)
         self._maybe_end(execution)
         return execution
 
@@ -751,10 +764,19 @@ class Engine:
             self._to_stop.append((run, reason))
         self._maybe_end(execution)
 
-    def _stop_everything(self, reason: str) -> None:
+    def _stop_everything(self, reason: str) -> set[int]:
+        """Stop every execution but those a daemon keeps across its stop; the ids of those kept."""
         self._stopping = True
+        kept: set[int] = set()
         for execution in list(self.executions.values()):
+            handles = [run.supervisor.handle if run.supervisor is not None else None for run in execution.running.values()]
+            if self.keep_open_for_events and handles and all(getattr(h, "keep_on_daemon_stop", False) for h in handles):
+                for handle in handles:
+                    handle.kept = True  # type: ignore[union-attr]  # its controller's stop leaves it running
+                kept.add(execution.id)
+                continue
             self._stop_execution(execution, reason)
+        return kept
 
     def job_action(self, workflow: str, job: str, action: JobAction) -> int:
         """START, STOP or RESTART a job in the workflow's latest open execution (START opens one)."""
@@ -1022,7 +1044,8 @@ class Engine:
         execution.ended.set()
         log.info("execution ended", workflow=execution.workflow, execution=execution.id, status=status.value)
         entry = self.workflows.get(execution.workflow)
-        if entry is not None and entry.start_when_idle and not any(e.workflow == entry.name for e in self.executions.values()):
+        resume = execution.stop_reason == CHANGED and entry is not None and bool(entry.restore)
+        if entry is not None and (entry.start_when_idle or resume) and not any(e.workflow == entry.name for e in self.executions.values()):
             entry.start_when_idle = False
             if entry.loaded is not None and entry.status == ACTIVE and not entry.paused and not self._stopping:
                 self._start_execution(entry, "file changed")

@@ -134,6 +134,8 @@ async def test_failing_job_is_failed_with_its_root_cause_in_the_log(loader, clus
     log = Path(runs[0].env.log_path).read_text()
     assert execution.status.value == "FAILED"
     assert "failed:" in log and "NoSuchFileException" in log and "/nonexistent/folder/out" in log
+    assert "root exception of Flink job " in log and "exception history of Flink job " in log
+    assert "ended: FAILED" in log and "Flink web UI: " in log and "submitting to " in log
 
 
 async def test_cluster_down_at_submission_fails_clearly(loader, jar: Path, tmp_path: Path) -> None:
@@ -267,12 +269,12 @@ async def test_python_processors_share_a_table_env_and_pass_tables(loader, clust
     [
         (
             'j:\n  job_type: flink\n  sql: "select \'x"\n',
-            "j.sql: SQL does not split into statements: unterminated ' quote starting on line 1",
+            "j.sql: line 1: unterminated ' quote",
         ),
         ("j:\n  job_type: flink\n  sql_file: nope.sql\n", "j.sql_file: cannot read 'nope.sql': No such file or directory"),
-        ("j:\n  job_type: flink\n  sql: '-- only a comment'\n", "j.sql: SQL does not split into statements: no SQL statement found"),
+        ("j:\n  job_type: flink\n  sql: '-- only a comment'\n", "j.sql: line 1: no SQL statement found"),
         (
-            "j:\n  job_type: flink\n  sql: 'select 1'\n  properties: {run_mode: remote}\n",
+            "j:\n  job_type: flink\n  sql: 'INSERT INTO t SELECT 1'\n  properties: {run_mode: remote}\n",
             "j.properties.run_mode: must be one of local, cluster; got 'remote'",
         ),
         (
@@ -454,3 +456,34 @@ async def test_a_recorded_job_the_cluster_does_not_know_fails_with_a_note(cluste
     assert await controller.get_result(handle) is None
     assert await controller.get_job_status(handle) == Status.FAILED
     assert "the cluster does not know Flink job" in (tmp_path / "job.log").read_text()
+
+
+def test_a_daemon_stop_keeps_cluster_jobs_running_and_the_next_start_re_adopts_them(daemon: Daemon, jar: Path, tmp_path: Path) -> None:
+    folder = daemon.workflows / "kept"
+    folder.mkdir()
+    shutil.copy(jar, folder / "wordcount.jar")
+    out = tmp_path / "kept.txt"
+    jar_workflow(folder, jar, out, 10**9, "{run_mode: cluster}", pause_ms=20)
+    daemon.wait_jobs("kept", lambda rows: rows and rows[0]["status"] == "RUNNING")
+    wait_for(lambda: out.exists() and running_copies(f"aiflowd-test-{out.name}") == 1, timeout=60)
+    assert daemon.stop() == 0  # SIGTERM, as systemctl restart sends
+    assert running_copies(f"aiflowd-test-{out.name}") == 1
+    daemon.start()
+    rows = daemon.wait_jobs("kept", lambda rows: rows and rows[0]["status"] == "RUNNING")
+    assert len(rows) == 1 and running_copies(f"aiflowd-test-{out.name}") == 1  # the same job execution, one copy
+    assert "keeps running" in daemon.ctl("job", "logs", "kept", "count").stdout
+    daemon.ctl("workflow", "stop-execution", "kept")
+    daemon.wait_jobs("kept", lambda rows: rows[0]["status"] == "KILLED", timeout=60)
+    assert running_copies(f"aiflowd-test-{out.name}") == 0
+
+
+def test_a_changed_event_started_streaming_job_resumes_from_its_savepoint_at_once(daemon: Daemon) -> None:
+    shutil.copytree(EXAMPLES / "flink_streaming", daemon.workflows / "flink_streaming")
+    wait_for(lambda: daemon.known("flink_streaming"))
+    daemon.ctl("event", "send", "model_updated", "v1")
+    daemon.wait_jobs("flink_streaming", lambda rows: rows and rows[0]["status"] == "RUNNING", timeout=60)
+    (daemon.workflows / "flink_streaming" / "NOTES.txt").write_text("a new asset makes a new version\n")
+    rows = daemon.wait_jobs("flink_streaming", lambda rows: len(rows) == 2 and rows[0]["status"] == "RUNNING", timeout=60)
+    assert rows[1]["message"] == "workflow changed" and "from savepoint " in rows[0]["reason"]  # no event needed
+    daemon.ctl("workflow", "stop-execution", "flink_streaming")
+    daemon.wait_jobs("flink_streaming", lambda rows: rows[0]["status"] == "KILLED", timeout=60)

@@ -544,6 +544,7 @@ class _Load:
         if kind.endswith("any") or len(events) == 1:
             return list(events)
         return [AllEventsCondition(tuple(events), tuple(repeated))]
+
     def action(self, path: Path, value: Any) -> JobAction | None:
         try:
             return JobAction(str(value).upper())

@@ -47,11 +47,11 @@ def test_names_not_offered_yet_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with pytest.raises(NotImplementedError, match=r"ai_flow.current_graph is not available in aiflowd yet"):
         af.current_graph  # noqa: B018 - the access is what is tested
-    with pytest.raises(NotImplementedError, match=r"set_flink_env is not available in aiflowd yet \(see docs/aiflow.md\)"):
-        from ai_flow_plugins.job_plugins.flink import set_flink_env  # noqa: F401
+    with pytest.raises(NotImplementedError, match=r"INCLUDE_DATASET_VERSIONS is not available in aiflowd yet \(see docs/aiflow.md\)"):
+        from ai_flow_plugins.job_plugins.flink import INCLUDE_DATASET_VERSIONS  # noqa: F401
     with pytest.raises(AttributeError):
         af.no_such_name  # noqa: B018
-    assert flink.FlinkSqlProcessor.__module__ == "aiflowd.plugins.flink"
+    assert flink.FlinkSqlProcessor.__mro__[1].__module__ == "aiflowd.plugins.flink"
 
 
 def test_event_rules_take_aiflows_arguments(loader: WorkflowLoader, tmp_path: Path) -> None:

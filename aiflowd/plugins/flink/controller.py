@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from typing import Any
 
 import anyio
@@ -27,9 +28,20 @@ from aiflowd.controllers.subprocess import Command, SubprocessController, Subpro
 from aiflowd.model import Status
 from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
 from aiflowd.plugins.flink.job import FlinkJob, FlinkPythonJob
+from aiflowd.runners.flink_job import JOBS_FILE, derived_job_id
 
 DEFAULT_REST_URL = "http://127.0.0.1:8081"
+#: How long a cluster that does not answer may stay so before its jobs are FAILED (``flink.unreachable_timeout``).
+DEFAULT_UNREACHABLE_TIMEOUT = 600.0
+
+
+class FlinkClusterUnreachable(RuntimeError):
+    """The cluster did not answer for longer than ``flink.unreachable_timeout``: the job's fate is unknown."""
+
+
 POLL_INTERVAL = 0.2
+#: How many poll intervals a stop with savepoint waits for a job's tasks to be deployed.
+SAVEPOINT_TRIES = 150
 HTTP_TIMEOUT = 30.0
 RUNNING_STATES = {"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING", "CANCELLING", "RECONCILING", "SUSPENDED"}
 _JOB_ID = re.compile(r"JobID\s+([0-9a-f]{32})")
@@ -98,6 +110,10 @@ def rest_url(env: JobRuntimeEnv) -> str:
     return str(flink_settings(env).get("rest_url", DEFAULT_REST_URL)).rstrip("/")
 
 
+def unreachable_timeout(env: JobRuntimeEnv) -> float:
+    return float(flink_settings(env).get("unreachable_timeout", DEFAULT_UNREACHABLE_TIMEOUT))
+
+
 class FlinkJobHandle(JobHandle):
     """A job on a Flink cluster, known by the id aiflowd gave it."""
 
@@ -110,6 +126,18 @@ class FlinkJobHandle(JobHandle):
         self.stopped = False
         self.savepoint_path: str | None = None
         self.final: dict[str, Any] | None = None
+        #: Every Flink job of this aiflowd job (a Python or SQL program may start several); job_id is the first.
+        self.job_ids: list[str] = [job_id]
+        self.finals: dict[str, dict[str, Any]] = {}
+        #: The last state the cluster's overview gave for each job (its changes go into the log).
+        self.states: dict[str, str] = {}
+        #: When the cluster stopped answering (epoch seconds), None while it answers.
+        self.unreachable_since: float | None = None
+        self.unreachable_timeout = DEFAULT_UNREACHABLE_TIMEOUT
+        #: Left running across a daemon stop (``flink.on_daemon_stop: keep``), re-adopted at the next start.
+        self.keep_on_daemon_stop = True
+        #: Set by the engine when the daemon stops and keeps this job: a stop then leaves it running.
+        self.kept = False
 
 
 class LocalFlinkController(SubprocessController):
@@ -138,16 +166,27 @@ RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.ab
 PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
 
 
-def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_id: str) -> str:
-    """The runner's instructions, in the execution's working folder (the JobManager reads it there for REST)."""
+def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_id: str, only_job: int | None = None) -> str:
+    """The runner's instructions, in the execution's working folder (the JobManager reads it there for REST).
+
+    ``only_job``: the index of the one Flink job this run of the program submits (REST runs
+    one job per program run); None: every job.
+    """
     os.makedirs(env.working_dir, exist_ok=True)
+    if only_job in (None, 0):  # what an earlier attempt's runner left says nothing about this one
+        for name in os.listdir(env.working_dir):
+            if name.startswith("flink-jobs") and name.endswith(".json"):
+                os.unlink(os.path.join(env.working_dir, name))
     info = env.job_execution_info
     spec = {
         "mode": mode,
         "job_id": job_id,
         "name": f"{info.workflow_name}.{info.job_name}",
-        "parallelism": job.parallelism,
+        "parallelism": job.run_settings.get("parallelism", job.parallelism),
+        "flink_config": job.run_settings.get("flink_config", {}),
+        "python_files": _python_files(job, env),
         "execution_mode": job.execution_mode,
+        "execution_mode_given": getattr(job, "execution_mode_given", True),
         "workflow_dir": env.workflow_dir,
         "working_dir": env.working_dir,
         "job_config": {"job_name": job.job_name, "job_type": job.job_type, "properties": job.job_config.properties},
@@ -159,11 +198,18 @@ def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_i
             "attempt": info.attempt,
         },
         "nodes": job.nodes,
+        "only_job": only_job,
     }
-    path = os.path.join(env.working_dir, "flink-job.json")
+    path = os.path.join(env.working_dir, "flink-job.json" if not only_job else f"flink-job-{only_job}.json")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(spec, fh)
     return path
+
+
+def _python_files(job: FlinkPythonJob, env: JobRuntimeEnv) -> str:
+    """``-pyfs``: the workflow folder (its modules reach the UDF workers) and the files ``-pyfs`` in flink_run_args names."""
+    extra = [f if os.path.isabs(f) or "://" in f else os.path.join(env.workflow_dir, f) for f in job.run_settings.get("python_files", [])]
+    return ",".join([env.workflow_dir, *extra])
 
 
 def _python_options(job: FlinkPythonJob, env: JobRuntimeEnv, spec: str) -> list[str]:
@@ -184,24 +230,67 @@ def _run_options(job: Any) -> list[str]:
     return [*options, job.jar, *job.args]
 
 
+class _Overview:
+    """A cluster's last ``/jobs/overview``: job id -> state, when it was fetched, how many calls so far."""
+
+    def __init__(self) -> None:
+        self.lock: anyio.Lock | None = None
+        self.fetched_at = float("-inf")
+        self.states: dict[str, str] = {}
+        self.calls = 0
+
+
 class FlinkRestController:
     """The Flink REST API: jar upload (cached by content), run, state, cancel, stop with savepoint."""
 
     def __init__(self) -> None:
         self._uploaded: dict[tuple[str, str], str] = {}  # (rest url, jar hash) -> jar id
+        self._overviews: dict[str, _Overview] = {}  # rest url -> its last job overview
 
     async def submit(self, job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
-        """A jar through REST; Python and SQL as the runner under Flink's Python driver, in the JobManager."""
-        if isinstance(job, FlinkPythonJob):
-            spec = write_pyflink_spec(job, env, "cluster", handle.job_id)
-            jar, entry_class, args = _python_driver_jar(env), PYTHON_DRIVER, ["-py", RUNNER, "-pyfs", env.workflow_dir, spec]
-        else:
-            jar, entry_class, args = job.jar, job.entry_class, job.args
-        body: dict[str, Any] = {"entryClass": entry_class, "programArgsList": args, "jobId": handle.job_id}
-        if job.parallelism:
-            body["parallelism"] = job.parallelism
-        if env.restore_savepoint:
-            body["savepointPath"] = env.restore_savepoint
+        """A jar through REST; Python and SQL as the runner under Flink's Python driver, in the JobManager.
+
+        The REST API runs one job per program run, so a Python or SQL job whose program
+        starts several Flink jobs is run once per job: the first run counts them (in the
+        working folder), each further run submits the next one.
+        """
+        if not isinstance(job, FlinkPythonJob):
+            await self._run(job.jar, job.entry_class, job.args, job, env, handle, handle.job_id)
+            handle.job_ids = [handle.job_id]
+            return
+        jar = _python_driver_jar(env)
+        index = 0
+        while True:
+            spec = write_pyflink_spec(job, env, "cluster", handle.job_id, only_job=index)
+            job_id = derived_job_id(handle.job_id, index)
+            await self._run(jar, PYTHON_DRIVER, ["-py", RUNNER, "-pyfs", _python_files(job, env), spec], job, env, handle, job_id)
+            ids = _json_list(os.path.join(env.working_dir, f"flink-jobs-{index}.json")) or [job_id]
+            handle.job_ids = ids
+            index += 1
+            if index >= len(ids):
+                return
+
+    async def _run(
+        self, jar: str, entry_class: str | None, args: list[str], job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle, job_id: str
+    ) -> None:
+        given = job.run_settings  # flink_run_args, translated at load time
+        body: dict[str, Any] = {"entryClass": given.get("entry_class", entry_class), "programArgsList": args, "jobId": job_id}
+        parallelism = given.get("parallelism", job.parallelism)
+        if parallelism:
+            body["parallelism"] = parallelism
+        savepoint = env.restore_savepoint or (given.get("savepoint_path") if job_id == handle.job_id else None)
+        if savepoint:
+            body["savepointPath"] = savepoint
+        if given.get("allow_non_restored_state"):
+            body["allowNonRestoredState"] = True
+        if given.get("flink_config"):
+            body["flinkConfiguration"] = dict(given["flink_config"])
+        _note(
+            env.log_path,
+            f"submitting to {handle.rest_url}: jar {os.path.basename(jar)}, job id {job_id}, args {args}"
+            + (f", parallelism {parallelism}" if parallelism else "")
+            + (f", from savepoint {savepoint}" if savepoint else ""),
+        )
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
             for attempt in (1, 2):
                 jar_id = await self._jar_id(client, jar, handle.rest_url, fresh=attempt == 2)
@@ -239,52 +328,116 @@ class FlinkRestController:
         return jar_id
 
     async def result(self, handle: FlinkJobHandle, blocking: bool) -> dict[str, Any] | None:
-        """The job's final result (``/execution-result`` is not cached, unlike ``/jobs/<id>``).
+        """The final result of every Flink job of the handle (``/execution-result`` is not cached, unlike ``/jobs/<id>``).
 
-        A cluster that does not answer is asked again: the job may well still run there.
+        Ended when all have ended: failed if one failed, else cancelled if one was. A
+        cluster that does not answer is asked again: the jobs may well still run there.
         """
-        unreachable_noted = False
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
             while handle.final is None:
                 try:
-                    answer = await client.get(f"/jobs/{handle.job_id}/execution-result")
+                    states = await self._overview(client, handle.rest_url)
+                    for job_id in [j for j in handle.job_ids if j not in handle.finals]:
+                        state = states.get(job_id)
+                        if state is not None and state != handle.states.get(job_id):
+                            handle.states[job_id] = state
+                            _note(handle.log_path, f"Flink job {job_id}: {state}")
+                        if state in RUNNING_STATES:
+                            continue  # the overview says enough: no call for this job
+                        answer = await client.get(f"/jobs/{job_id}/execution-result")
+                        if answer.status_code == 404:
+                            handle.finals[job_id] = {"application-status": "UNKNOWN"}
+                            _note(handle.log_path, f"the cluster does not know Flink job {job_id} (was it restarted?)")
+                        elif answer.status_code == 200 and answer.json().get("status", {}).get("id") == "COMPLETED":
+                            final = answer.json().get("job-execution-result", {})
+                            handle.finals[job_id] = final
+                            _note(handle.log_path, f"Flink job {job_id} ended: {final.get('application-status', 'UNKNOWN')}")
+                            cause = final.get("failure-cause")
+                            if cause:
+                                _note(handle.log_path, f"Flink job {job_id} failed:\n{cause.get('stack-trace', cause)}")
+                                await _note_exceptions(client, handle.log_path, job_id)
                 except httpx.TransportError as err:
-                    if not unreachable_noted:
-                        _note(handle.log_path, f"the Flink cluster does not answer ({err}); asking again")
-                        unreachable_noted = True
+                    now = time.time()
+                    if handle.unreachable_since is None:
+                        handle.unreachable_since = now
+                        _note(
+                            handle.log_path,
+                            f"UNREACHABLE since {_when(now)}: the Flink cluster at {handle.rest_url} does not answer ({err});"
+                            f" asking again for up to {handle.unreachable_timeout:g}s",
+                        )
+                    elif now - handle.unreachable_since >= handle.unreachable_timeout:
+                        reason = (
+                            f"the Flink cluster at {handle.rest_url} did not answer for {handle.unreachable_timeout:g}s"
+                            f" (UNREACHABLE since {_when(handle.unreachable_since)})"
+                        )
+                        _note(handle.log_path, f"FAILED: {reason}")
+                        handle.final = {"application-status": "FAILED", "aiflowd-reason": reason}
+                        break
                     if not blocking:
                         return None
                     await anyio.sleep(1.0)
                     continue
-                if answer.status_code == 404:
-                    handle.final = {"application-status": "UNKNOWN"}
-                    _note(handle.log_path, f"the cluster does not know Flink job {handle.job_id} (was it restarted?)")
-                    break
-                if answer.status_code == 200 and answer.json().get("status", {}).get("id") == "COMPLETED":
-                    handle.final = answer.json().get("job-execution-result", {})
-                    cause = handle.final.get("failure-cause")
-                    if cause:
-                        _note(handle.log_path, f"Flink job {handle.job_id} failed:\n{cause.get('stack-trace', cause)}")
+                if handle.unreachable_since is not None:
+                    _note(
+                        handle.log_path,
+                        f"the Flink cluster answers again (UNREACHABLE since {_when(handle.unreachable_since)}); job re-adopted",
+                    )
+                    handle.unreachable_since = None
+                if all(j in handle.finals for j in handle.job_ids):
+                    handle.final = _combined([handle.finals[j] for j in handle.job_ids])
                     break
                 if not blocking:
                     return None
                 await anyio.sleep(POLL_INTERVAL)
         return handle.final
 
+    async def _overview(self, client: httpx.AsyncClient, url: str) -> dict[str, str]:
+        """Every job's state on the cluster, from one ``/jobs/overview`` call per poll interval shared by all handles."""
+        overview = self._overviews.setdefault(url, _Overview())
+        if overview.lock is None:
+            overview.lock = anyio.Lock()
+        async with overview.lock:
+            if time.monotonic() - overview.fetched_at >= POLL_INTERVAL:
+                answer = await client.get("/jobs/overview")
+                overview.calls += 1
+                try:
+                    jobs = answer.json().get("jobs", []) if answer.status_code == 200 else []
+                except ValueError:
+                    jobs = []
+                overview.states = {str(j.get("jid")): str(j.get("state")) for j in jobs}
+                overview.fetched_at = time.monotonic()
+            return overview.states
+
     async def cancel(self, handle: FlinkJobHandle) -> None:
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
-            await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+            for job_id in handle.job_ids:
+                await client.patch(f"/jobs/{job_id}", params={"mode": "cancel"})
 
     async def stop_with_savepoint(self, handle: FlinkJobHandle, directory: str | None) -> None:
+        """Stop each job with a savepoint; the first job's savepoint is the one a restart resumes from."""
+        first = handle.savepoint_path
+        for job_id in reversed(handle.job_ids):
+            await self._stop_one(handle, job_id, directory)
+            first = handle.savepoint_path if job_id == handle.job_id else first
+        handle.savepoint_path = first
+
+    async def _stop_one(self, handle: FlinkJobHandle, job_id: str, directory: str | None) -> None:
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
-            answer = await client.post(f"/jobs/{handle.job_id}/stop", json={"targetDirectory": directory, "drain": False})
+            given = handle.job.stop_settings if isinstance(handle.job, FlinkJob) else {}
+            request: dict[str, Any] = {"targetDirectory": given.get("target_directory", directory), "drain": given.get("drain", False)}
+            if "format_type" in given:
+                request["formatType"] = given["format_type"]
+            for _ in range(SAVEPOINT_TRIES):
+                if await self._await_tasks_running(client, job_id):
+                    break
+            answer = await client.post(f"/jobs/{job_id}/stop", json=request)
             if answer.status_code >= 400:
                 _note(handle.log_path, f"stop with savepoint refused ({_errors(answer)}); cancelling")
-                await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+                await client.patch(f"/jobs/{job_id}", params={"mode": "cancel"})
                 return
             trigger = answer.json()["request-id"]
             while True:  # an unfinished savepoint is "unknown", never "failed": keep asking
-                state = (await client.get(f"/jobs/{handle.job_id}/savepoints/{trigger}")).json()
+                state = (await client.get(f"/jobs/{job_id}/savepoints/{trigger}")).json()
                 if state.get("status", {}).get("id") == "COMPLETED":
                     operation = state.get("operation", {})
                     if "location" in operation:
@@ -293,9 +446,21 @@ class FlinkRestController:
                     else:
                         failure = operation.get("failure-cause", {}).get("stack-trace", "")[:500]
                         _note(handle.log_path, f"savepoint failed ({failure}); cancelling")
-                        await client.patch(f"/jobs/{handle.job_id}", params={"mode": "cancel"})
+                        await client.patch(f"/jobs/{job_id}", params={"mode": "cancel"})
                     return
                 await anyio.sleep(POLL_INTERVAL)
+
+    async def _await_tasks_running(self, client: httpx.AsyncClient, job_id: str) -> bool:
+        """Whether every task of the job runs (a savepoint of a job still deploying fails); waits a poll interval if not."""
+        try:
+            answer = await client.get(f"/jobs/{job_id}")
+            info = answer.json() if answer.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return True  # the stop request says what is wrong
+        if info.get("state") != "RUNNING" or all(v.get("status") == "RUNNING" for v in info.get("vertices", [])):
+            return True
+        await anyio.sleep(POLL_INTERVAL)
+        return False
 
     async def known(self, url: str, job_id: str) -> bool | None:
         """Whether the cluster knows the job; None when it does not answer."""
@@ -310,7 +475,8 @@ class FlinkRestController:
 class FlinkCliController:
     """The ``flink`` CLI: ``flink run -d``, ``flink cancel``, ``flink stop``; no client outlives its call."""
 
-    async def submit(self, job: Any, env: JobRuntimeEnv, job_id: str) -> None:
+    async def submit(self, job: Any, env: JobRuntimeEnv, job_id: str) -> list[str]:
+        """Run ``flink run -d``; the ids of the Flink jobs it started (a Python program may start several)."""
         argv = [os.path.join(flink_home(env), "bin", "flink"), "run", "-d", f"-D$internal.pipeline.job-id={job_id}"]
         if env.restore_savepoint:
             argv += ["-s", env.restore_savepoint]
@@ -323,17 +489,19 @@ class FlinkCliController:
         # on either stream): the id must be the one aiflowd chose.
         if code != 0 or job_id not in _JOB_ID.findall(_read(env.log_path)):
             raise RuntimeError(f"flink run failed (exit status {code}); its output is in the job's log")
+        return _json_list(os.path.join(env.working_dir, JOBS_FILE)) or [job_id]
 
     async def stop(self, handle: FlinkJobHandle, job: Any, env: JobRuntimeEnv, mode: str) -> None:
         flink = os.path.join(flink_home(env), "bin", "flink")
-        if mode == "stop":
-            argv = [flink, "stop", *_target_options(job, env), *job.flink_stop_args]
-            if job.savepoint_dir:
-                argv += ["--savepointPath", job.savepoint_dir]
-            argv.append(handle.job_id)
-        else:
-            argv = [flink, "cancel", *_target_options(job, env), handle.job_id]
-        await self._run(argv, job, env, "stop")
+        for job_id in reversed(handle.job_ids):  # the first job last: its savepoint is the last one logged
+            if mode == "stop":
+                argv = [flink, "stop", *_target_options(job, env), *job.flink_stop_args]
+                if job.savepoint_dir:
+                    argv += ["--savepointPath", job.savepoint_dir]
+                argv.append(job_id)
+            else:
+                argv = [flink, "cancel", *_target_options(job, env), job_id]
+            await self._run(argv, job, env, "stop")
         said = re.findall(r"Savepoint completed\. Path: (\S+)", _read(handle.log_path))
         if said:
             handle.savepoint_path = said[-1]
@@ -376,12 +544,16 @@ class FlinkJobController(JobController):
         job_id = flink_job_id(env)
         via = "cli" if flink_job.submit_via == "cli" or flink_job.target else "rest"
         handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), via, env.log_path)
+        handle.unreachable_timeout = unreachable_timeout(env)
+        handle.keep_on_daemon_stop = flink_settings(env).get("on_daemon_stop", "keep") == "keep"
         if via == "cli":
-            await self.cli.submit(job, env, job_id)
+            handle.job_ids = await self.cli.submit(job, env, job_id)
         else:
             await self.rest.submit(job, env, handle)
         restored = f" from savepoint {env.restore_savepoint}" if env.restore_savepoint else ""
-        _note(env.log_path, f"submitted Flink job {job_id} to {handle.rest_url} via {via}{restored}")
+        more = f" and {len(handle.job_ids) - 1} more ({', '.join(handle.job_ids[1:])})" if len(handle.job_ids) > 1 else ""
+        _note(env.log_path, f"submitted Flink job {job_id}{more} to {handle.rest_url} via {via}{restored}")
+        _note(env.log_path, f"Flink web UI: {handle.rest_url}/#/job/running/{job_id}/overview")
         return handle
 
     async def get_result(self, job_handle: JobHandle, blocking: bool = True) -> object:
@@ -397,6 +569,8 @@ class FlinkJobController(JobController):
         final = await self.rest.result(handle, blocking=False)
         if final is None:
             return Status.RUNNING
+        if "aiflowd-reason" in final:
+            raise FlinkClusterUnreachable(final["aiflowd-reason"])
         if handle.stopped:
             return Status.KILLED
         return {"SUCCEEDED": Status.FINISHED, "CANCELED": Status.KILLED}.get(final.get("application-status", ""), Status.FAILED)
@@ -409,6 +583,11 @@ class FlinkJobController(JobController):
         if isinstance(job_handle, SubprocessJobHandle):
             return await self.local.stop_job(job_handle, job_runtime_env)
         handle = _flink_handle(job_handle)
+        if handle.kept:
+            _note(
+                handle.log_path, f"aiflowd stops; Flink job {handle.job_id} keeps running on {handle.rest_url} (flink.on_daemon_stop: keep)"
+            )
+            return
         if await self.rest.result(handle, blocking=False) is not None:
             return
         handle.stopped = True
@@ -445,7 +624,10 @@ class FlinkJobController(JobController):
         # Known, or the cluster does not answer now: keep the job and keep asking.
         via = str(handle_record.get("submit_via", "rest"))
         handle = FlinkJobHandle(None, env.job_execution_info, job_id, url, via, env.log_path)  # type: ignore[arg-type]
+        handle.unreachable_timeout = unreachable_timeout(env)
+        handle.keep_on_daemon_stop = flink_settings(env).get("on_daemon_stop", "keep") == "keep"
         handle.stopped = bool(handle_record.get("stopped", False))
+        handle.job_ids = [str(j) for j in handle_record.get("job_ids") or [job_id]]
         handle.savepoint_path = handle_record.get("savepoint_path")
         return handle
 
@@ -494,6 +676,49 @@ def _cause_line(traceback_text: str) -> str | None:
     useful = [m for m in found if not m.group(1).endswith("Py4JJavaError")]
     chosen = useful[0] if useful else (found[-1] if found else None)
     return None if chosen is None else f"{chosen.group(1).rsplit('.', 1)[-1]}: {chosen.group(2)}"
+
+
+async def _note_exceptions(client: httpx.AsyncClient, log_path: str, job_id: str) -> None:
+    """The failed job's root exception and exception history, from ``/jobs/<id>/exceptions``, into the job's log."""
+    try:
+        answer = await client.get(f"/jobs/{job_id}/exceptions", params={"maxExceptions": 10})
+        info = answer.json() if answer.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return
+    entries = (info.get("exceptionHistory") or {}).get("entries") or []
+    root = str(info.get("root-exception") or (entries[0].get("stacktrace") if entries else "") or "").strip()
+    if root:
+        causes = [line.strip()[len("Caused by: ") :] for line in root.splitlines() if line.strip().startswith("Caused by: ")]
+        _note(log_path, f"root exception of Flink job {job_id}: {causes[-1] if causes else root.splitlines()[0]}")
+    if entries:
+        lines = [f"exception history of Flink job {job_id} ({len(entries)}, newest first):"]
+        for entry in entries:
+            when = _when(float(entry.get("timestamp", 0)) / 1000)
+            where = " in ".join(str(x) for x in (entry.get("taskName"), entry.get("endpoint") or entry.get("location")) if x)
+            lines.append(f"  {when} {entry.get('exceptionName', '?')}{' (' + where + ')' if where else ''}")
+        _note(log_path, "\n".join(lines))
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _combined(finals: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result for several jobs: the first failed, else unknown, else cancelled one; else the first."""
+    for status in ("FAILED", "UNKNOWN", "CANCELED"):
+        for final in finals:
+            if final.get("application-status") == status:
+                return final
+    return finals[0]
+
+
+def _json_list(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _sha256(path: str) -> str:

@@ -90,11 +90,18 @@ class FlinkSqlProcessor:
 
     ``udf_list`` returns ``(name, function)`` pairs (or objects with ``name`` and
     ``udf``), registered before the statements run. INSERT statements of all nodes go
-    into one statement set: one Flink job.
+    into one statement set: one Flink job. ``open`` and ``close`` bracket the job's run,
+    as for a FlinkPythonProcessor.
     """
 
     #: User code: kept by reference, run only in the job process.
     aiflowd_by_reference: ClassVar[bool] = True
+
+    def open(self, execution_context: Any) -> None:
+        """Acquire what the statements or UDFs need."""
+
+    def close(self, execution_context: Any) -> None:
+        """Release what ``open`` acquired."""
 
     def udf_list(self, execution_context: Any) -> list[Any]:
         return []
@@ -104,14 +111,21 @@ class FlinkSqlProcessor:
 
 
 class SqlStatementsProcessor(FlinkSqlProcessor):
-    """The ``sql`` / ``sql_file`` YAML form: statements split at load time."""
+    """The ``sql`` / ``sql_file`` YAML form: a SQL client script, checked at load time.
+
+    With ``script`` the runner runs it as ``sql-client.sh -f`` would (``aiflowd.flink_sql.
+    plan``: SET/RESET, statement sets, ADD JAR, one Flink job per INSERT or set); with
+    only ``statements`` (built in Python), DDL runs at once and INSERTs join the job's
+    statement set.
+    """
 
     #: Plain data, rebuilt from its attributes.
     aiflowd_by_reference: ClassVar[bool] = False
 
-    def __init__(self, statements: list[str], source: str = "sql") -> None:
+    def __init__(self, statements: list[str], source: str = "sql", script: str | None = None) -> None:
         self.statements = list(statements)
         self.source = source
+        self.script = script
 
     def sql_statements(self, execution_context: Any) -> list[str]:
         return list(self.statements)
@@ -179,6 +193,9 @@ class FlinkJob(Job):
         self.flink_stop_args: list[str] = options.get("flink_stop_args", [])
         self.env: dict[str, str] = options.get("env", {})
         self.target: str | None = options.get("target")
+        #: ``flink_run_args`` / ``flink_stop_args`` as the REST API (and the Python runner) takes them; see rest_run_options.
+        self.run_settings: dict[str, Any] = options.get("run_settings", {})
+        self.stop_settings: dict[str, Any] = options.get("stop_settings", {})
 
 
 class FlinkJavaJob(FlinkJob):
@@ -199,6 +216,8 @@ class FlinkPythonJob(FlinkJob):
         self.nodes = nodes
         self.python_executable: str | None = options.get("python_executable_path")
         self.execution_mode: str = options["execution_mode"]
+        #: Whether the job's properties chose the mode (else set_flink_env or AIFlow's default may).
+        self.execution_mode_given: bool = options.get("execution_mode_given", True)
 
 
 class FlinkJobGenerator(JobGenerator):
@@ -206,6 +225,13 @@ class FlinkJobGenerator(JobGenerator):
         job_config, resource_dir = generation_inputs(sub_graph, job_config, resource_dir)
         options = flink_options(job_config.properties)
         nodes = list(sub_graph.nodes.values())
+        python = bool(nodes) and not any(isinstance(node.processor, FlinkJavaProcessor) for node in nodes)
+        over_rest = options["run_mode"] == "cluster" and options["submit_via"] == "rest" and "target" not in options
+        if over_rest or (python and options["run_mode"] == "local"):
+            how = "over REST" if over_rest else "for a local Python or SQL job"
+            options["run_settings"] = run_settings(options.get("flink_run_args", []), how, python)
+        if over_rest:
+            options["stop_settings"] = stop_settings(options.get("flink_stop_args", []))
         if nodes and not any(isinstance(node.processor, FlinkJavaProcessor) for node in nodes):
             return _python_job(sub_graph, job_config, options)
         if len(nodes) != 1:
@@ -247,6 +273,8 @@ def _python_job(sub_graph: AISubGraph, job_config: JobConfig, options: dict[str,
         }
         if isinstance(processor, SqlStatementsProcessor):
             entry.update({"kind": "sql_statements", "statements": processor.statements, "class": "sql"})
+            if processor.script is not None:
+                entry["script"] = processor.script
         elif isinstance(processor, ProcessorRef) and (processor.is_a(FlinkPythonProcessor) or processor.is_a(FlinkSqlProcessor)):
             kind = "python" if processor.is_a(FlinkPythonProcessor) else "sql"
             entry.update({"kind": kind, "payload": processor.payload, "class": processor.class_name})
@@ -273,6 +301,7 @@ def flink_options(properties: dict[str, Any]) -> dict[str, Any]:
         "env": environment_property(properties.get("env")),
     }
     options["execution_mode"] = properties.get("execution_mode", "streaming")
+    options["execution_mode_given"] = "execution_mode" in properties
     checks = (
         ("run_mode", ("local", "cluster")),
         ("submit_via", ("rest", "cli")),
@@ -299,6 +328,79 @@ def flink_options(properties: dict[str, Any]) -> dict[str, Any]:
                 raise JobGenerationError("must be a non-empty string", key=f"properties.{key}")
             options[key] = properties[key]
     return options
+
+
+_CLI_ONLY = "use submit_via: cli for it"
+
+
+def run_settings(args: list[str], how: str, python: bool) -> dict[str, Any]:
+    """``flink run`` options as the REST API's run request takes them (``flink_run_args`` without the CLI).
+
+    Translated: ``-p/--parallelism N``, ``-s/--fromSavepoint PATH``,
+    ``-n/--allowNonRestoredState``, ``-c/--class NAME`` (jar jobs), ``-D key=value``,
+    ``-pyfs/--pyFiles a,b`` (Python jobs). Any other option is refused with the reason, at
+    load time: a job never runs with an option silently dropped.
+    """
+    settings: dict[str, Any] = {}
+    key = "properties.flink_run_args"
+    i = 0
+
+    def value(option: str) -> str:
+        if i + 1 >= len(args):
+            raise JobGenerationError(f"{option} needs a value", key=key)
+        return args[i + 1]
+
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-p", "--parallelism"):
+            number = value(arg)
+            if not number.isdigit() or int(number) < 1:
+                raise JobGenerationError(f"{arg} needs a whole number >= 1, got {number!r}", key=key)
+            settings["parallelism"] = int(number)
+            i += 2
+        elif arg in ("-s", "--fromSavepoint"):
+            settings["savepoint_path"] = value(arg)
+            i += 2
+        elif arg in ("-n", "--allowNonRestoredState"):
+            settings["allow_non_restored_state"] = True
+            i += 1
+        elif arg in ("-c", "--class") and not python:
+            settings["entry_class"] = value(arg)
+            i += 2
+        elif arg.startswith("-D") and "=" in (arg[2:] or (args[i + 1] if i + 1 < len(args) else "")):
+            pair = arg[2:] or value(arg)
+            name, _, setting = pair.partition("=")
+            settings.setdefault("flink_config", {})[name.strip()] = setting.strip()
+            i += 1 if arg[2:] else 2
+        elif arg in ("-pyfs", "--pyFiles") and python:
+            settings.setdefault("python_files", []).extend(f for f in value(arg).split(",") if f)
+            i += 2
+        else:
+            raise JobGenerationError(f"{arg!r} cannot be honoured {how} (it takes -p, -s, -n, -c, -D, -pyfs); {_CLI_ONLY}", key=key)
+    return settings
+
+
+def stop_settings(args: list[str]) -> dict[str, Any]:
+    """``flink stop`` options as the REST API's stop request takes them: ``-p/--savepointPath DIR``, ``-d/--drain``, ``-t/--type``."""
+    settings: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        needs_value = arg in ("-p", "--savepointPath", "-t", "--type", "-type")
+        if needs_value and i + 1 >= len(args):
+            raise JobGenerationError(f"{arg} needs a value", key="properties.flink_stop_args")
+        if arg in ("-p", "--savepointPath"):
+            settings["target_directory"] = args[i + 1]
+        elif arg in ("-t", "--type", "-type"):
+            settings["format_type"] = args[i + 1].upper()
+        elif arg in ("-d", "--drain"):
+            settings["drain"] = True
+        else:
+            raise JobGenerationError(
+                f"{arg!r} cannot be honoured over REST (it takes -p, -d, --type); {_CLI_ONLY}", key="properties.flink_stop_args"
+            )
+        i += 2 if needs_value else 1
+    return settings
 
 
 class FlinkJobPluginFactory(JobPluginFactory):
@@ -364,8 +466,37 @@ def sql_processor(job_yaml: dict[str, Any], key: str, workflow_dir: str, problem
         except UnicodeDecodeError as err:
             problem(key, f"'{job_yaml[key]}' is not UTF-8 text (byte {err.start})")
             return None
-    try:
-        return SqlStatementsProcessor(split_sql(text), source=str(job_yaml[key]) if key == "sql_file" else "sql")
-    except ValueError as err:
-        problem(key, f"SQL does not split into statements: {err}")
+    from aiflowd import flink_sql
+
+    problems = flink_sql.validate(text) or runtime_mode_problems(text)
+    for found in problems:
+        problem(key, str(found))
+    if problems:
         return None
+    statements = [s.text for s in flink_sql.split_script(text)]
+    return SqlStatementsProcessor(statements, source=str(job_yaml[key]) if key == "sql_file" else "sql", script=text)
+
+
+def runtime_mode_problems(text: str) -> list[Any]:
+    """``execution.runtime-mode`` set after a statement that uses the session: aiflowd cannot honour it.
+
+    The job's table environment is made in one mode (a SET at the top of the script
+    chooses it); Flink cannot switch a table environment between streaming and batch.
+    """
+    from aiflowd import flink_sql
+
+    problems = []
+    settled = False
+    for statement in flink_sql.split_script(text):
+        if statement.kind in (flink_sql.Kind.SET, flink_sql.Kind.RESET):
+            if settled and statement.key == "execution.runtime-mode":
+                problems.append(
+                    flink_sql.SqlProblem(
+                        statement.line,
+                        "'execution.runtime-mode' can change only before the first statement that is not SET"
+                        " (the job's table environment is made in one mode)",
+                    )
+                )
+        else:
+            settled = True
+    return problems
