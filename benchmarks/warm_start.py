@@ -31,33 +31,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 from aiflowd.plugin_interface import PluginRegistry
 from aiflowd.workflows.loader import LoaderSettings, WorkflowLoader
+from benchmarks.compile_cost import DEFINITION  # the same definition, warm and cold
 from benchmarks.measure import median_ms
-
-DEFINITION = textwrap.dedent(
-    """
-    from aiflowd import PythonProcessor, action_on_job_status, job_config, user_define_operation
-
-    class Step(PythonProcessor):
-        def __init__(self, n):
-            self.n = n
-        def process(self, ctx, inputs):
-            return [self.n]
-
-    for i in range(5):
-        with job_config(f"job_{i}"):
-            out = user_define_operation(processor=Step(i))
-            user_define_operation(processor=Step(i + 1), input=out)
-    for i in range(1, 5):
-        action_on_job_status(f"job_{i}", f"job_{i - 1}")
-    """
-)
 
 
 def _registry() -> PluginRegistry:
