@@ -353,7 +353,7 @@ def test_aiflow_flink_demo_example_runs_once(cluster: str, tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stdout + result.stderr
     # Each execution writes below its own folder in the state folder (.aiflowd in the current folder).
-    [out] = (tmp_path / ".aiflowd").glob("run-once/*/work/flink_wordcount/*/output")
+    [out] = (tmp_path / ".aiflowd").glob("run-once/*/*/flink_wordcount/*/output")  # STATE/WORK/WORKFLOW/EXECUTION
     for job in ("count_local", "count_cluster"):
         counts = {
             json.loads(line)["word"]: json.loads(line)["n"]

@@ -1,8 +1,8 @@
 """The word count of AIFlow's Flink demo with FlinkPythonProcessors: read, count, write; then a summary in SQL.
 
 Results go to this execution's own folder, so that runs (and users) never share one: a
-Flink job runs in its working folder, ``<state dir>/.../work/flink_wordcount/<execution>/<job>.<attempt>``,
-and writes to ``output/<job>`` beside those of the execution's other jobs.
+Flink job runs in its own working folder, one per job and attempt inside the execution's
+folder below the state dir, and writes to ``../output/<job>`` beside the execution's other jobs.
 """
 
 import os
