@@ -1,4 +1,4 @@
-"""aiflowd.flink_sql: SQL client scripts split into typed statements, and checked, with lines."""
+"""aiflowd.plugins.flink.sql: SQL client scripts split into typed statements, and checked, with lines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from aiflowd.flink_sql import Kind, SqlProblem, SqlSyntaxError, Statement, Step, plan, split_script, validate
+from aiflowd.plugins.flink.sql import Kind, SqlProblem, SqlSyntaxError, Statement, Step, plan, split_script, validate
 
 
 def script(text: str) -> str:

@@ -2,7 +2,7 @@
 
 The nodes share one ``table_env``, ``statement_set`` and ``stream_execution_env``. A SQL
 script (the ``sql`` / ``sql_file`` YAML form) runs as ``sql-client.sh -f`` runs it, step
-by step (``aiflowd.flink_sql.plan``): SET/RESET change the table config, ``ADD JAR``
+by step (``aiflowd.plugins.flink.sql.plan``): SET/RESET change the table config, ``ADD JAR``
 adds a jar, each INSERT or statement set starts a job. SQL processors written in Python
 register their UDFs, run their DDL at once and add their INSERTs to the shared statement
 set, which is executed once after the last node.
@@ -211,7 +211,7 @@ class JobCapture:
 
 def _job_statement(statement: Any) -> str | None:
     """How to name a statement given to ``execute_sql`` that starts a job; None for one that does not."""
-    from aiflowd import flink_sql
+    from aiflowd.plugins.flink import sql as flink_sql
 
     try:
         kinds = [s for s in flink_sql.split_script(str(statement)) if s.starts_job]
@@ -243,7 +243,7 @@ def initial_mode(spec: dict[str, Any], processors: list[Any]) -> str:
     default (batch) for AIFlow's processors, aiflowd's (streaming) for others. A SET at the
     top of the first SQL script has the last word, as in the SQL client.
     """
-    from aiflowd import flink_sql
+    from aiflowd.plugins.flink import sql as flink_sql
 
     mode = str(spec.get("execution_mode", "streaming"))
     if not spec.get("execution_mode_given", True):
@@ -265,7 +265,7 @@ def initial_mode(spec: dict[str, Any], processors: list[Any]) -> str:
 
 def run_script(script: str, table_env: Any, workflow_dir: str, initial: dict[str, str]) -> None:
     """A SQL client script's steps, in order, as ``sql-client.sh -f`` runs them."""
-    from aiflowd import flink_sql
+    from aiflowd.plugins.flink import sql as flink_sql
 
     config = table_env.get_config()
     for step in flink_sql.plan(script):

@@ -113,7 +113,7 @@ class FlinkSqlProcessor:
 class SqlStatementsProcessor(FlinkSqlProcessor):
     """The ``sql`` / ``sql_file`` YAML form: a SQL client script, checked at load time.
 
-    With ``script`` the runner runs it as ``sql-client.sh -f`` would (``aiflowd.flink_sql.
+    With ``script`` the runner runs it as ``sql-client.sh -f`` would (``aiflowd.plugins.flink.sql.
     plan``: SET/RESET, statement sets, ADD JAR, one Flink job per INSERT or set); with
     only ``statements`` (built in Python), DDL runs at once and INSERTs join the job's
     statement set.
@@ -466,7 +466,7 @@ def sql_processor(job_yaml: dict[str, Any], key: str, workflow_dir: str, problem
         except UnicodeDecodeError as err:
             problem(key, f"'{job_yaml[key]}' is not UTF-8 text (byte {err.start})")
             return None
-    from aiflowd import flink_sql
+    from aiflowd.plugins.flink import sql as flink_sql
 
     problems = flink_sql.validate(text) or runtime_mode_problems(text)
     for found in problems:
@@ -483,7 +483,7 @@ def runtime_mode_problems(text: str) -> list[Any]:
     The job's table environment is made in one mode (a SET at the top of the script
     chooses it); Flink cannot switch a table environment between streaming and batch.
     """
-    from aiflowd import flink_sql
+    from aiflowd.plugins.flink import sql as flink_sql
 
     problems = []
     settled = False
