@@ -28,7 +28,7 @@ import anyio
 
 from aiflowd.controllers.process_group import _REAPER_ARG, kill_tree, process_start_time
 from aiflowd.plugin_interface import Job, JobHandle, JobRuntimeEnv
-from aiflowd.runners.reaper import live_descendants, process_table
+from aiflowd.runners.reaper import live_descendants, process_table, stat_fields
 
 #: The key of a handle record that lists the noted processes: ``[[pid, start_time], ...]``.
 RECORD_KEY = "aiflowd_processes"
@@ -143,10 +143,5 @@ def stop_noted(noted: Iterable[tuple[int, int]], grace: float) -> list[int]:
 
 def _running(pid: int, start: int) -> bool:
     """Whether ``pid`` is the process that started at ``start`` and has not exited (a zombie has)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return fields[0] not in (b"Z", b"X") and int(fields[19]) == start
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in (b"Z", b"X") and int(fields[19]) == start

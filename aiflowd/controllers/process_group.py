@@ -52,6 +52,7 @@ from aiflowd.runners.reaper import (
     process_table,
     receive_message,
     send_message,
+    stat_fields,
 )
 
 # Waits for the command, then records its status. A trap (a handler, not an ignore) lets
@@ -80,14 +81,8 @@ SERVICE_MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "
 
 def process_start_time(pid: int) -> int | None:
     """The kernel's start time of ``pid`` in clock ticks since boot, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def read_exit_status(status_path: str) -> int | None:

@@ -86,6 +86,19 @@ def become_subreaper() -> bool:
     return prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
+def stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), or None if gone.
+
+    The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
 def process_table() -> dict[int, tuple[int, int, bool]]:
     """Every process's (parent pid, process group, is it a zombie), read from /proc."""
     found = {}
@@ -96,13 +109,9 @@ def process_table() -> dict[int, tuple[int, int, bool]]:
     for entry in entries:
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
+        fields = stat_fields(entry)
+        if fields is None:
             continue
-        # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-        fields = stat[stat.rindex(b")") + 2 :].split()
         found[int(entry)] = (int(fields[1]), int(fields[2]), fields[0] in (b"Z", b"X"))
     return found
 
@@ -334,9 +343,7 @@ def _start_wrapper(request: dict[str, Any], log_fd: int) -> dict[str, Any]:
                 _record(status_path, 127)
         finally:
             os._exit(127)
-    with open(f"/proc/{pid}/stat", "rb") as fh:  # ours, not reaped yet: the pid cannot be another's
-        stat = fh.read()
-    return {"pid": pid, "start_time": int(stat[stat.rindex(b")") + 2 :].split()[19])}
+    return {"pid": pid, "start_time": _start_time(pid)}
 
 
 def kill_tree(pid: int, settle: float = 2.0) -> None:
@@ -620,9 +627,9 @@ def _warm_wrapper(request: dict[str, Any], log_fd: int, status_path: str, grace:
 
 
 def _start_time(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as fh:  # ours, not reaped yet: the pid cannot be another's
-        stat = fh.read()
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    fields = stat_fields(pid)  # ours, not reaped yet: the pid cannot be another's, nor gone
+    assert fields is not None
+    return int(fields[19])
 
 
 def _tell_compiles(reaped: list[tuple[int, int]]) -> None:
