@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiflowd.model import parse_duration
+from aiflowd.alerts import DEFAULT_MAX_CONCURRENT, HOOK_EVENTS, parse_hooks
+from aiflowd.model import Hook, parse_duration
 from aiflowd.workflows.errors import LoadError, Problem, suggest
 from aiflowd.workflows.yamlfile import read_yaml
 
@@ -56,6 +57,10 @@ class DaemonConfig:
     flink: dict[str, Any] = field(default_factory=dict)
     #: ``{"listen": "HOST:PORT" or a socket path, "refresh": seconds}``; empty: no HTTP.
     http: dict[str, Any] = field(default_factory=dict)
+    #: Hooks for every workflow's jobs, by moment (``on_failure``, ``on_retry``, ``on_success``).
+    hooks: dict[str, tuple[Hook, ...]] = field(default_factory=dict)
+    #: How many hooks may be delivered at once; more wait their turn.
+    max_concurrent_hooks: int = DEFAULT_MAX_CONCURRENT
     file: str | None = None
 
     def job_settings(self) -> dict[str, Any]:
@@ -88,6 +93,8 @@ _KEYS = {
     "job_env",
     "flink",
     "http",
+    "max_concurrent_hooks",
+    *HOOK_EVENTS,
 }
 
 
@@ -150,12 +157,22 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
                 continue
             if key.startswith("control_") and getattr(config, key) <= 0:
                 where(key, f"must be longer than 0, got {data[key]!r}")
-    if "max_concurrent_jobs" in data:
-        value = data["max_concurrent_jobs"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            where("max_concurrent_jobs", f"must be a whole number >= 1, got {value!r}")
-        else:
-            config.max_concurrent_jobs = value
+    for key in ("max_concurrent_jobs", "max_concurrent_hooks"):
+        if key in data:
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                where(key, f"must be a whole number >= 1, got {value!r}")
+            else:
+                setattr(config, key, value)
+    if doc is not None:
+        located = doc
+
+        def report(at: tuple[Any, ...], message: str) -> None:
+            problems.append(located.problem(at, message))
+
+        for key in HOOK_EVENTS:
+            if data.get(key) is not None:
+                config.hooks[key] = parse_hooks(data[key], (key,), report, cwd=base)
     if data.get("max_parallel_loads") is not None:
         value = data["max_parallel_loads"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -36,6 +36,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from aiflowd import scheduler
+from aiflowd.alerts import Alerts
 from aiflowd.clock import Clock, SystemClock
 from aiflowd.controllers import plugin_processes
 from aiflowd.controllers.supervisor import JobOutcome, JobSupervisor, call
@@ -198,6 +199,7 @@ class Engine:
         clock: Clock | None = None,
         store_check_interval: float = STORE_CHECK_INTERVAL,
         control_socket: str | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -205,6 +207,8 @@ class Engine:
         self.settings = settings or {}
         #: The daemon's control socket: given to every job as ``AIFLOWD_SOCKET`` (unless ``job_env`` names another).
         self.control_socket = control_socket
+        #: Where the hooks of ended job executions go (None: no hooks, as in ``run-once``).
+        self.alerts = alerts
         self.keep_open_for_events = keep_open_for_events
         self.on_job_change = on_job_change or (lambda run: None)
         self.clock: Clock = clock or SystemClock()
@@ -1027,6 +1031,8 @@ class Engine:
             if event is not None:
                 self._apply(execution, self._rules(execution, event))
             self._start_deferred_tick(execution, run.job)
+        if self.alerts is not None:
+            self._contained(self.alerts.job_ended, run, _retrying(execution, run.job))
         self._maybe_end(execution)
 
     def _maybe_end(self, execution: ExecutionRun) -> None:
@@ -1166,6 +1172,12 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 await call(controller.stop_job, handle, env)
                 await call(controller.cleanup_job, handle, env)
+
+
+def _retrying(execution: ExecutionRun, job: str) -> bool:
+    """Whether the job's failure is being retried: its retry waits out its delay, or has started."""
+    later = execution.pending.get(job) or execution.running.get(job)
+    return later is not None and later.kind == scheduler.RETRY
 
 
 def _can_reattach(controller: JobController) -> bool:

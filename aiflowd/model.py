@@ -228,6 +228,24 @@ class Rule:
     action: JobAction = JobAction.START
 
 
+@dataclass(frozen=True)
+class Hook:
+    """What to do when a job execution ends a certain way: run ``command`` or POST to ``webhook``.
+
+    ``command`` is a line for ``sh -c`` or an argument list; ``cwd`` is where it runs.
+    A webhook is tried ``1 + retries`` times, ``backoff`` seconds apart (doubling).
+    Delivery is ``aiflowd.alerts``'s.
+    """
+
+    command: str | tuple[str, ...] | None = None
+    webhook: str | None = None
+    timeout: float = 30.0
+    retries: int = 0
+    backoff: float = 1.0
+    headers: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+
+
 @dataclass
 class Workflow:
     """A loaded, validated workflow version: its jobs, rules and triggers."""
@@ -247,6 +265,8 @@ class Workflow:
     start_on_events: list[TriggerCondition] = field(default_factory=list)
     #: Stop the running executions whenever one of these holds (AIFlow's stop_workflow_execution_on_events).
     stop_on_events: list[TriggerCondition] = field(default_factory=list)
+    #: Hooks by moment (``on_failure``, ``on_retry``, ``on_success``) for this workflow's jobs.
+    hooks: dict[str, tuple[Hook, ...]] = field(default_factory=dict)
 
     def rules_for(self, job: str) -> list[Rule]:
         return [rule for rule in self.rules if rule.job == job]

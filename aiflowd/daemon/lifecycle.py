@@ -37,6 +37,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from aiflowd.alerts import Alerts
 from aiflowd.config import DaemonConfig, load_config
 from aiflowd.control.protocol import ControlError
 from aiflowd.control.server import ControlServer, Method, SocketPathError, bind_socket
@@ -59,6 +60,8 @@ log = structlog.get_logger("aiflowd")
 SHUTDOWN_SLACK = 5.0
 #: How long shutdown waits for the HTTP server to close its connections.
 HTTP_CLOSE_WAIT = 3.0
+#: How long shutdown waits for the hooks still queued (after the jobs have stopped).
+HOOKS_DRAIN = 5.0
 #: The file in the state dir whose lock says "a daemon serves this state".
 LOCK_NAME = "aiflowd.lock"
 
@@ -84,6 +87,7 @@ class Daemon:
         self.started = time.time()
         self.loader: WorkflowLoader
         self.engine: Engine
+        self.alerts: Alerts
         self.folder: WorkflowFolder
         self.server: ControlServer | None = None
         self.stopping = anyio.Event()
@@ -144,6 +148,7 @@ class Daemon:
             log.error("plugin failed", module=error.module, error=error.message)
         settings = config.job_settings()
         settings["instance_id"] = _instance_id(config.state_dir)
+        self.alerts = Alerts(config.hooks, config.max_concurrent_hooks)
         self.engine = Engine(
             self.loader.registry,
             self.store,
@@ -151,6 +156,7 @@ class Daemon:
             settings=settings,
             max_concurrent_jobs=config.max_concurrent_jobs,
             on_job_change=self._job_changed,
+            alerts=self.alerts,
         )
         if self.metrics is not None:
             self._instrument(self.metrics)
@@ -165,6 +171,7 @@ class Daemon:
                 raise StartupError(str(err)) from err
             self._bound_socket = True
         self.engine.control_socket = _socket_path(sock, config.control_socket)  # jobs get it as AIFLOWD_SOCKET
+        self.alerts.environment["AIFLOWD_SOCKET"] = self.engine.control_socket  # and command hooks, for aiflowctl
         self.folder = WorkflowFolder(config.workflows_dir, self.loader, self.engine)
         self.server = ControlServer(
             sock,
@@ -233,6 +240,7 @@ class Daemon:
         await tg.start(partial(supervise, "watcher", self._watch, self.restarts, on_restart=self.folder.rescan))
         # READY does not wait for slow definitions: they are served as they compile.
         initial, loading = await self.folder.scan(tg, config.max_parallel_loads)
+        await tg.start(supervise, "alerts", self.alerts.serve, self.restarts)
         await tg.start(self.engine.serve, initial, loading)
         if config.http.get("listen"):
             from aiflowd.web.app import WebApp
@@ -309,6 +317,7 @@ class Daemon:
         log.info("aiflowd stopping")
         with anyio.move_on_after(self.config.stop_grace_period + SHUTDOWN_SLACK):
             await self.engine.stop_all("aiflowd stopped")
+        await self.alerts.drain(HOOKS_DRAIN)
         if self.watcher is not None:
             self.watcher.close()
         if self.config.http.get("listen"):
@@ -357,7 +366,10 @@ class Daemon:
             raise ReloadRefused(problems) from err
         fixed = [
             key
-            for key in ("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group", "http")
+            for key in (
+                *("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group"),
+                *("http", "max_concurrent_hooks"),
+            )
             if getattr(new, key) != getattr(self.config, key)
         ]
         errors = self.loader.registry.discover(new.plugin_modules, new.plugin_paths, entry_points=True)
@@ -367,6 +379,7 @@ class Daemon:
         self.loader.settings.plugin_paths = list(new.plugin_paths)
         self.engine.settings.update({k: v for k, v in new.job_settings().items() if k != "run_dir"})
         self.engine.limiter.total_tokens = new.max_concurrent_jobs
+        self.alerts.hooks = new.hooks
         if self.server is not None:
             self.server.idle_timeout = new.control_idle_timeout
             self.server.request_timeout = new.control_request_timeout

@@ -104,6 +104,7 @@ class ControlMethods:
                 "store_problem": engine.store_problem,
                 "restarts": self.daemon.restarts.snapshot(),
                 "errors_contained": engine.contained_errors,
+                "hooks": engine.alerts.snapshot() if engine.alerts is not None else None,
             }
 
         return await self._ask(status)

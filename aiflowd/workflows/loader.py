@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from aiflowd.alerts import HOOK_EVENTS, parse_hooks
 from aiflowd.model import (
     ANY,
     DEFAULT_NAMESPACE,
@@ -62,6 +63,7 @@ WORKFLOW_KEYS = {
     "on_change",
     "start_new_workflow_execution_on_events",
     "stop_workflow_execution_on_events",
+    *HOOK_EVENTS,
 }
 JOB_KEYS = {
     "job_type",
@@ -393,6 +395,8 @@ class _Load:
                 workflow.start_on_events = conditions
             else:
                 workflow.stop_on_events = conditions
+        elif key in HOOK_EVENTS:
+            workflow.hooks[key] = parse_hooks(value, (key,), self.problem, cwd=workflow.workflow_dir)
 
     def job_config(self, name: str, job: dict[str, Any]) -> JobConfig:
         known = JOB_KEYS | PROCESSOR_KEYS | self.type_keys(job)

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from aiflowd.alerts import COMMAND_KEYS, HOOK_EVENTS, WEBHOOK_KEYS
 from aiflowd.model import ChangePolicy, JobAction, Status
 from aiflowd.plugin_interface import BUILTIN_PLUGIN_MODULES, PluginRegistry, recorded_factories
 from aiflowd.workflows.loader import (
@@ -75,6 +76,9 @@ GENERIC_KEYS: dict[str, dict[str, Any]] = {
     "workflow.stop_workflow_execution_on_events": {
         "description": "events that stop the running execution: event conditions, or {condition, events}"
     },
+    "workflow.on_failure": {"description": "hooks when a job of this workflow fails for good (its retries used up)"},
+    "workflow.on_retry": {"description": "hooks when a job of this workflow fails and will be retried"},
+    "workflow.on_success": {"description": "hooks when a job of this workflow finishes"},
     # a job's generic keys
     "job.job_type": {"type": "string", "description": "the plugin that runs the job"},
     "job.properties": {"type": ["object", "null"], "description": "the job type's properties (env, cwd, timeout, ...) and free-form ones"},
@@ -114,6 +118,17 @@ GENERIC_KEYS: dict[str, dict[str, Any]] = {
     "events.condition": _caseless(["all", "any"], "all (default): every event must have come; any: one is enough"),
     "events.events": {"description": "the event conditions: a list of {event_key, event_value, ...}"},
     "events.action": _ACTION,
+    # hooks (a command string, or one of these mappings)
+    "hook.command": {
+        "type": ["string", "array"],
+        "items": {"type": "string"},
+        "description": "a command line (run by sh) or an argument list; it gets AIFLOWD_* variables",
+    },
+    "hook.webhook": {"type": "string", "pattern": "^https?://", "description": "a URL the facts are POSTed to as JSON"},
+    "hook.timeout": {**_DURATION, "description": "how long one run or one POST may take (a duration)"},
+    "hook.retries": {"type": "integer", "minimum": 0, "description": "how often a failed POST is tried again (default 3)"},
+    "hook.backoff": {**_DURATION, "description": "the pause before the first retry, doubling after each (default 1s)"},
+    "hook.headers": {"type": "object", "additionalProperties": {"type": ["string", "integer"]}, "description": "HTTP headers"},
 }
 
 #: The built-in job types' own keys. A third-party type's keys get a generic description.
@@ -243,6 +258,18 @@ def workflow_schema(types: JobTypeKeys) -> dict[str, Any]:
         ],
     }
     workflow_keys: dict[str, Any] = {k: _key("workflow", k) for k in sorted(WORKFLOW_KEYS)}
+    hook = {
+        "anyOf": [
+            {"type": "string", "minLength": 1},
+            _closed("hook", COMMAND_KEYS, required=["command"]),
+            _closed("hook", WEBHOOK_KEYS, required=["webhook"]),
+        ]
+    }
+    for key in HOOK_EVENTS:
+        workflow_keys[key] = _describe(
+            workflow_keys[key],
+            {"anyOf": [{"type": "null"}, {"$ref": "#/definitions/hook"}, {"type": "array", "items": {"$ref": "#/definitions/hook"}}]},
+        )
     workflow_keys["periodic_config"] = _describe(workflow_keys["periodic_config"], {"$ref": "#/definitions/periodic_config"})
     for key in ("start_new_workflow_execution_on_events", "stop_workflow_execution_on_events"):
         workflow_keys[key] = _describe(workflow_keys[key], _one_or_list(trigger))
@@ -264,6 +291,7 @@ def workflow_schema(types: JobTypeKeys) -> dict[str, Any]:
             "event_rule": event_rule,
             "events": events_group,
             "events_rule": events_rule,
+            "hook": hook,
         },
     }
 
