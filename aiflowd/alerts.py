@@ -16,6 +16,7 @@ is left is named in the log.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -214,7 +215,7 @@ class JobFacts:
         said = f": {self.message}" if self.message else ""
         where = f"execution {self.execution}, attempt {self.attempt}"
         text = f"aiflowd: job {self.workflow}.{self.job} {self.status}{exit_code} ({where}){said}"
-        return {**self.__dict__, "log_tail": log_tail, "text": text}
+        return {**dataclasses.asdict(self), "log_tail": log_tail, "text": text}
 
 
 def log_tail(path: str, max_bytes: int = LOG_TAIL_BYTES, max_lines: int = LOG_TAIL_LINES) -> str:
