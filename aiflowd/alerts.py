@@ -274,10 +274,14 @@ class Alerts:
         return {"sent": self.counts.sent, "failed": self.counts.failed, "dropped": self.counts.dropped, "pending": self.pending}
 
     def job_ended(self, run: JobRun, retrying: bool) -> None:
-        """Queue the hooks the end of ``run`` calls for (none for KILLED: someone stopped it)."""
+        """Queue the hooks the end of ``run`` calls for.
+
+        None for KILLED, a stop someone asked for, unless the daemon stopped it itself
+        because it lost track of it in a restart (``run.lost``): that is a failure.
+        """
         if run.status == Status.FINISHED:
             moment = "on_success"
-        elif run.status == Status.FAILED:
+        elif run.status == Status.FAILED or (run.status == Status.KILLED and run.lost):
             moment = "on_retry" if retrying else "on_failure"
         else:
             return

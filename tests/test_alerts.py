@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from structlog.testing import capture_logs
 
@@ -37,7 +38,8 @@ from aiflowd.workflows.loader import WorkflowLoader
 
 from .conftest import pid_alive, wait_for, write
 from .daemon_harness import Daemon
-from .test_engine import T0, FakeController, FakeFactory, Harness, World, job, workflow
+from .test_engine import T0, AIFlowStyleController, FakeController, FakeFactory, Harness, World, crash, job, workflow
+from .test_http import free_port
 
 # -- a real webhook receiver ---------------------------------------------------------------
 
@@ -315,10 +317,18 @@ WORKFLOW_HOOK = Hook(command="workflow")
 
 
 @asynccontextmanager
-async def engine_with(tmp_path: Path, alerts: Alerts, *loaded: Any, world: World) -> AsyncIterator[Harness]:
+async def engine_with(
+    tmp_path: Path,
+    alerts: Alerts,
+    *loaded: Any,
+    world: World,
+    store: Store | None = None,
+    controller: type[FakeController] = FakeController,
+) -> AsyncIterator[Harness]:
+    """An engine (on ``store``, or a new one) whose ended jobs go to ``alerts``; served until the block ends."""
     registry = PluginRegistry()
-    registry.register(FakeFactory(FakeController(world)), module="tests.test_engine")
-    store = Store(str(tmp_path / "aiflowd.db"))
+    registry.register(FakeFactory(controller(world)), module="tests.test_engine")
+    store = store or Store(str(tmp_path / "aiflowd.db"))
     clock = ManualClock(T0)
     engine = Engine(
         registry,
@@ -337,7 +347,6 @@ async def engine_with(tmp_path: Path, alerts: Alerts, *loaded: Any, world: World
             await harness.settle()
             yield harness
             tg.cancel_scope.cancel()
-    store.close()
 
 
 def with_hooks(entry: tuple[str, Any], **hooks: tuple[Hook, ...]) -> tuple[str, Any]:
@@ -383,6 +392,21 @@ async def test_a_job_stopped_by_a_user_calls_no_hook(tmp_path: Path) -> None:
         await h.settle()
         assert [row["status"] for row in h.rows("wf")] == ["KILLED"]
         assert alerts.delivered == []
+
+
+async def test_a_job_lost_in_a_restart_is_a_failure_never_a_retry(tmp_path: Path) -> None:
+    """A job a restarted engine cannot find again may still run: never retried, so its end is on_failure."""
+    world = World(blocking={"a"})
+    alerts = Recording({"on_failure": (DAEMON_HOOK,), "on_retry": (DAEMON_HOOK,)})
+    loaded = workflow("wf", job("a", retries=2))
+    async with engine_with(tmp_path, alerts, loaded, world=world, controller=AIFlowStyleController) as h:
+        await h.settle()
+        store = crash(h)
+    world.crashed = False
+    async with engine_with(tmp_path, alerts, loaded, world=world, store=store, controller=AIFlowStyleController) as h:
+        await h.settle()
+        assert [row["status"] for row in h.rows("wf")] == ["FAILED"]
+        assert [d[:4] for d in alerts.delivered] == [("on_failure", "a", 1, "FAILED")]
 
 
 async def test_a_full_queue_drops_with_a_line_and_a_count(tmp_path: Path) -> None:
@@ -476,9 +500,11 @@ def test_retry_then_success_fire_in_order_and_no_failure(tmp_path: Path, receive
 
 def test_a_webhook_that_refuses_or_hangs_is_given_up_and_the_daemon_goes_on(tmp_path: Path, receiver: Receiver) -> None:
     receiver.delay = 60
+    port = free_port()
     daemon = Daemon(
         tmp_path,
         f"""
+        http: {{listen: "127.0.0.1:{port}"}}
         on_failure:
           - {{webhook: "{closed_port_url()}", timeout: 2s, retries: 2, backoff: 0.1s}}
           - {{webhook: "{receiver.url}", timeout: 0.5s, retries: 1, backoff: 0.1s}}
@@ -495,6 +521,8 @@ def test_a_webhook_that_refuses_or_hangs_is_given_up_and_the_daemon_goes_on(tmp_
         assert re.fullmatch(r"hook failed: gave up after 3 attempts: ConnectError.*", events[1])
         assert len(receiver.bodies) == 2
         assert "hooks: 0 sent, 2 failed (see the daemon's log), 0 pending" in daemon.ctl("status").stdout
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert 'aiflowd_hooks_total{outcome="failed"} 2.0' in metrics and 'aiflowd_hooks_total{outcome="sent"} 0.0' in metrics
         # The daemon goes on: the next job runs, and its failure is told again.
         daemon.write_workflow("after.yaml", "job: {job_type: bash, bash_command: 'echo fine'}\n")
         daemon.wait_jobs("after", lambda rows: rows and rows[0]["status"] == "FINISHED", timeout=30)

@@ -199,3 +199,11 @@ class _EngineCollector(Collector):
         yield workflows
         yield GaugeMetricFamily("aiflowd_store_degraded", "1 while the state store refuses writes", value=1 if engine.store_problem else 0)
         yield CounterMetricFamily("aiflowd_errors_contained", "Exceptions the engine contained and survived", value=engine.contained_errors)
+        if engine.alerts is not None:
+            hooks = CounterMetricFamily(
+                "aiflowd_hooks", "Hook deliveries (on_failure, on_retry, on_success) by outcome", labels=["outcome"]
+            )
+            counts_of = engine.alerts.counts
+            for outcome, count in (("sent", counts_of.sent), ("failed", counts_of.failed), ("dropped", counts_of.dropped)):
+                hooks.add_metric([outcome], count)
+            yield hooks
