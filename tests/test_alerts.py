@@ -296,6 +296,19 @@ async def test_a_command_that_hangs_is_killed_with_what_it_started(tmp_path: Pat
     wait_for(lambda: not pid_alive(int(pids.read_text())), timeout=5)
 
 
+async def test_a_command_cut_short_by_a_stop_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    alerts = Alerts()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(alerts.deliver, Hook(command=f"sleep 60 & echo $! > {pids}; sleep 60", timeout=60), FACTS)
+        with anyio.fail_after(10):
+            while not pids.exists() or not pids.read_text().strip():
+                await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()
+    wait_for(lambda: not pid_alive(int(pids.read_text())), timeout=5)
+    assert alerts.counts.sent == alerts.counts.failed == 0  # cut short: neither
+
+
 # -- the engine: which hook fires when -----------------------------------------------------------
 
 
@@ -552,3 +565,26 @@ def test_a_bad_hook_in_a_workflow_is_shown_by_validate(tmp_path: Path) -> None:
     result = daemon.ctl("validate", str(path), check=False)
     assert result.returncode == 1
     assert result.stdout == f"{path}:1:42: on_retry.retries: must be a whole number >= 0, got 'many'\n"
+
+
+def test_a_reload_brings_the_configs_new_hooks(daemon: Daemon, receiver: Receiver) -> None:
+    daemon.write_config(f'on_failure: {{webhook: "{receiver.url}", timeout: 5s}}\nmax_concurrent_hooks: 8\n')
+    answer = daemon.json("reload")
+    assert answer["reloaded"] and answer["needs_restart"] == ["max_concurrent_hooks"]  # the workers are counted at start
+    daemon.write_workflow("late.yaml", "job: {job_type: bash, bash_command: 'exit 2'}\n")
+    wait_for(lambda: receiver.bodies, timeout=30)
+    assert [(b["workflow"], b["hook"], b["exit_code"]) for b in receiver.bodies] == [("late", "on_failure", 2)]
+
+
+def test_a_stop_lets_the_hooks_under_way_finish(tmp_path: Path) -> None:
+    told = tmp_path / "told"
+    daemon = Daemon(tmp_path, f"on_failure: 'sleep 1; echo $AIFLOWD_JOB > {told}'\n")
+    try:
+        daemon.start()
+        daemon.write_workflow("wf.yaml", "job: {job_type: bash, bash_command: 'exit 1'}\n")
+        daemon.wait_jobs("wf", lambda rows: rows and rows[0]["status"] == "FAILED", timeout=30)
+        wait_for(lambda: daemon.json("status")["hooks"]["pending"] == 1, timeout=10)
+        assert daemon.stop() == 0  # while the hook sleeps: the stop waits for it (up to 5s)
+        assert told.read_text() == "job\n"
+    finally:
+        daemon.close()
