@@ -16,11 +16,13 @@ is left is named in the log.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -264,6 +266,13 @@ class Alerts:
         self._busy = 0
         self._idle = anyio.Event()
         self._idle.set()
+        #: The webhooks' HTTP client while ``serve`` runs: made at the first webhook (its TLS
+        #: setup costs about 0.1s of CPU), its connections kept for the next POST.
+        self._client: Any = None
+        self._client_made = anyio.Lock()
+        self._serving = False
+        #: A lock per (hook, workflow, job) being delivered: workers run side by side, but never two of one key.
+        self._in_order: dict[tuple[Hook, str, str], anyio.Lock] = {}
 
     @property
     def pending(self) -> int:
@@ -291,28 +300,42 @@ class Alerts:
             return
         facts = JobFacts.of(moment, run)
         for hook in chosen:
-            if len(self._queue) >= self.max_pending:
-                self.counts.dropped += 1
-                log.warning(
-                    "hook dropped: too many waiting",
-                    hook=moment,
-                    target=describe(hook),
-                    workflow=facts.workflow,
-                    job=facts.job,
-                    execution=facts.execution,
-                    waiting=len(self._queue),
-                )
-                continue
-            self._queue.append((hook, facts))
-            self._idle = anyio.Event() if self._idle.is_set() else self._idle
-            self._ready.release()
+            self.queue(hook, facts)
+
+    def queue(self, hook: Hook, facts: JobFacts) -> bool:
+        """Queue one delivery; False (logged, counted) when ``max_pending`` wait already."""
+        if len(self._queue) >= self.max_pending:
+            self.counts.dropped += 1
+            log.warning(
+                "hook dropped: too many waiting",
+                hook=facts.hook,
+                target=describe(hook),
+                workflow=facts.workflow,
+                job=facts.job,
+                execution=facts.execution,
+                waiting=len(self._queue),
+            )
+            return False
+        self._queue.append((hook, facts))
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        self._ready.release()
+        return True
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver queued hooks with ``max_concurrent`` workers until cancelled."""
-        async with anyio.create_task_group() as tg:
-            for _ in range(max(1, self.max_concurrent)):
-                tg.start_soon(self._worker)
-            task_status.started()
+        self._serving = True
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(max(1, self.max_concurrent)):
+                    tg.start_soon(self._worker)
+                task_status.started()
+        finally:
+            self._serving = False
+            client, self._client = self._client, None
+            if client is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                    await client.aclose()
 
     async def drain(self, limit: float) -> None:
         """Wait up to ``limit`` seconds for what is queued to be delivered; name what is left."""
@@ -328,9 +351,14 @@ class Alerts:
                 continue
             hook, facts = self._queue.popleft()
             self._busy += 1
+            key = (hook, facts.workflow, facts.job)
+            lock = self._in_order.setdefault(key, anyio.Lock())  # taken before any other task runs: in queue order
             try:
-                await self.deliver(hook, facts)
+                async with lock:  # one receiver hears of one job's ends in the order they came
+                    await self.deliver(hook, facts)
             finally:
+                if not lock.locked() and not lock.statistics().tasks_waiting:
+                    self._in_order.pop(key, None)
                 self._busy -= 1
                 if not self._queue and not self._busy:
                     self._idle.set()
@@ -387,6 +415,14 @@ class Alerts:
             raise HookFailed(f"exit status {result.returncode}" + (f"; it printed: {last}" if last else ""))
         return output
 
+    async def _shared_client(self) -> Any:
+        import httpx
+
+        async with self._client_made:
+            if self._client is None:  # made in a thread: its TLS setup would hold the loop
+                self._client = await anyio.to_thread.run_sync(partial(httpx.AsyncClient, follow_redirects=False))
+            return self._client
+
     async def _post(self, hook: Hook, facts: JobFacts) -> str:
         """POST the facts, retried with a doubling pause; gives up at once on a 4xx that a retry cannot change."""
         import httpx
@@ -397,11 +433,15 @@ class Alerts:
         attempts = 1 + hook.retries
         pause = hook.backoff
         problem = ""
-        async with httpx.AsyncClient(timeout=hook.timeout, follow_redirects=False) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            if self._serving:
+                client = await self._shared_client()
+            else:  # one delivery on its own (a test): a client of its own
+                client = await stack.enter_async_context(httpx.AsyncClient(follow_redirects=False))
             for attempt in range(1, attempts + 1):
                 try:
                     with anyio.fail_after(hook.timeout):
-                        answer = await client.post(hook.webhook, json=body, headers=headers)
+                        answer = await client.post(hook.webhook, json=body, headers=headers, timeout=hook.timeout)
                 except TimeoutError:
                     problem = f"no answer within {hook.timeout:g}s"
                 except httpx.HTTPError as err:

@@ -309,6 +309,21 @@ async def test_a_command_cut_short_by_a_stop_is_killed_with_what_it_started(tmp_
     assert alerts.counts.sent == alerts.counts.failed == 0  # cut short: neither
 
 
+async def test_one_receiver_hears_of_one_jobs_ends_in_order_and_other_jobs_do_not_wait(tmp_path: Path) -> None:
+    heard = tmp_path / "heard"
+    hook = Hook(command=f'[ "$AIFLOWD_ATTEMPT" = 1 ] && sleep 0.5; echo $AIFLOWD_JOB.$AIFLOWD_ATTEMPT >> {heard}', timeout=10)
+    alerts = Alerts(max_concurrent=4)
+    async with anyio.create_task_group() as tg:
+        await tg.start(alerts.serve)
+        alerts.queue(hook, dataclasses.replace(FACTS, attempt=1))
+        alerts.queue(hook, dataclasses.replace(FACTS, attempt=2))  # would overtake the first, if it could
+        alerts.queue(hook, dataclasses.replace(FACTS, job="other", attempt=2))
+        with anyio.fail_after(10):
+            await alerts.drain(10)
+        tg.cancel_scope.cancel()
+    assert heard.read_text().splitlines() == ["other.2", "job.1", "job.2"]
+
+
 # -- the engine: which hook fires when -----------------------------------------------------------
 
 
