@@ -551,6 +551,7 @@ def test_a_webhook_that_refuses_or_hangs_is_given_up_and_the_daemon_goes_on(tmp_
         assert "hooks: 0 sent, 2 failed (see the daemon's log), 0 pending" in daemon.ctl("status").stdout
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         assert 'aiflowd_hooks_total{outcome="failed"} 2.0' in metrics and 'aiflowd_hooks_total{outcome="sent"} 0.0' in metrics
+        assert "hooks failed: 2, dropped: 0 (see the daemon's log)" in httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
         # The daemon goes on: the next job runs, and its failure is told again.
         daemon.write_workflow("after.yaml", "job: {job_type: bash, bash_command: 'echo fine'}\n")
         daemon.wait_jobs("after", lambda rows: rows and rows[0]["status"] == "FINISHED", timeout=30)

@@ -113,6 +113,9 @@ def status_page(
         parts.append(f'<p class="problem">state store degraded: {esc(status["store_problem"])}</p>')
     if status.get("restarts"):
         parts.append('<p class="problem">restarted parts: ' + esc(", ".join(f"{p} {n}" for p, n in status["restarts"].items())) + "</p>")
+    hooks = status.get("hooks") or {}
+    if hooks.get("failed") or hooks.get("dropped"):
+        parts.append(f'<p class="problem">hooks failed: {hooks["failed"]}, dropped: {hooks["dropped"]} (see the daemon\'s log)</p>')
     parts.append("<h2>Running jobs</h2>")
     parts.append(
         table(
