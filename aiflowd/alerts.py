@@ -7,8 +7,9 @@ and a workflow may each give ``on_failure``, ``on_retry`` and ``on_success``; bo
 The engine tells ``Alerts.job_ended`` once per job execution it records as ended, from its
 loop: that call only queues. A few workers (``max_concurrent_hooks``) deliver what is
 queued beside the loop, so a slow receiver, a hanging command or a refused connection
-never holds the engine or a job. Each failure is one log line, counted (``aiflowctl
-status``); a full queue drops new deliveries with a line and a count, never silently.
+never holds the engine or a job; one hook hears of one job's ends in the order they
+came. Each failure is one log line, counted (``aiflowctl status``); a full queue drops new
+deliveries with a line and a count, never silently.
 Deliveries live in memory: at shutdown the queue gets a bounded time to drain, and what
 is left is named in the log.
 """
