@@ -198,7 +198,15 @@ def test_unix_socket_listen(tmp_path: Path) -> None:
         daemon.start()
         client = httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url="http://aiflowd")
         wait_for(lambda: os.path.exists(path), timeout=20)
-        wait_for(lambda: client.get("/healthz").status_code == 200, timeout=20)
+
+        def healthy() -> bool:
+            # The socket's file appears at bind(), a moment before listen(): refused until then.
+            try:
+                return client.get("/healthz").status_code == 200
+            except httpx.ConnectError:
+                return False
+
+        wait_for(healthy, timeout=20)
         assert client.get("/api/status").json()["pid"] == daemon.process.pid  # type: ignore[union-attr]
         client.close()
         assert daemon.stop() == 0
