@@ -86,8 +86,10 @@ class Retention:
         self.clock: Clock = clock or SystemClock()
         self.batch_size = batch_size
         self.first_pass_delay = first_pass_delay
-        #: The last pass's report (None before the first).
+        #: The last pass's report (None before the first), when it ended, and how many passes ran.
         self.last: RetentionReport | None = None
+        self.last_at: float | None = None
+        self.passes = 0
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Pass after pass for ever: the first shortly after start, then every ``interval``."""
@@ -115,12 +117,22 @@ class Retention:
             report.log_files = await self._delete_files(self.log_dir, now - keep["logs"], open_ids, newest, report, whole=False)
         if keep["work_dirs"] > 0:
             report.work_dirs = await self._delete_files(self.work_root, now - keep["work_dirs"], open_ids, newest, report, whole=True)
-        self.last = report
+        self.last, self.last_at = report, self.clock.now()
+        self.passes += 1
         if report.errors:
             log.warning("retention pass incomplete; the rest waits for the next pass", **report.as_dict())
         elif any((report.executions, report.events, report.log_files, report.work_dirs)):
             log.info("retention pass", **report.as_dict())
         return report
+
+    def status(self) -> dict[str, Any]:
+        """What ``aiflowctl status`` shows: the durations kept, and what the last pass removed."""
+        return {
+            "keep": dict(self.settings),
+            "passes": self.passes,
+            "last_pass_at": self.last_at,
+            "last_pass": self.last.as_dict() if self.last is not None else None,
+        }
 
     async def _delete_rows(self, before: float, report: RetentionReport) -> None:
         """Finished executions (with their job executions) and events older than ``before``, batch by batch."""

@@ -116,6 +116,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+#: Retention's queries (``EXPLAIN QUERY PLAN`` of each reads an index, never the whole table).
+EXPIRED_EXECUTIONS = (
+    "SELECT id FROM executions AS e WHERE ended_at < ? AND status != 'RUNNING' "
+    "AND EXISTS (SELECT 1 FROM executions AS later WHERE later.workflow = e.workflow AND later.id > e.id) "
+    "ORDER BY ended_at LIMIT ?"
+)
+EXPIRED_EVENTS = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)"
+
 JOB_EXECUTION_COLUMNS = (
     "id",
     "execution_id",
@@ -456,12 +464,7 @@ class Store:
         Each workflow's latest execution is never among them: ``aiflowctl list`` shows it as
         the workflow's last run however long ago that was.
         """
-        rows = self.db.execute(
-            "SELECT id FROM executions AS e WHERE ended_at < ? AND status != 'RUNNING' "
-            "AND EXISTS (SELECT 1 FROM executions AS later WHERE later.workflow = e.workflow AND later.id > e.id) "
-            "ORDER BY ended_at LIMIT ?",
-            (ended_before, limit),
-        ).fetchall()
+        rows = self.db.execute(EXPIRED_EXECUTIONS, (ended_before, limit)).fetchall()
         return [int(row[0]) for row in rows]
 
     def delete_executions(self, ids: list[int]) -> list[str]:
@@ -498,9 +501,7 @@ class Store:
         """Delete up to ``limit`` events older than ``before`` (the oldest) in a transaction of its own; how many."""
         self._own_transaction()
         try:
-            cursor = self.db.execute(
-                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)", (before, limit)
-            )
+            cursor = self.db.execute(EXPIRED_EVENTS, (before, limit))
             self.db.commit()
         except sqlite3.DatabaseError as err:
             with contextlib.suppress(sqlite3.Error):

@@ -104,6 +104,7 @@ class ControlMethods:
                 "store_problem": engine.store_problem,
                 "restarts": self.daemon.restarts.snapshot(),
                 "errors_contained": engine.contained_errors,
+                "retention": self.daemon.retention.status() if self.daemon.retention is not None else None,
             }
 
         return await self._ask(status)

@@ -1,0 +1,374 @@
+"""Retention: old rows and files go, in bounded batches; what runs, and each workflow's latest, stay.
+
+Real SQLite files, real folders and a ManualClock; the end-to-end test ages the data of a
+real daemon and watches it go through the real aiflowctl.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from aiflowd.clock import ManualClock
+from aiflowd.config import load_config
+from aiflowd.engine import Engine, EnginePaths
+from aiflowd.retention import Retention
+from aiflowd.store import Store
+from aiflowd.workflows.errors import LoadError
+from aiflowd.workflows.loader import WorkflowLoader
+
+from .conftest import REPO, wait_for, write
+from .daemon_harness import Daemon
+
+DAY = 86400.0
+NOW = time.time()
+KEEP = {"executions": 90 * DAY, "logs": 30 * DAY, "work_dirs": 7 * DAY, "interval": 3600.0}
+
+
+def execution(store: Store, workflow: str, *, ended_days_ago: float | None, jobs: int = 1, handle: dict[str, Any] | None = None) -> int:
+    """One execution with ``jobs`` job executions; ``ended_days_ago`` None: still running."""
+    execution_id = store.create_execution(workflow, "v1", "manual", None)
+    status = "RUNNING" if ended_days_ago is None else "FINISHED"
+    for n in range(jobs):
+        store.create_job_execution(
+            execution_id=execution_id,
+            workflow=workflow,
+            job=f"j{n}",
+            job_type="bash",
+            attempt=1,
+            status=status,
+            created_at=NOW,
+            log_path="",
+            working_dir="",
+            handle=json.dumps(handle) if handle else None,
+        )
+    if ended_days_ago is not None:
+        store.end_execution(execution_id, status)
+    store.commit()
+    if ended_days_ago is not None:  # its age: what the clock compares with
+        ended = NOW - ended_days_ago * DAY
+        store.db.execute("UPDATE executions SET started_at = ?, ended_at = ? WHERE id = ?", (ended - 60, ended, execution_id))
+        store.db.execute("UPDATE job_executions SET ended_at = ? WHERE execution_id = ?", (ended, execution_id))
+        store.db.commit()
+    return execution_id
+
+
+def ids(store: Store, workflow: str | None = None) -> list[int]:
+    return sorted(row["id"] for row in store.executions(workflow=workflow, limit=1_000_000))
+
+
+def count(store: Store, table: str) -> int:
+    return int(store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def retention(store: Store, tmp_path: Path, clock: ManualClock, **keep: float) -> Retention:
+    return Retention(store, str(tmp_path / "state"), str(tmp_path / "logs"), {**KEEP, **keep}, clock=clock)
+
+
+async def test_old_finished_executions_go_in_batches_with_their_jobs_and_events(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "state" / "aiflowd.db"))
+    clock = ManualClock(NOW)
+    old = [execution(store, "a", ended_days_ago=100, jobs=2) for _ in range(1200)]
+    running = execution(store, "a", ended_days_ago=None)
+    store.db.execute("UPDATE executions SET started_at = ? WHERE id = ?", (NOW - 400 * DAY, running))
+    store.db.commit()
+    recent = [execution(store, "a", ended_days_ago=1, jobs=2) for _ in range(3)]
+    only_b = execution(store, "b", ended_days_ago=200)  # b's latest: kept however old
+    for n in range(700):
+        store.add_event(f"old{n}", "v", "*", "default", "", NOW - 100 * DAY)
+    store.add_event("recent", "v", "*", "default", "", NOW - DAY)
+    store.record_tick("a", "", NOW - 100 * DAY)
+    store.commit()
+
+    report = await retention(store, tmp_path, clock).sweep()
+    assert (report.executions, report.events) == (1200, 700)
+    assert report.batches == 3 + 2  # 500 + 500 + 200 executions, 500 + 200 events: one transaction each
+    assert ids(store, "a") == sorted([running, *recent]) and ids(store, "b") == [only_b]
+    assert {row["execution_id"] for row in store.job_executions(limit=1_000_000)} == {running, *recent, only_b}
+    assert count(store, "job_executions") == 1 + 2 * 3 + 1
+    assert [e["key"] for e in store.events()] == ["recent"]
+    assert store.last_tick("a", "") == NOW - 100 * DAY  # what catch-up reads is never retention's
+    assert old[0] not in ids(store)
+
+    clock.advance(90 * DAY)  # the recent ones are 91 days old now: all but a's latest go
+    report = await retention(store, tmp_path, clock).sweep()
+    assert report.executions == 2
+    assert ids(store, "a") == [running, recent[-1]] and ids(store, "b") == [only_b]
+    assert count(store, "events") == 0
+    # New executions take new ids: a deleted one's id is never handed out again.
+    assert store.create_execution("a", "v1", "manual", None) > recent[-1]
+    store.close()
+
+
+async def test_a_duration_of_never_keeps_that_kind(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "state" / "aiflowd.db"))
+    execution(store, "a", ended_days_ago=1000)
+    execution(store, "a", ended_days_ago=1000)
+    log = write(tmp_path / "logs" / "a" / "1" / "j0.log", "old\n")
+    os.utime(log, (NOW - 1000 * DAY,) * 2)
+    report = await retention(store, tmp_path, ManualClock(NOW), executions=0, logs=0, work_dirs=0).sweep()
+    assert (report.executions, report.log_files, report.batches) == (0, 0, 0)
+    assert ids(store) == [1, 2] and log.exists()
+    store.close()
+
+
+def age(path: Path, days: float) -> None:
+    """Make everything under ``path`` (and ``path``) look last written ``days`` ago."""
+    moment = NOW - days * DAY
+    for parent, dirs, files in os.walk(path, topdown=False):
+        for name in files + dirs:
+            os.utime(os.path.join(parent, name), (moment, moment), follow_symlinks=False)
+        os.utime(parent, (moment, moment))
+
+
+async def test_logs_and_working_folders_go_when_old_never_while_their_execution_runs(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "state" / "aiflowd.db"))
+    finished = execution(store, "a", ended_days_ago=40)
+    running = execution(store, "a", ended_days_ago=None)
+    recent = execution(store, "a", ended_days_ago=1)
+    logs, work = tmp_path / "logs" / "a", tmp_path / "state" / "work" / "a"
+    for number in (finished, running, recent):
+        write(logs / str(number) / "j0.log", "log\n")
+        write(work / str(number) / "j0.1" / "out.txt", "data\n")
+    write(logs / str(finished) / "j0.2.log", "a retry, written yesterday\n")
+    resources = tmp_path / "workflows" / "a" / "resources"
+    write(resources / "model.bin", "precious\n")
+    (work / str(finished) / "j0.1" / "resources").symlink_to(resources)  # as make_working_dir links it
+    write(work / "99" / "j0.1" / "out.txt", "an execution begun after the pass read the store\n")
+    write(work / "notes" / "x.txt", "not an execution's folder\n")
+    for folder in (logs / str(finished), logs / str(running), work / str(finished), work / str(running), work / "99", work / "notes"):
+        age(folder, 40)
+    age(resources, 40)
+    os.utime(logs / str(finished) / "j0.2.log", (NOW - DAY, NOW - DAY))
+
+    report = await retention(store, tmp_path, ManualClock(NOW)).sweep()
+    assert (report.log_files, report.work_dirs) == (1, 1)
+    assert not (logs / str(finished) / "j0.log").exists() and (logs / str(finished) / "j0.2.log").exists()
+    assert not (work / str(finished)).exists()
+    assert (resources / "model.bin").read_text() == "precious\n"  # a link is removed, never followed
+    for kept in (logs / str(running) / "j0.log", work / str(running) / "j0.1" / "out.txt", logs / str(recent) / "j0.log"):
+        assert kept.exists(), kept
+    assert (work / str(recent)).exists() and (work / "99").exists() and (work / "notes").exists()
+    assert ids(store) == [finished, running, recent]  # rows are kept longer than files
+
+    store.end_execution(running, "FINISHED")
+    store.commit()
+    report = await retention(store, tmp_path, ManualClock(NOW + 31 * DAY)).sweep()
+    assert not (logs / str(running)).exists() and not (logs / str(finished)).exists()  # emptied folders go too
+    assert not (work / str(running)).exists() and not (work / str(recent)).exists()
+    store.close()
+
+
+async def test_exit_status_files_of_deleted_job_executions_go_with_them(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "state" / "aiflowd.db"))
+    status_dir = tmp_path / "run" / "exit-status"
+    old, running = status_dir / "a.1.j0.1", status_dir / "a.2.j0.1"
+    execution(store, "a", ended_days_ago=100, handle={"pid": 1, "status_path": str(old)})
+    execution(store, "a", ended_days_ago=None, handle={"pid": 2, "status_path": str(running)})
+    execution(store, "a", ended_days_ago=100, handle={"pid": 3, "status_path": str(status_dir / "gone-already")})
+    execution(store, "a", ended_days_ago=1)  # the latest
+    for path in (old, running):
+        write(path, "0\n")
+    report = await retention(store, tmp_path, ManualClock(NOW)).sweep()
+    assert (report.executions, report.status_files) == (2, 1)
+    assert not old.exists() and running.exists()
+    store.close()
+
+
+async def test_nothing_is_deleted_while_the_engine_has_writes_waiting(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "state" / "aiflowd.db"))
+    execution(store, "a", ended_days_ago=100)
+    execution(store, "a", ended_days_ago=100)
+    store.set_paused("a", True)  # written, not yet committed: a retention commit would commit it early
+    report = await retention(store, tmp_path, ManualClock(NOW)).sweep()
+    assert report.executions == 0 and report.errors == ["the engine has writes waiting for their commit"]
+    assert ids(store) == [1, 2]
+    store.commit()
+    assert (await retention(store, tmp_path, ManualClock(NOW)).sweep()).executions == 1
+    store.close()
+
+
+async def test_passes_run_shortly_after_start_then_every_interval_on_the_clock(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "state" / "aiflowd.db"))
+    execution(store, "a", ended_days_ago=100)
+    execution(store, "a", ended_days_ago=100)
+    clock = ManualClock(NOW)
+    part = Retention(store, str(tmp_path / "state"), str(tmp_path / "logs"), KEEP, clock=clock, first_pass_delay=60)
+
+    async def passes(number: int) -> None:
+        while part.passes < number:
+            await anyio.sleep(0.005)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(part.run)
+            assert clock.deadlines == [NOW + 60]
+            assert part.passes == 0 and ids(store) == [1, 2]
+            clock.advance(60)
+            await passes(1)
+            assert ids(store) == [2] and part.last_at == NOW + 60
+            await anyio.sleep(0)
+            assert clock.deadlines == [NOW + 60 + 3600]
+            execution(store, "a", ended_days_ago=100)  # a's latest is 3 now; 2 is old and no longer the latest
+            clock.advance(3600)
+            await passes(2)
+            assert ids(store) == [3]
+            assert part.status()["last_pass"]["executions"] == 1
+            tg.cancel_scope.cancel()
+    store.close()
+
+
+async def test_the_engine_removes_an_exit_status_file_only_once_the_end_is_committed(tmp_path: Path, loader: WorkflowLoader) -> None:
+    class Disk:
+        """The store's connection, whose commits fail while ``full``."""
+
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db, self.full = db, False
+
+        def commit(self) -> None:
+            if self.full:
+                raise sqlite3.OperationalError("database or disk is full")
+            self.db.commit()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.db, name)
+
+    go = tmp_path / "go"
+    path = write(
+        tmp_path / "wf" / "ends.yaml", f"j:\n  job_type: bash\n  bash_command: 'while [ ! -e {go} ]; do sleep 0.02; done; exit 3'\n"
+    )
+    store = Store(str(tmp_path / "state" / "aiflowd.db"))
+    disk = Disk(store.db)
+    store.db = disk  # type: ignore[assignment]
+    engine = Engine(
+        loader.registry,
+        store,
+        EnginePaths(str(tmp_path / "state"), str(tmp_path / "logs")),
+        settings={"stop_grace_period": 1.0, "run_dir": str(tmp_path / "run"), "job_env": {"PYTHONPATH": str(REPO)}},
+        keep_open_for_events=False,
+        store_check_interval=0,
+    )
+    status_file = tmp_path / "run" / "exit-status" / "ends.1.j.1"
+
+    def committed_status() -> str:
+        with sqlite3.connect(store.path) as db:
+            rows = db.execute("SELECT status FROM job_executions").fetchall()
+        return rows[0][0] if rows else ""
+
+    loaded = loader.load(str(path))
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.serve)
+            execution_run = await engine.request(lambda e: e.run_workflow(loaded))
+            while committed_status() != "RUNNING":
+                await anyio.sleep(0.01)
+            disk.full = True
+            go.touch()
+            while not (status_file.exists() and store.problem is not None):
+                await anyio.sleep(0.01)
+            assert committed_status() == "RUNNING"  # its end is not in the store: the file is still needed
+            await anyio.sleep(0.2)  # a few of the engine's retries, all refused
+            assert status_file.exists()
+            disk.full = False
+            await execution_run.ended.wait()
+            while status_file.exists():
+                await anyio.sleep(0.01)
+            assert committed_status() == "FAILED"
+            tg.cancel_scope.cancel()
+    store.close()
+
+
+def test_config_durations_never_and_located_errors(tmp_path: Path) -> None:
+    config = tmp_path / "aiflowd.yaml"
+    config.write_text("retention:\n  executions: 1w\n  logs: never\n  work_dirs: 0\n")
+    assert load_config(str(config)).retention == {"executions": 7 * DAY, "logs": 0.0, "work_dirs": 0.0, "interval": 3600.0}
+    assert load_config(None, environ={}).retention == KEEP
+    config.write_text("retention:\n  executions: soon\n  log: 1d\n  interval: 0\n")
+    with pytest.raises(LoadError) as raised:
+        load_config(str(config))
+    problems = [str(p) for p in raised.value.problems]
+    assert len(problems) == 3
+    assert any(f"{config}:2" in p and "retention.executions" in p and "soon" in p for p in problems), problems
+    assert any(f"{config}:3" in p and "did you mean 'logs'?" in p for p in problems), problems
+    assert any(f"{config}:4" in p and "retention.interval" in p and "longer than 0" in p for p in problems), problems
+
+
+# -- a real daemon ------------------------------------------------------------------------
+
+
+def test_a_daemon_deletes_old_history_and_files_and_keeps_what_runs(daemon: Daemon) -> None:
+    daemon.write_workflow("etl.yaml", "j:\n  job_type: bash\n  bash_command: echo hi; mkdir -p out; echo x > out/data\n")
+    daemon.wait_jobs("etl", lambda rows: len(rows) == 1 and rows[0]["ended_at"])
+    for n in (2, 3, 4):
+        daemon.ctl("workflow", "start-execution", "etl")
+        daemon.wait_jobs("etl", lambda rows, n=n: len(rows) == n and all(r["ended_at"] for r in rows))
+    daemon.ctl("event", "send", "old-key", "v")
+    assert daemon.stop() == 0
+
+    # Age what the first daemon left: executions 1 and 2 by 100 days, 3 by 40, 4 stays recent.
+    logs, work = daemon.state / "logs" / "etl", daemon.state / "work" / "etl"
+    with sqlite3.connect(daemon.state / "aiflowd.db") as db:
+        for number, days in ((1, 100), (2, 100), (3, 40)):
+            ended = NOW - days * DAY
+            db.execute("UPDATE executions SET started_at = ?, ended_at = ? WHERE id = ?", (ended - 1, ended, number))
+            db.execute("UPDATE job_executions SET started_at = ?, ended_at = ? WHERE execution_id = ?", (ended - 1, ended, number))
+            age(logs / str(number), days)
+            age(work / str(number), days)
+        db.execute("UPDATE events SET time = ?", (NOW - 100 * DAY,))
+    assert sorted(os.listdir(daemon.state / "run" / "exit-status")) == []  # removed once each end was committed
+
+    daemon.write_config("retention:\n  executions: 90d\n  logs: 30d\n  work_dirs: 7d\n  interval: 0.2s\n")
+    daemon.start()
+    daemon.write_workflow("forever.yaml", "f:\n  job_type: bash\n  bash_command: echo started; exec sleep 600\n")
+    daemon.wait_jobs("forever", lambda rows: [r["status"] for r in rows] == ["RUNNING"])
+    [forever] = daemon.json("workflow", "list-executions", "forever")
+    with sqlite3.connect(daemon.state / "aiflowd.db") as db:  # a running execution looks a year old
+        db.execute("UPDATE executions SET started_at = ? WHERE id = ?", (NOW - 365 * DAY, forever["id"]))
+    wait_for(lambda: (daemon.state / "logs" / "forever" / str(forever["id"]) / "f.log").exists())
+    age(daemon.state / "logs" / "forever", 365)
+    age(daemon.state / "work" / "forever", 365)
+    passes = daemon.json("status")["retention"]["passes"]
+    wait_for(lambda: daemon.json("status")["retention"]["passes"] >= passes + 2, timeout=30)
+
+    assert [e["id"] for e in daemon.json("workflow", "list-executions", "etl")] == [4, 3]
+    assert sorted(os.listdir(logs)) == ["4"] and sorted(os.listdir(work)) == ["4"]
+    assert daemon.json("event", "list") == []
+    assert [r["execution_id"] for r in daemon.jobs("etl")] == [4, 3]
+    assert daemon.ctl("job", "logs", "etl", "j").stdout == "hi\n"  # the latest's log is there
+    history = daemon.ctl("workflow", "list-executions", "etl").stdout.splitlines()
+    assert len(history) == 3 and history[1].split()[0] == "4"  # the human history, header and two rows
+    assert [r["status"] for r in daemon.jobs("forever")] == ["RUNNING"]
+    assert (daemon.state / "logs" / "forever" / str(forever["id"]) / "f.log").read_text() == "started\n"
+    assert (daemon.state / "work" / "forever" / str(forever["id"])).is_dir()
+    status = daemon.json("status")
+    assert status["retention"]["keep"]["executions"] == 90 * DAY and status["restarts"] == {}
+
+
+def test_a_daemon_refuses_a_database_from_a_newer_aiflowd_in_one_line(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    try:
+        refused(daemon)
+    finally:
+        daemon.close()
+
+
+def refused(daemon: Daemon) -> None:
+    daemon.state.mkdir(parents=True)
+    with sqlite3.connect(daemon.state / "aiflowd.db") as db:
+        db.execute("CREATE TABLE later_things (x)")
+        db.execute("PRAGMA user_version = 1000")
+    daemon.start(wait=False)
+    assert daemon.process is not None and daemon.process.wait(timeout=30) == 1
+    lines = [line for line in daemon.log().splitlines() if "cannot start" in line]
+    assert len(lines) == 1, daemon.log()
+    assert str(daemon.state / "aiflowd.db") in lines[0] and "schema version 1000 is from a newer aiflowd" in lines[0]
+    with sqlite3.connect(daemon.state / "aiflowd.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (1000,)
+        assert [row[0] for row in db.execute("SELECT name FROM sqlite_master")] == ["later_things"]
