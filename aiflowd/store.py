@@ -516,6 +516,7 @@ class Store:
 
 def _migrate(db: sqlite3.Connection, version: int) -> None:
     """Bring ``db`` from schema ``version`` to ``SCHEMA_VERSION`` in one transaction: all of it, or nothing."""
+    (tables,) = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     db.isolation_level = None  # explicit BEGIN/COMMIT: DDL and user_version roll back together
     try:
         db.execute("BEGIN IMMEDIATE")
@@ -533,7 +534,8 @@ def _migrate(db: sqlite3.Connection, version: int) -> None:
             raise
     finally:
         db.isolation_level = "DEFERRED"
-    log.info("state store schema migrated", from_version=version, to_version=SCHEMA_VERSION)
+    if tables:
+        log.info("state store schema migrated", from_version=version, to_version=SCHEMA_VERSION)
 
 
 def _add_kind(db: sqlite3.Connection) -> None:

@@ -369,6 +369,13 @@ def print_human(command: str, result: Any) -> None:
             print("restarts: " + ", ".join(f"{part} {n}" for part, n in result["restarts"].items()))
         if result.get("errors_contained"):
             print(f"errors contained: {result['errors_contained']} (see the daemon's log)")
+        if (retention := result.get("retention")) and retention.get("last_pass"):
+            last = retention["last_pass"]
+            print(
+                f"retention: last pass removed {last['executions']} executions, {last['events']} events, "
+                f"{last['log_files']} log files, {last['work_dirs']} working folders"
+                + (f"; incomplete: {last['errors'][0]}" if last.get("errors") else "")
+            )
     elif command == "workflow.list":
         table(result, ["workflow", "status", "version", "paused", "problems", "executions_running"])
     elif command == "workflow.show":
