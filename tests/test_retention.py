@@ -343,6 +343,8 @@ def test_a_daemon_deletes_old_history_and_files_and_keeps_what_runs(daemon: Daem
     assert sorted(os.listdir(logs)) == ["4"] and sorted(os.listdir(work)) == ["4"]
     assert daemon.json("event", "list") == []
     assert [r["execution_id"] for r in daemon.jobs("etl")] == [4, 3]
+    gone = daemon.ctl("job", "logs", "etl", "j", "--execution", "3", check=False)  # its row is kept, its log is not
+    assert gone.returncode != 0 and "the log of execution 3 of 'etl.j' is gone (retention keeps logs 30 days)" in gone.stderr
     assert daemon.ctl("job", "logs", "etl", "j").stdout == "hi\n"  # the latest's log is there
     history = daemon.ctl("workflow", "list-executions", "etl").stdout.splitlines()
     assert len(history) == 3 and history[1].split()[0] == "4"  # the human history, header and two rows
@@ -352,6 +354,9 @@ def test_a_daemon_deletes_old_history_and_files_and_keeps_what_runs(daemon: Daem
     status = daemon.json("status")
     assert status["retention"]["keep"]["executions"] == 90 * DAY and status["restarts"] == {}
     assert "retention: last pass removed 0 executions" in daemon.ctl("status").stdout  # the first passes removed it all
+    daemon.write_config("retention:\n  executions: never\n  interval: 0.2s\n")
+    daemon.ctl("reload")
+    assert daemon.json("status")["retention"]["keep"] == {"executions": 0, "logs": 30 * DAY, "work_dirs": 7 * DAY, "interval": 0.2}
 
 
 def test_a_daemon_refuses_a_database_from_a_newer_aiflowd_in_one_line(tmp_path: Path) -> None:
