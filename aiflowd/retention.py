@@ -5,13 +5,15 @@ Every ``interval`` (and once a minute after start), one pass deletes:
 - finished executions that ended longer than ``executions`` ago, with their job
   executions (and the exit-status files those recorded), and events as old;
 - job log files not written for ``logs``;
-- job working folders of executions untouched for ``work_dirs``.
+- job working folders untouched for ``work_dirs``: a finished execution's as a whole.
 
-What the daemon still needs is never touched: an execution not finished (running, or
-open for events) keeps its rows, logs and folders however old; each workflow keeps its
-latest execution (``aiflowctl list`` shows it as the last run); schedule ticks (what
-catch-up after a downtime reads) are not retention's. A duration of 0 keeps that kind
-of data for ever.
+What the daemon still needs is never touched: an unfinished job execution's row, log
+and working folder, however old; an execution not finished (running, or open for
+events: such one may live for months) keeps its row and, per job, the latest start that
+was not a retry with what followed it, which is what a restarted daemon rebuilds the
+job's state from; each workflow keeps its latest execution (``aiflowctl list`` shows it
+as the last run); schedule ticks (what catch-up after a downtime reads) are not
+retention's. A duration of 0 keeps that kind of data for ever.
 
 Rows go in batches of ``batch_size``, each its own short transaction with a turn of the
 event loop between two: the engine, the control socket and the jobs never wait more than
@@ -51,6 +53,8 @@ class RetentionReport:
     """What one pass removed."""
 
     executions: int = 0
+    #: Job executions deleted from executions still open (those of deleted executions are not counted).
+    job_executions: int = 0
     events: int = 0
     status_files: int = 0
     log_files: int = 0
@@ -106,7 +110,8 @@ class Retention:
         now = self.clock.now()
         # What may not be touched, read before anything is deleted: an execution begun after
         # this (an id above ``newest``) is left alone as well as the ones open now.
-        open_ids, newest = self.store.open_execution_ids(), self.store.max_execution_id()
+        # The logs and working folders of unfinished job executions are never touched either.
+        busy = Busy(self.store.open_execution_ids(), self.store.max_execution_id(), {os.path.normpath(p) for p in self.store.busy_paths()})
         keep = self.settings
         if keep["executions"] > 0:
             try:
@@ -114,14 +119,14 @@ class Retention:
             except StoreUnavailable as err:
                 report.errors.append(str(err))
         if keep["logs"] > 0:
-            report.log_files = await self._delete_files(self.log_dir, now - keep["logs"], open_ids, newest, report, whole=False)
+            report.log_files = await self._delete_files(self.log_dir, now - keep["logs"], busy, report, whole=False)
         if keep["work_dirs"] > 0:
-            report.work_dirs = await self._delete_files(self.work_root, now - keep["work_dirs"], open_ids, newest, report, whole=True)
+            report.work_dirs = await self._delete_files(self.work_root, now - keep["work_dirs"], busy, report, whole=True)
         self.last, self.last_at = report, self.clock.now()
         self.passes += 1
         if report.errors:
             log.warning("retention pass incomplete; the rest waits for the next pass", **report.as_dict())
-        elif any((report.executions, report.events, report.log_files, report.work_dirs)):
+        elif any((report.executions, report.job_executions, report.events, report.log_files, report.work_dirs)):
             log.info("retention pass", **report.as_dict())
         return report
 
@@ -147,6 +152,17 @@ class Retention:
             await anyio.lowlevel.checkpoint()  # the rest of the daemon runs between two batches
             if len(ids) < self.batch_size:
                 break
+        while True:  # the job executions of executions open for months (one per event, say)
+            began = anyio.current_time()
+            ids = self.store.expired_job_executions(before, self.batch_size)
+            paths = self.store.delete_job_executions(ids)
+            self._timed(report, began)
+            report.job_executions += len(ids)
+            if paths:
+                report.status_files += await anyio.to_thread.run_sync(_remove_files, paths)
+            await anyio.lowlevel.checkpoint()
+            if len(ids) < self.batch_size:
+                break
         while True:
             began = anyio.current_time()
             deleted = self.store.delete_events(before, self.batch_size)
@@ -161,31 +177,52 @@ class Retention:
         report.batches += 1
         report.longest_batch = max(report.longest_batch, anyio.current_time() - began)
 
-    async def _delete_files(
-        self, root: str, before: float, open_ids: set[int], newest: int, report: RetentionReport, *, whole: bool
-    ) -> int:
-        """Under ``root``/WORKFLOW/EXECUTION: whole execution folders (``whole``) or single files older than ``before``."""
+    async def _delete_files(self, root: str, before: float, busy: Busy, report: RetentionReport, *, whole: bool) -> int:
+        """Under ``root``/WORKFLOW/EXECUTION: folders (``whole``) or single files older than ``before``.
+
+        A finished execution's folder goes as a whole; in an open one, each job execution's
+        log or working folder that is old and not in use goes on its own.
+        """
         try:
-            folders = await anyio.to_thread.run_sync(_execution_folders, root, open_ids, newest)
+            folders = await anyio.to_thread.run_sync(_execution_folders, root, busy)
         except OSError as err:
             report.errors.append(f"{root}: {err}")
             return 0
         removed = 0
-        for folder in folders:  # one worker-thread call each: a stop never waits for more than one folder
+        for folder, is_open in folders:  # one worker-thread call each: a stop never waits for more than one folder
             try:
-                removed += await anyio.to_thread.run_sync(_expire_folder if whole else _expire_files, folder, before)
+                if whole:
+                    removed += await anyio.to_thread.run_sync(_expire_attempts if is_open else _expire_folder, folder, before, busy.paths)
+                else:
+                    removed += await anyio.to_thread.run_sync(_expire_files, folder, before, busy.paths, not is_open)
             except OSError as err:
                 report.errors.append(f"{folder}: {err}")
         return removed
 
 
-def _execution_folders(root: str, open_ids: set[int], newest: int) -> list[str]:
-    """ROOT/WORKFLOW/EXECUTION folders of executions neither open nor begun since ``newest`` was read."""
+@dataclass(frozen=True)
+class Busy:
+    """What a pass leaves alone, read from the store before it deletes anything."""
+
+    #: Executions not finished (running, or open for events).
+    open_ids: set[int]
+    #: The newest execution then: one begun during the pass (a higher id) is left alone too.
+    newest: int
+    #: The log files and working folders of job executions not finished.
+    paths: set[str]
+
+
+def _execution_folders(root: str, busy: Busy) -> list[tuple[str, bool]]:
+    """ROOT/WORKFLOW/EXECUTION folders, each with whether its execution is open (or holds a busy path).
+
+    Executions begun after the store was read are left out.
+    """
     found = []
     try:
         workflows = os.scandir(root)
     except FileNotFoundError:
         return []
+    parents = {os.path.dirname(path) for path in busy.paths}
     with workflows:
         for workflow in workflows:
             if not workflow.is_dir(follow_symlinks=False):
@@ -193,20 +230,25 @@ def _execution_folders(root: str, open_ids: set[int], newest: int) -> list[str]:
             with os.scandir(workflow.path) as executions:
                 for execution in executions:
                     name = execution.name
-                    if not name.isdigit() or not execution.is_dir(follow_symlinks=False):
+                    if not name.isdigit() or not execution.is_dir(follow_symlinks=False) or int(name) > busy.newest:
                         continue
-                    if int(name) in open_ids or int(name) > newest:
-                        continue
-                    found.append(execution.path)
+                    path = os.path.normpath(execution.path)
+                    found.append((path, int(name) in busy.open_ids or path in parents))
     return found
 
 
-def _expire_files(folder: str, before: float) -> int:
-    """Remove the files in ``folder`` (a tree) last written before ``before``, then the folders left empty."""
+def _expire_files(folder: str, before: float, busy: set[str], remove_folder: bool) -> int:
+    """Remove the files in ``folder`` (a tree) last written before ``before`` and not busy, then the folders left empty.
+
+    ``folder`` itself goes when empty only if its execution is finished: an open one may
+    start another job execution there at any moment.
+    """
     removed = 0
     for parent, dirs, files in os.walk(folder, topdown=False):
         for name in files:
             path = os.path.join(parent, name)
+            if path in busy:
+                continue
             with contextlib.suppress(FileNotFoundError):
                 if os.lstat(path).st_mtime < before:
                     os.unlink(path)
@@ -214,18 +256,30 @@ def _expire_files(folder: str, before: float) -> int:
         for name in dirs:
             with contextlib.suppress(OSError):  # not empty: something recent is in it
                 os.rmdir(os.path.join(parent, name))
-    with contextlib.suppress(OSError):
-        os.rmdir(folder)
+    if remove_folder:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
     return removed
 
 
-def _expire_folder(folder: str, before: float) -> int:
+def _expire_folder(folder: str, before: float, busy: set[str]) -> int:
     """Remove the execution folder ``folder`` when nothing in it changed since ``before``; 1 if it did."""
     if _newer_inside(folder, before):
         return 0
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(folder)  # symbolic links (a job's resources/) are removed, never followed
     return 1
+
+
+def _expire_attempts(folder: str, before: float, busy: set[str]) -> int:
+    """In an open execution's folder: remove each job execution's working folder that is old and not busy."""
+    removed = 0
+    with os.scandir(folder) as entries:
+        attempts = [os.path.join(folder, e.name) for e in entries if e.is_dir(follow_symlinks=False)]
+    for attempt in attempts:
+        if attempt not in busy:
+            removed += _expire_folder(attempt, before, busy)
+    return removed
 
 
 def _newer_inside(folder: str, before: float) -> bool:

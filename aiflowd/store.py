@@ -112,6 +112,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # Retention deletes finished executions and events by age: without these it would scan.
         "CREATE INDEX IF NOT EXISTS executions_by_ended_at ON executions (ended_at)",
         "CREATE INDEX IF NOT EXISTS events_by_time ON events (time)",
+        # ... and the job executions of an execution open for months, keeping each job's latest.
+        "CREATE INDEX IF NOT EXISTS job_executions_by_execution_job ON job_executions (execution_id, job, id)",
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -121,6 +123,13 @@ EXPIRED_EXECUTIONS = (
     "SELECT id FROM executions AS e WHERE ended_at < ? AND status != 'RUNNING' "
     "AND EXISTS (SELECT 1 FROM executions AS later WHERE later.workflow = e.workflow AND later.id > e.id) "
     "ORDER BY ended_at LIMIT ?"
+)
+EXPIRED_JOB_EXECUTIONS = (
+    "SELECT j.id FROM executions AS e JOIN job_executions AS j ON j.execution_id = e.id "
+    "WHERE e.status = 'RUNNING' AND j.status IN ('FINISHED', 'FAILED', 'KILLED') AND j.ended_at < ? "
+    "AND j.id < (SELECT k.id FROM job_executions AS k WHERE k.execution_id = j.execution_id AND k.job = j.job "
+    "AND k.kind != 'retry' ORDER BY k.id DESC LIMIT 1) "
+    "LIMIT ?"
 )
 EXPIRED_EVENTS = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)"
 
@@ -474,21 +483,43 @@ class Store:
         remove once this is committed). Raises ``StoreUnavailable`` when the engine has
         writes waiting or the delete fails (nothing is deleted then).
         """
+        return self._delete_job_rows("execution_id", ids, "DELETE FROM executions WHERE id IN ({marks}) AND status != 'RUNNING'")
+
+    def expired_job_executions(self, ended_before: float, limit: int) -> list[int]:
+        """Up to ``limit`` finished job executions of executions still open that ended before ``ended_before``.
+
+        An execution open for events may live for months, one job execution per event.
+        Per job, the latest start that was not a retry and what followed it are kept: a
+        restarted daemon rebuilds the job's attempt, retries left and status from them.
+        """
+        return [int(row[0]) for row in self.db.execute(EXPIRED_JOB_EXECUTIONS, (ended_before, limit)).fetchall()]
+
+    def delete_job_executions(self, ids: list[int]) -> list[str]:
+        """Delete finished job executions in one transaction of its own; their exit-status files (as ``delete_executions``)."""
+        return self._delete_job_rows("id", ids, None)
+
+    def busy_paths(self) -> set[str]:
+        """The logs and working folders of job executions not finished: never deleted, however old."""
+        rows = self.db.execute("SELECT log_path, working_dir FROM job_executions WHERE status IN ('INIT', 'RUNNING')").fetchall()
+        return {path for row in rows for path in row if path}
+
+    def _delete_job_rows(self, column: str, ids: list[int], then: str | None) -> list[str]:
         if not ids:
             return []
         self._own_transaction()
         marks = ", ".join("?" for _ in ids)
         try:
             handles = self.db.execute(
-                f"SELECT handle FROM job_executions WHERE execution_id IN ({marks}) AND handle LIKE '%status_path%'", ids
+                f"SELECT handle FROM job_executions WHERE {column} IN ({marks}) AND handle LIKE '%status_path%'", ids
             ).fetchall()
-            self.db.execute(f"DELETE FROM job_executions WHERE execution_id IN ({marks})", ids)
-            self.db.execute(f"DELETE FROM executions WHERE id IN ({marks}) AND status != 'RUNNING'", ids)
+            self.db.execute(f"DELETE FROM job_executions WHERE {column} IN ({marks}) AND status NOT IN ('INIT', 'RUNNING')", ids)
+            if then is not None:
+                self.db.execute(then.format(marks=marks), ids)
             self.db.commit()
         except sqlite3.DatabaseError as err:
             with contextlib.suppress(sqlite3.Error):
                 self.db.rollback()
-            raise StoreUnavailable(f"deleting old executions failed: {err}") from err
+            raise StoreUnavailable(f"deleting old history failed: {err}") from err
         paths = []
         for (handle,) in handles:
             with contextlib.suppress(ValueError, TypeError, AttributeError):

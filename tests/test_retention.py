@@ -89,7 +89,8 @@ async def test_old_finished_executions_go_in_batches_with_their_jobs_and_events(
 
     report = await retention(store, tmp_path, clock).sweep()
     assert (report.executions, report.events) == (1200, 700)
-    assert report.batches == 3 + 2  # 500 + 500 + 200 executions, 500 + 200 events: one transaction each
+    # 500 + 500 + 200 executions, none of open executions, 500 + 200 events: one transaction each
+    assert report.batches == 3 + 1 + 2
     assert ids(store, "a") == sorted([running, *recent]) and ids(store, "b") == [only_b]
     assert {row["execution_id"] for row in store.job_executions(limit=1_000_000)} == {running, *recent, only_b}
     assert count(store, "job_executions") == 1 + 2 * 3 + 1
@@ -125,7 +126,7 @@ def age(path: Path, days: float) -> None:
     for parent, dirs, files in os.walk(path, topdown=False):
         for name in files + dirs:
             os.utime(os.path.join(parent, name), (moment, moment), follow_symlinks=False)
-        os.utime(parent, (moment, moment))
+    os.utime(path, (moment, moment))
 
 
 async def test_logs_and_working_folders_go_when_old_never_while_their_execution_runs(tmp_path: Path) -> None:
@@ -134,6 +135,11 @@ async def test_logs_and_working_folders_go_when_old_never_while_their_execution_
     running = execution(store, "a", ended_days_ago=None)
     recent = execution(store, "a", ended_days_ago=1)
     logs, work = tmp_path / "logs" / "a", tmp_path / "state" / "work" / "a"
+    store.db.execute(  # its job runs: its log and working folder are in use
+        "UPDATE job_executions SET log_path = ?, working_dir = ? WHERE execution_id = ?",
+        (str(logs / str(running) / "j0.log"), str(work / str(running) / "j0.1"), running),
+    )
+    store.db.commit()
     for number in (finished, running, recent):
         write(logs / str(number) / "j0.log", "log\n")
         write(work / str(number) / "j0.1" / "out.txt", "data\n")
@@ -160,9 +166,58 @@ async def test_logs_and_working_folders_go_when_old_never_while_their_execution_
 
     store.end_execution(running, "FINISHED")
     store.commit()
+    store.db.execute("UPDATE job_executions SET status = 'FINISHED' WHERE execution_id = ?", (running,))
+    store.db.commit()
     report = await retention(store, tmp_path, ManualClock(NOW + 31 * DAY)).sweep()
     assert not (logs / str(running)).exists() and not (logs / str(finished)).exists()  # emptied folders go too
     assert not (work / str(running)).exists() and not (work / str(recent)).exists()
+    store.close()
+
+
+async def test_an_execution_open_for_months_loses_old_job_executions_but_not_what_recovery_reads(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "state" / "aiflowd.db"))
+    logs, work = tmp_path / "logs" / "a", tmp_path / "state" / "work" / "a"
+    opened = store.create_execution("a", "v1", "event k=v", None)  # open for events: RUNNING, for ever
+    rows: dict[str, int] = {}
+
+    def job_execution(job: str, attempt: int, kind: str, status: str, ended_days_ago: float | None) -> None:
+        name = f"{job}.log" if attempt == 1 else f"{job}.{attempt}.log"
+        log_path, working_dir = logs / str(opened) / name, work / str(opened) / f"{job}.{attempt}"
+        ended = None if ended_days_ago is None else NOW - ended_days_ago * DAY
+        rows[f"{job}{attempt}"] = store.create_job_execution(
+            execution_id=opened,
+            workflow="a",
+            job=job,
+            job_type="bash",
+            attempt=attempt,
+            status=status,
+            kind=kind,
+            created_at=NOW - 200 * DAY,
+            ended_at=ended,
+            log_path=str(log_path),
+            working_dir=str(working_dir),
+        )
+        write(log_path, "log\n")
+        write(working_dir / "out.txt", "data\n")
+        age(log_path, 200)
+        age(working_dir, 200)
+
+    # 'e' started by events again and again; its latest start (attempt 3) failed and was retried.
+    job_execution("e", 1, "start", "FINISHED", 150)
+    job_execution("e", 2, "restart", "KILLED", 140)
+    job_execution("e", 3, "start", "FAILED", 130)
+    job_execution("e", 4, "retry", "FAILED", 120)
+    job_execution("k", 1, "start", "FINISHED", 150)
+    job_execution("k", 2, "start", "RUNNING", None)  # running for months, its log silent as long
+    store.commit()
+
+    report = await retention(store, tmp_path, ManualClock(NOW)).sweep()
+    kept = {row["id"] for row in store.job_executions(execution_id=opened)}
+    assert kept == {rows["e3"], rows["e4"], rows["k2"]}  # e's attempt, retries done and status rebuild the same
+    assert report.job_executions == 3 and ids(store) == [opened]
+    assert sorted(os.listdir(logs / str(opened))) == ["k.2.log"]  # logs: old and not in use
+    assert sorted(os.listdir(work / str(opened))) == ["k.2"]  # old and not in use: gone; the running job's: kept
+    assert (logs / str(opened)).is_dir()  # an open execution's folders stay: its next job execution writes there
     store.close()
 
 

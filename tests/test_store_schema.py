@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aiflowd import store as store_module
-from aiflowd.store import EXPIRED_EVENTS, EXPIRED_EXECUTIONS, SCHEMA_VERSION, SchemaTooNew, Store
+from aiflowd.store import EXPIRED_EVENTS, EXPIRED_EXECUTIONS, EXPIRED_JOB_EXECUTIONS, SCHEMA_VERSION, SchemaTooNew, Store
 
 # The schema exactly as aiflowd created it before the schema had a version (user_version 0):
 # a literal copy, so that a change to today's SCHEMA cannot change what this test migrates.
@@ -115,7 +115,7 @@ def test_a_pre_versioning_database_is_migrated_in_place_with_its_rows(tmp_path: 
     pre_versioning_database(path, without_kind=without_kind)
     store = Store(str(path))
     assert store.schema_version == SCHEMA_VERSION
-    assert {"executions_by_ended_at", "events_by_time"} <= indexes(store.db)
+    assert {"executions_by_ended_at", "events_by_time", "job_executions_by_execution_job"} <= indexes(store.db)
     assert store.workflows()[0] | {"updated_at": 0} == {
         "name": "etl",
         "path": "/w/etl.yaml",
@@ -184,10 +184,14 @@ def re_indexes(ddl: str) -> list[str]:
 
 def test_retention_queries_read_an_index_not_the_whole_table() -> None:
     store = Store(":memory:")
-    for query in (EXPIRED_EXECUTIONS, EXPIRED_EVENTS):
+    for query, index in (
+        (EXPIRED_EXECUTIONS, "executions_by_ended_at"),
+        (EXPIRED_EVENTS, "events_by_time"),
+        (EXPIRED_JOB_EXECUTIONS, "job_executions_by_execution_job"),
+    ):
         plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + query, (0.0, 500))]
         assert not any(step.startswith("SCAN") for step in plan), plan
-        assert any("executions_by_ended_at" in step or "events_by_time" in step for step in plan), plan
+        assert any(index in step for step in plan), plan
     for table, column in (("job_executions", "execution_id"), ("executions", "id")):
         plan = [row[3] for row in store.db.execute(f"EXPLAIN QUERY PLAN DELETE FROM {table} WHERE {column} IN (?, ?)", (1, 2))]
         assert not any(step.startswith("SCAN") for step in plan), plan

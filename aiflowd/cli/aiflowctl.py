@@ -372,7 +372,8 @@ def print_human(command: str, result: Any) -> None:
         if (retention := result.get("retention")) and retention.get("last_pass"):
             last = retention["last_pass"]
             print(
-                f"retention: last pass removed {last['executions']} executions, {last['events']} events, "
+                f"retention: last pass removed {last['executions']} executions, "
+                f"{last.get('job_executions', 0)} job executions of open ones, {last['events']} events, "
                 f"{last['log_files']} log files, {last['work_dirs']} working folders"
                 + (f"; incomplete: {last['errors'][0]}" if last.get("errors") else "")
             )
