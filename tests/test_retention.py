@@ -19,11 +19,13 @@ import pytest
 from aiflowd.clock import ManualClock
 from aiflowd.config import load_config
 from aiflowd.engine import Engine, EnginePaths
+from aiflowd.model import Event, EventCondition, Rule
 from aiflowd.retention import Retention
 from aiflowd.store import Store
 from aiflowd.workflows.errors import LoadError
 from aiflowd.workflows.loader import WorkflowLoader
 
+from . import test_engine
 from .conftest import REPO, wait_for, write
 from .daemon_harness import Daemon
 
@@ -219,6 +221,31 @@ async def test_an_execution_open_for_months_loses_old_job_executions_but_not_wha
     assert sorted(os.listdir(work / str(opened))) == ["k.2"]  # old and not in use: gone; the running job's: kept
     assert (logs / str(opened)).is_dir()  # an open execution's folders stay: its next job execution writes there
     store.close()
+
+
+async def test_a_restart_after_retention_rebuilds_an_open_execution_as_before(tmp_path: Path) -> None:
+    """The rows retention keeps of an open execution are enough: attempts count on, a due retry is made."""
+    path, loaded = test_engine.workflow("ev", test_engine.job("a", retries=1, retry_delay=30), rules=(Rule("a", EventCondition("go")),))
+    world, clock = test_engine.World(exit_codes={"a": [0, 1, 0]}), ManualClock(test_engine.T0)
+    async with test_engine.running(tmp_path, [(path, loaded)], world=world, clock=clock) as h:
+        h.engine.send_event(Event("go", "1"))
+        await h.advance_to(test_engine.T0 + DAY)
+        h.engine.send_event(Event("go", "2"))  # attempt 2 fails; its retry is due 30 s later
+        await h.advance_to(test_engine.T0 + DAY + 10)
+        assert world.submitted == ["1.a.1", "1.a.2"]
+        store = test_engine.crash(h)
+    later = test_engine.T0 + 100 * DAY
+    report = await Retention(store, str(tmp_path / "state"), str(tmp_path / "logs"), KEEP, clock=ManualClock(later)).sweep()
+    assert report.job_executions == 1  # attempt 1; attempt 2 is the latest start
+    world.crashed = False
+    clock.set(later)
+    async with test_engine.running(tmp_path, [(path, loaded)], world=world, clock=clock, store=store) as h:
+        await h.advance_to(later + 1)  # the overdue retry is made at once (on the clock: a moment later)
+        assert world.submitted == ["1.a.1", "1.a.2", "1.a.3"]  # numbered on from the kept rows
+        assert [(r["attempt"], r["kind"], r["status"]) for r in h.rows("ev")] == [(2, "start", "FAILED"), (3, "retry", "FINISHED")]
+        h.engine.send_event(Event("go", "3"))
+        await h.settle()
+        assert world.submitted[-1] == "1.a.4"
 
 
 async def test_exit_status_files_of_deleted_job_executions_go_with_them(tmp_path: Path) -> None:
