@@ -9,10 +9,10 @@ Every ``interval`` (and once a minute after start), one pass deletes:
 
 What the daemon still needs is never touched: an unfinished job execution's row, log
 and working folder, however old; an execution not finished (running, or open for
-events: such one may live for months) keeps its row and, per job, the latest start that
+events: such an execution may live for months) keeps its row and, per job, the latest start that
 was not a retry with what followed it, which is what a restarted daemon rebuilds the
-job's state from; each workflow keeps its latest execution (``aiflowctl list`` shows it
-as the last run); schedule ticks (what catch-up after a downtime reads) are not
+job's state from; each workflow keeps its latest execution (``aiflowctl workflow show``
+lists it as the last run); schedule ticks (what catch-up after a downtime reads) are not
 retention's. A duration of 0 keeps that kind of data for ever.
 
 Rows go in batches of ``batch_size``, each its own short transaction with a turn of the

@@ -460,7 +460,7 @@ class Store:
         return not self._journal and self.problem is None
 
     def open_execution_ids(self) -> set[int]:
-        """The executions not finished (running, or open for events): their rows and files are never deleted."""
+        """The executions not finished (running, or open for events): never deleted, their folders never removed."""
         return {int(row[0]) for row in self.db.execute("SELECT id FROM executions WHERE status = 'RUNNING'")}
 
     def max_execution_id(self) -> int:
@@ -470,8 +470,8 @@ class Store:
     def expired_executions(self, ended_before: float, limit: int) -> list[int]:
         """Up to ``limit`` finished executions that ended before ``ended_before``, oldest first.
 
-        Each workflow's latest execution is never among them: ``aiflowctl list`` shows it as
-        the workflow's last run however long ago that was.
+        Each workflow's latest execution is never among them: ``aiflowctl workflow show``
+        lists it as the workflow's last run however long ago that was.
         """
         rows = self.db.execute(EXPIRED_EXECUTIONS, (ended_before, limit)).fetchall()
         return [int(row[0]) for row in rows]
