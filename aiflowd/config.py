@@ -31,6 +31,9 @@ FLINK_KEYS = ("rest_url", "flink_home", "java_home", "conf_dir", "stop_timeout",
 HTTP_KEYS = ("listen", "refresh")
 #: How often the status pages reload themselves, unless ``http.refresh`` says otherwise.
 DEFAULT_HTTP_REFRESH = 5.0
+#: How long finished executions (with their job executions and events), job logs and job
+#: working folders are kept, and how often retention looks; ``0`` or ``never`` keeps one for ever.
+DEFAULT_RETENTION: dict[str, float] = {"executions": 90 * 86400.0, "logs": 30 * 86400.0, "work_dirs": 7 * 86400.0, "interval": 3600.0}
 
 
 @dataclass
@@ -61,6 +64,8 @@ class DaemonConfig:
     hooks: dict[str, tuple[Hook, ...]] = field(default_factory=dict)
     #: How many hooks may be delivered at once; more wait their turn.
     max_concurrent_hooks: int = DEFAULT_MAX_CONCURRENT
+    #: Seconds to keep ``executions``, ``logs`` and ``work_dirs`` (0: for ever), and the ``interval`` between passes.
+    retention: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RETENTION))
     file: str | None = None
 
     def job_settings(self) -> dict[str, Any]:
@@ -95,6 +100,7 @@ _KEYS = {
     "http",
     "max_concurrent_hooks",
     *HOOK_EVENTS,
+    "retention",
 }
 
 
@@ -195,6 +201,7 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
             config.job_env = {str(k): "" if v is None else str(v) for k, v in value.items()}
     config.flink = _flink_section(data.get("flink"), base, env, doc, problems)
     config.http = _http_section(data.get("http"), base, doc, problems)
+    config.retention = _retention_section(data.get("retention"), doc, problems)
     if problems:
         raise LoadError(problems)
     return config
@@ -297,3 +304,34 @@ def _http_section(value: Any, base: str, doc: Any, problems: list[Problem]) -> d
         except ValueError as err:
             where("refresh", str(err))
     return http
+
+
+def _retention_section(value: Any, doc: Any, problems: list[Problem]) -> dict[str, float]:
+    """The ``retention`` section: a duration per kind of old data (``0``/``never``: kept), and ``interval``."""
+
+    def where(key: str | None, message: str) -> None:
+        path = ("retention",) if key is None else ("retention", key)
+        problems.append(doc.problem(path, message) if doc is not None else Problem("<defaults>", 0, 0, ".".join(path), message))
+
+    retention = dict(DEFAULT_RETENTION)
+    if value is None:
+        return retention
+    if not isinstance(value, dict):
+        where(None, "must be a mapping like {executions: 90d, logs: 30d, work_dirs: 7d}")
+        return retention
+    for key, item in value.items():
+        if key not in DEFAULT_RETENTION:
+            where(str(key), f"unknown key ({suggest(str(key), tuple(DEFAULT_RETENTION))})")
+            continue
+        if key != "interval" and (item is None or (isinstance(item, str) and item.strip().lower() == "never")):
+            retention[key] = 0.0
+            continue
+        try:
+            retention[key] = parse_duration(item)
+        except ValueError as err:
+            where(key, str(err) + ("" if key == "interval" else " (or never)"))
+            continue
+        if key == "interval" and retention[key] <= 0:
+            where(key, f"must be longer than 0, got {item!r}")
+            retention[key] = DEFAULT_RETENTION[key]
+    return retention

@@ -226,6 +226,8 @@ class Engine:
         self._stored: dict[str, dict[str, Any]] | None = None
         self._ticks: dict[tuple[str, str], float | None] = {}
         self._store_failures = 0
+        #: Exit-status files of job executions whose end this turn records: removed once committed.
+        self._settled_status_files: list[str] = []
         #: Set once the daemon stops: nothing new starts (no tick, no waiting version).
         self._stopping = False
 
@@ -431,6 +433,10 @@ class Engine:
         if self._store_failures:
             log.warning("state store writes again: acting on what waited", waited=len(self._to_launch) + len(self._to_stop))
             self._store_failures = 0
+        settled, self._settled_status_files = self._settled_status_files, []
+        for path in settled:  # the ends they recorded are in the store now: a restart reads them there
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         to_stop, self._to_stop = self._to_stop, []
         for run, reason in to_stop:
             self._contained(self._request_stop, run, reason)
@@ -994,6 +1000,9 @@ class Engine:
             message=outcome.message,
             handle=outcome.handle_record,
         )
+        status_file = getattr(run.supervisor.handle if run.supervisor is not None else None, "status_path", None)
+        if isinstance(status_file, str) and run.status.is_final:
+            self._settled_status_files.append(status_file)
         execution = run.execution
         if execution.running.get(run.job) is run:
             del execution.running[run.job]

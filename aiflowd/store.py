@@ -12,6 +12,14 @@ dead: every write since the last commit is kept in a journal, ``commit`` raises
 here, not by SQLite, so that a replay gives every row the id the engine already uses.
 A database file deleted (or replaced) under the running daemon is noticed at the next
 commit and written back from the open connection, which still holds all of it.
+
+The schema has a version, ``PRAGMA user_version``: opening a database brings it to
+``SCHEMA_VERSION`` through ``MIGRATIONS``, all in one transaction (a failure leaves the
+file as it was). A database without a version (0) is the schema of the releases before
+versioning, or a new file. One from a newer aiflowd is refused, untouched.
+
+Old rows go in bounded batches (``aiflowd.retention``): each batch is its own short
+transaction, taken only while the engine has nothing waiting to commit.
 """
 
 from __future__ import annotations
@@ -95,6 +103,36 @@ CREATE TABLE IF NOT EXISTS ticks (
 );
 """
 
+#: What each schema version adds to the one before, in order: version N is ``MIGRATIONS[N - 1]``.
+#: Version 1 is the schema before versioning (``SCHEMA``, which a database of the first
+#: releases may lack the job executions' ``kind`` of); never edit a step once released.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (SCHEMA,),
+    (
+        # Retention deletes finished executions and events by age: without these it would scan.
+        "CREATE INDEX IF NOT EXISTS executions_by_ended_at ON executions (ended_at)",
+        "CREATE INDEX IF NOT EXISTS events_by_time ON events (time)",
+        # ... and the job executions of an execution open for months, keeping each job's latest.
+        "CREATE INDEX IF NOT EXISTS job_executions_by_execution_job ON job_executions (execution_id, job, id)",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+#: Retention's queries (``EXPLAIN QUERY PLAN`` of each reads an index, never the whole table).
+EXPIRED_EXECUTIONS = (
+    "SELECT id FROM executions AS e WHERE ended_at < ? AND status != 'RUNNING' "
+    "AND EXISTS (SELECT 1 FROM executions AS later WHERE later.workflow = e.workflow AND later.id > e.id) "
+    "ORDER BY ended_at LIMIT ?"
+)
+EXPIRED_JOB_EXECUTIONS = (
+    "SELECT j.id FROM executions AS e JOIN job_executions AS j ON j.execution_id = e.id "
+    "WHERE e.status = 'RUNNING' AND j.status IN ('FINISHED', 'FAILED', 'KILLED') AND j.ended_at < ? "
+    "AND j.id < (SELECT k.id FROM job_executions AS k WHERE k.execution_id = j.execution_id AND k.job = j.job "
+    "AND k.kind != 'retry' ORDER BY k.id DESC LIMIT 1) "
+    "LIMIT ?"
+)
+EXPIRED_EVENTS = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)"
+
 JOB_EXECUTION_COLUMNS = (
     "id",
     "execution_id",
@@ -120,6 +158,10 @@ JOB_EXECUTION_COLUMNS = (
 _ID_TABLES = ("executions", "job_executions", "events")
 
 
+class SchemaTooNew(sqlite3.DatabaseError):
+    """The database was written by a newer aiflowd; it is left untouched."""
+
+
 class StoreUnavailable(Exception):
     """The database refused a write or a commit (disk full, read-only, I/O error); the writes are kept."""
 
@@ -140,19 +182,31 @@ class Store:
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level="DEFERRED")
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(job_executions)")}
-        if "kind" not in columns:  # a database written before job executions had a kind
-            db.execute("ALTER TABLE job_executions ADD COLUMN kind TEXT NOT NULL DEFAULT 'start'")
-        db.commit()
+        try:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:  # before anything writes (even the journal mode)
+                raise SchemaTooNew(
+                    f"schema version {version} is from a newer aiflowd (this one knows up to {SCHEMA_VERSION}); "
+                    "left untouched: run the newer aiflowd, or move the file aside"
+                )
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            if version < SCHEMA_VERSION:
+                _migrate(db, version)
+        except BaseException:
+            db.close()
+            raise
         if self.path != ":memory:":
             status = os.stat(self.path)
             self._identity = (status.st_dev, status.st_ino)
         return db
+
+    @property
+    def schema_version(self) -> int:
+        (version,) = self.db.execute("PRAGMA user_version").fetchone()
+        return int(version)
 
     def _max_id(self, table: str) -> int:
         (used,) = self.db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()
@@ -397,3 +451,135 @@ class Store:
             "INSERT INTO ticks VALUES (?, ?, ?) ON CONFLICT (workflow, job) DO UPDATE SET fired_for = excluded.fired_for",
             (workflow, job, fired_for),
         )
+
+    # -- retention -------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing waits for a commit: only then may a retention batch take a transaction of its own."""
+        return not self._journal and self.problem is None
+
+    def open_execution_ids(self) -> set[int]:
+        """The executions not finished (running, or open for events): never deleted, their folders never removed."""
+        return {int(row[0]) for row in self.db.execute("SELECT id FROM executions WHERE status = 'RUNNING'")}
+
+    def max_execution_id(self) -> int:
+        (used,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM executions").fetchone()
+        return int(used)
+
+    def expired_executions(self, ended_before: float, limit: int) -> list[int]:
+        """Up to ``limit`` finished executions that ended before ``ended_before``, oldest first.
+
+        Each workflow's latest execution is never among them: ``aiflowctl workflow show``
+        lists it as the workflow's last run however long ago that was.
+        """
+        rows = self.db.execute(EXPIRED_EXECUTIONS, (ended_before, limit)).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def delete_executions(self, ids: list[int]) -> list[str]:
+        """Delete finished executions with their job executions, in one transaction of its own.
+
+        Returns the exit-status files their job executions had recorded (for the caller to
+        remove once this is committed). Raises ``StoreUnavailable`` when the engine has
+        writes waiting or the delete fails (nothing is deleted then).
+        """
+        return self._delete_job_rows("execution_id", ids, "DELETE FROM executions WHERE id IN ({marks}) AND status != 'RUNNING'")
+
+    def expired_job_executions(self, ended_before: float, limit: int) -> list[int]:
+        """Up to ``limit`` finished job executions of executions still open that ended before ``ended_before``.
+
+        An execution open for events may live for months, one job execution per event.
+        Per job, the latest start that was not a retry and what followed it are kept: a
+        restarted daemon rebuilds the job's attempt, retries left and status from them.
+        """
+        return [int(row[0]) for row in self.db.execute(EXPIRED_JOB_EXECUTIONS, (ended_before, limit)).fetchall()]
+
+    def delete_job_executions(self, ids: list[int]) -> list[str]:
+        """Delete finished job executions in one transaction of its own; their exit-status files (as ``delete_executions``)."""
+        return self._delete_job_rows("id", ids, None)
+
+    def busy_paths(self) -> set[str]:
+        """The logs and working folders of job executions not finished: never deleted, however old."""
+        rows = self.db.execute("SELECT log_path, working_dir FROM job_executions WHERE status IN ('INIT', 'RUNNING')").fetchall()
+        return {path for row in rows for path in row if path}
+
+    def _delete_job_rows(self, column: str, ids: list[int], then: str | None) -> list[str]:
+        if not ids:
+            return []
+        self._own_transaction()
+        marks = ", ".join("?" for _ in ids)
+        try:
+            handles = self.db.execute(
+                f"SELECT handle FROM job_executions WHERE {column} IN ({marks}) AND handle LIKE '%status_path%'", ids
+            ).fetchall()
+            self.db.execute(f"DELETE FROM job_executions WHERE {column} IN ({marks}) AND status NOT IN ('INIT', 'RUNNING')", ids)
+            if then is not None:
+                self.db.execute(then.format(marks=marks), ids)
+            self.db.commit()
+        except sqlite3.DatabaseError as err:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.rollback()
+            raise StoreUnavailable(f"deleting old history failed: {err}") from err
+        paths = []
+        for (handle,) in handles:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                path = json.loads(handle).get("status_path")
+                if isinstance(path, str) and path:
+                    paths.append(path)
+        return paths
+
+    def delete_events(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` events older than ``before`` (the oldest) in a transaction of its own; how many."""
+        self._own_transaction()
+        try:
+            cursor = self.db.execute(EXPIRED_EVENTS, (before, limit))
+            self.db.commit()
+        except sqlite3.DatabaseError as err:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.rollback()
+            raise StoreUnavailable(f"deleting old events failed: {err}") from err
+        return int(cursor.rowcount)
+
+    def _own_transaction(self) -> None:
+        if not self.idle:
+            raise StoreUnavailable(self.problem or "the engine has writes waiting for their commit")
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    """Bring ``db`` from schema ``version`` to ``SCHEMA_VERSION`` in one transaction: all of it, or nothing."""
+    (tables,) = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    db.isolation_level = None  # explicit BEGIN/COMMIT: DDL and user_version roll back together
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[number - 1]:
+                    for sql in _statements(statement):
+                        db.execute(sql)
+                if number == 1:
+                    _add_kind(db)
+                db.execute(f"PRAGMA user_version = {number}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        db.isolation_level = "DEFERRED"
+    if tables:
+        log.info("state store schema migrated", from_version=version, to_version=SCHEMA_VERSION)
+
+
+def _add_kind(db: sqlite3.Connection) -> None:
+    """A database of the first releases lacks the job executions' ``kind`` (part of version 1)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(job_executions)")}
+    if "kind" not in columns:
+        db.execute("ALTER TABLE job_executions ADD COLUMN kind TEXT NOT NULL DEFAULT 'start'")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script of DDL (no ``;`` inside a statement), comments left to SQLite."""
+    return [part.strip() for part in script.split(";") if part.strip() and not _only_comments(part)]
+
+
+def _only_comments(sql: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())

@@ -374,6 +374,14 @@ def print_human(command: str, result: Any) -> None:
                 failed = f", {hooks['failed']} failed (see the daemon's log)" if hooks["failed"] else ""
                 dropped = f", {hooks['dropped']} dropped (too many waiting)" if hooks["dropped"] else ""
                 print(f"hooks: {hooks['sent']} sent{failed}{dropped}, {hooks['pending']} pending")
+        if (retention := result.get("retention")) and retention.get("last_pass"):
+            last = retention["last_pass"]
+            print(
+                f"retention: last pass removed {last['executions']} executions, "
+                f"{last.get('job_executions', 0)} job executions of open ones, {last['events']} events, "
+                f"{last['log_files']} log files, {last['work_dirs']} working folders"
+                + (f"; incomplete: {last['errors'][0]}" if last.get("errors") else "")
+            )
     elif command == "workflow.list":
         table(result, ["workflow", "status", "version", "paused", "problems", "executions_running"])
     elif command == "workflow.show":

@@ -8,9 +8,10 @@ never ends it:
   dir), opens the store, binds the socket. Any failure is a ``StartupError`` whose
   message is one line naming the file and the cause; nothing has started yet.
 - **serve** runs one task group: the control server, the watcher task, the engine (with
-  one task per job execution), the watchdog, the signal handler and, when the config has
-  an ``http`` section, the HTTP server (``aiflowd.web``). The watcher task, the control
-  server's accept loop, the HTTP server and the watchdog are supervised (see
+  one task per job execution), the watchdog, retention (``aiflowd.retention``), the signal
+  handler and, when the config has an ``http`` section, the HTTP server (``aiflowd.web``).
+  The watcher task, the control server's accept loop, the HTTP server, retention and the
+  watchdog are supervised (see
   ``aiflowd.supervision``): a failure is logged, counted and restarted, the others go on.
   READY=1 is sent once the socket listens, the watcher watches and the scan is served.
 - **shutdown** begins on SIGTERM/SIGINT: STOPPING=1, every job stopped (bounded), exit 0.
@@ -44,6 +45,7 @@ from aiflowd.control.server import ControlServer, Method, SocketPathError, bind_
 from aiflowd.daemon.folder import WorkflowFolder
 from aiflowd.daemon.methods import ControlMethods
 from aiflowd.engine import RETIRED, Engine, EnginePaths, JobRun
+from aiflowd.retention import Retention
 from aiflowd.store import Store
 from aiflowd.supervision import Restarts, supervise
 from aiflowd.systemd import ServiceManager
@@ -90,6 +92,7 @@ class Daemon:
         self.alerts: Alerts
         self.folder: WorkflowFolder
         self.server: ControlServer | None = None
+        self.retention: Retention | None = None
         self.stopping = anyio.Event()
         self.store: Store | None = None
         self.watcher: FolderWatcher | None = None
@@ -160,6 +163,7 @@ class Daemon:
         )
         if self.metrics is not None:
             self._instrument(self.metrics)
+        self.retention = Retention(self.store, config.state_dir, config.log_dir, config.retention, clock=self.engine.clock)
         if self.manager.sockets:
             sock = self.manager.sockets[0]
         else:
@@ -250,6 +254,8 @@ class Daemon:
             tg.start_soon(
                 self._http, partial(supervise, "http", partial(serve_http, app, config.http["listen"], self._http_stop), self.restarts)
             )
+        assert self.retention is not None
+        tg.start_soon(supervise, "retention", self.retention.run, self.restarts)
         if self.manager.watchdog_interval:
             tg.start_soon(supervise, "watchdog", partial(self._watchdog, self.manager.watchdog_interval), self.restarts)
         count = sum(1 for entry in self.engine.workflows.values() if entry.status != RETIRED)
@@ -380,6 +386,8 @@ class Daemon:
         self.engine.settings.update({k: v for k, v in new.job_settings().items() if k != "run_dir"})
         self.engine.limiter.total_tokens = new.max_concurrent_jobs
         self.alerts.hooks = new.hooks
+        if self.retention is not None:
+            self.retention.settings = dict(new.retention)  # the interval counts from the next pass on
         if self.server is not None:
             self.server.idle_timeout = new.control_idle_timeout
             self.server.request_timeout = new.control_request_timeout

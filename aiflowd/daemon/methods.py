@@ -105,6 +105,7 @@ class ControlMethods:
                 "restarts": self.daemon.restarts.snapshot(),
                 "errors_contained": engine.contained_errors,
                 "hooks": engine.alerts.snapshot() if engine.alerts is not None else None,
+                "retention": self.daemon.retention.status() if self.daemon.retention is not None else None,
             }
 
         return await self._ask(status)
@@ -341,6 +342,14 @@ class ControlMethods:
         if row is None:
             where = (f" in execution {execution}" if execution else "") + (f" with attempt {attempt}" if attempt is not None else "")
             raise ControlError(REFUSED, f"no execution of job '{job}' of '{name}'" + where)
+        if (
+            row["started_at"] is not None
+            and Status(row["status"]).is_final
+            and not await anyio.to_thread.run_sync(os.path.exists, row["log_path"])
+        ):
+            keep = self.daemon.config.retention.get("logs", 0)
+            why = f"retention keeps logs {keep / 86400:g} days" if keep else "it was removed"
+            raise ControlError(REFUSED, f"the log of execution {row['execution_id']} of '{name}.{job}' is gone ({why}): {row['log_path']}")
         if not params.get("follow"):
             return self._tail(row, max(0, min(limit, MAX_LOG_BYTES)))
         return self._follow(row)
