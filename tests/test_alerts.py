@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -593,14 +594,22 @@ def test_a_reload_brings_the_configs_new_hooks(daemon: Daemon, receiver: Receive
 
 
 def test_a_stop_lets_the_hooks_under_way_finish(tmp_path: Path) -> None:
-    told = tmp_path / "told"
-    daemon = Daemon(tmp_path, f"on_failure: 'sleep 1; echo $AIFLOWD_JOB > {told}'\n")
+    told, gate, waiting = tmp_path / "told", tmp_path / "gate", tmp_path / "waiting"
+    # The hook holds until the test opens the gate, which it does only once the daemon has
+    # been told to stop: what the hook then writes, the stop waited for (up to 5s).
+    hook = f"touch {waiting}; while [ ! -e {gate} ]; do sleep 0.02; done; echo $AIFLOWD_JOB > {told}"
+    daemon = Daemon(tmp_path, f"on_failure: '{hook}'\n")
     try:
         daemon.start()
         daemon.write_workflow("wf.yaml", "job: {job_type: bash, bash_command: 'exit 1'}\n")
-        daemon.wait_jobs("wf", lambda rows: rows and rows[0]["status"] == "FAILED", timeout=30)
-        wait_for(lambda: daemon.json("status")["hooks"]["pending"] == 1, timeout=10)
-        assert daemon.stop() == 0  # while the hook sleeps: the stop waits for it (up to 5s)
+        wait_for(waiting.exists, timeout=30)
+        assert daemon.json("status")["hooks"]["pending"] == 1
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.notifications is not None
+        wait_for(lambda: daemon.notifications.count("STOPPING=1"), timeout=20)
+        gate.touch()
+        assert daemon.process.wait(timeout=30) == 0  # not stop(): a second SIGTERM means "do not wait"
         assert told.read_text() == "job\n"
     finally:
         daemon.close()
