@@ -52,7 +52,9 @@ CREATE TABLE IF NOT EXISTS executions (
     trigger TEXT NOT NULL,
     only_job TEXT,
     started_at REAL NOT NULL,
-    ended_at REAL
+    ended_at REAL,
+    params TEXT,                     -- JSON: what it was started with (--param K=V)
+    event TEXT                       -- JSON: the event that started it
 );
 CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow, id);
 CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status);
@@ -148,6 +150,10 @@ class Store:
         columns = {row[1] for row in db.execute("PRAGMA table_info(job_executions)")}
         if "kind" not in columns:  # a database written before job executions had a kind
             db.execute("ALTER TABLE job_executions ADD COLUMN kind TEXT NOT NULL DEFAULT 'start'")
+        columns = {row[1] for row in db.execute("PRAGMA table_info(executions)")}
+        for column in ("params", "event"):  # a database written before executions kept them
+            if column not in columns:
+                db.execute(f"ALTER TABLE executions ADD COLUMN {column} TEXT")
         db.commit()
         if self.path != ":memory:":
             status = os.stat(self.path)
@@ -285,7 +291,16 @@ class Store:
 
     # -- executions ------------------------------------------------------------------
 
-    def create_execution(self, workflow: str, version: str, trigger: str, only_job: str | None) -> int:
+    def create_execution(
+        self,
+        workflow: str,
+        version: str,
+        trigger: str,
+        only_job: str | None,
+        *,
+        params: dict[str, str] | None = None,
+        event: dict[str, Any] | None = None,
+    ) -> int:
         return self._insert(
             "executions",
             {
@@ -295,6 +310,8 @@ class Store:
                 "trigger": trigger,
                 "only_job": only_job,
                 "started_at": time.time(),
+                "params": json.dumps(params) if params else None,
+                "event": json.dumps(event) if event else None,
             },
         )
 
@@ -317,11 +334,11 @@ class Store:
             params.append(since)
         query += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return [dict(row) for row in self.db.execute(query, params).fetchall()]
+        return [_execution_row(row) for row in self.db.execute(query, params).fetchall()]
 
     def execution(self, execution_id: int) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone()
-        return dict(row) if row else None
+        return _execution_row(row) if row else None
 
     # -- job executions --------------------------------------------------------------
 
@@ -397,3 +414,11 @@ class Store:
             "INSERT INTO ticks VALUES (?, ?, ?) ON CONFLICT (workflow, job) DO UPDATE SET fired_for = excluded.fired_for",
             (workflow, job, fired_for),
         )
+
+
+def _execution_row(row: sqlite3.Row) -> dict[str, Any]:
+    """An execution's record, its parameters and event decoded (``{}`` and None when it has none)."""
+    record = dict(row)
+    record["params"] = json.loads(record["params"]) if record.get("params") else {}
+    record["event"] = json.loads(record["event"]) if record.get("event") else None
+    return record
