@@ -404,6 +404,14 @@ def print_human(command: str, result: Any) -> None:
     elif command == "workflow.show":
         for key in ("workflow", "status", "path", "version", "paused"):
             print(f"{key + ':':<9} {result[key]}")
+        if result.get("on_overlap"):
+            limit = result.get("max_active_executions")
+            overlap = f"{result['on_overlap']}, at most {limit} active" if limit else result["on_overlap"]
+            if result.get("queued_slot"):
+                overlap += f"; a slot waits: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(result['queued_slot']))}"
+            if result.get("skipped_starts"):
+                overlap += f"; {result['skipped_starts']} starts skipped"
+            print(f"{'overlap:':<9} {overlap}")
         if result["problems"]:
             print("problems:")
             for problem in result["problems"]:

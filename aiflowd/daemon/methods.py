@@ -143,6 +143,10 @@ class ControlMethods:
                 "path": entry.path,
                 "version": workflow.version if workflow else None,
                 "paused": entry.paused,
+                "on_overlap": workflow.on_overlap.value if workflow else None,
+                "max_active_executions": workflow.max_active_executions if workflow else None,
+                "queued_slot": entry.queued_tick,
+                "skipped_starts": entry.skipped_starts,
                 "problems": [str(p) for p in entry.problems],
                 "jobs": [
                     {"job": job, "job_type": graph.config.job_type, "rules": len(workflow.rules_for(job))}
