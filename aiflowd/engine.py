@@ -42,12 +42,12 @@ from aiflowd.controllers.supervisor import JobOutcome, JobSupervisor, call
 from aiflowd.inbox import Call, CheckStore, Due, JobEnded, JobRunning, Loaded, Message, Removed, Reply, Tick, UserEvent, from_legacy
 from aiflowd.model import (
     JOB_STATUS_CHANGED,
+    PARAM_PREFIX,
     ChangePolicy,
     Event,
     EventCondition,
     JobAction,
     JobConfig,
-    PARAM_PREFIX,
     OverlapPolicy,
     PeriodicConfig,
     Status,
@@ -834,7 +834,9 @@ class Engine:
         for older in [e for e in self.executions.values() if e.workflow == entry.name and e.idle]:
             self._end(older)  # an idle execution waiting for events gives way to the new one
         params = params or {}
-        execution_id = self.store.create_execution(workflow.name, workflow.version, trigger, only_job, params=params, event=_event_record(event))
+        execution_id = self.store.create_execution(
+            workflow.name, workflow.version, trigger, only_job, params=params, event=_event_record(event)
+        )
         execution = ExecutionRun(execution_id, workflow.name, entry.loaded, trigger, only_job, params=params, event=event)
         execution.states = {job: scheduler.JobState() for job in workflow.jobs}
         self.executions[execution_id] = execution
@@ -931,7 +933,8 @@ class Engine:
                 self._start_task(self._due_later, execution.id, decision, due, what="retry delay")
                 continue
             state = execution.states[decision.job]
-            if (decision.action == JobAction.START and not state.running or decision.action == JobAction.RESTART) and decision.kind != scheduler.RETRY:
+            starts = decision.action == JobAction.RESTART or (decision.action == JobAction.START and not state.running)
+            if starts and decision.kind != scheduler.RETRY:
                 _note_job_event(execution, decision)
             if decision.action == JobAction.START and not state.running:
                 self._start_job(execution, decision.job, decision.reason, decision.kind)
@@ -1323,7 +1326,14 @@ def _event_record(event: Event | None) -> dict[str, Any] | None:
     """An event as an execution's record keeps it (JSON)."""
     if event is None:
         return None
-    return {"key": event.key, "value": event.value, "event_type": event.event_type, "namespace": event.namespace, "sender": event.sender, "time": event.time}
+    return {
+        "key": event.key,
+        "value": event.value,
+        "event_type": event.event_type,
+        "namespace": event.namespace,
+        "sender": event.sender,
+        "time": event.time,
+    }
 
 
 def _event_from_record(record: dict[str, Any] | None) -> Event | None:

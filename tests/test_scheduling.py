@@ -8,6 +8,7 @@ aiflowd with real bash jobs, driven through the real aiflowctl.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from aiflowd.engine import EngineError, JobRun
 from aiflowd.model import EventCondition, JobConfig, OverlapPolicy, RetryBackoff, Rule
 from aiflowd.plugin_interface import PluginRegistry
+from aiflowd.workflows.errors import LoadError
 from aiflowd.workflows.loader import LoadedWorkflow, WorkflowLoader
 
 from .conftest import wait_for, write
@@ -405,7 +407,7 @@ def test_a_periodic_workflow_never_overlaps_in_a_real_daemon(daemon: Daemon, tmp
     daemon.ctl("workflow", "pause-scheduling", "beat")
     wait_for(lambda: all(e["status"] != "RUNNING" for e in daemon.json("workflow", "list-executions", "beat")))
     executions = sorted(daemon.json("workflow", "list-executions", "beat"), key=lambda e: e["id"])
-    for before, after in zip(executions, executions[1:], strict=False):
+    for before, after in itertools.pairwise(executions):
         assert after["started_at"] >= before["ended_at"], executions  # one at a time
 
 
@@ -444,3 +446,32 @@ def test_a_python_processor_sees_params_and_event_in_its_context(daemon: Daemon,
     daemon.ctl("event", "send", "go", "now", "--sender", "me")
     daemon.wait_jobs("py", lambda rows: len(rows) == 2 and rows[0]["status"] == "FINISHED")
     assert json.loads(seen.read_text()) == {"params": {}, "event": ["go", "now", "me"]}
+
+
+def test_the_definition_sets_the_overlap_rules(registry: PluginRegistry, tmp_path: Path) -> None:
+    folder = tmp_path / "flow"
+    write(folder / "flow.yaml", "periodic_config: {interval: 1m}\n")
+    definition = """
+        from aiflowd import BashProcessor, job_config, user_define_operation, workflow_scheduling
+        with job_config("say"):
+            user_define_operation(processor=BashProcessor("echo hi"))
+        workflow_scheduling(max_active_executions=2, on_overlap={overlap!r})
+        """
+    write(folder / "flow.py", definition.format(overlap="allow"))
+    loader = WorkflowLoader(registry)
+    loaded = loader.load(str(folder))
+    assert (loaded.workflow.on_overlap, loaded.workflow.max_active_executions) == (OverlapPolicy.ALLOW, 2)
+
+    write(folder / "flow.py", definition.format(overlap="sometimes"))
+    with pytest.raises(LoadError) as bad:
+        loader.load(str(folder))
+    [problem] = [str(p) for p in bad.value.problems]
+    assert problem.startswith(f"{folder}/flow.py:4:") and "on_overlap must be one of skip, queue, allow; got 'sometimes'" in problem
+
+    write(folder / "flow.yaml", "periodic_config: {interval: 1m}\non_overlap: skip\n")
+    write(folder / "flow.py", definition.format(overlap="allow"))
+    with pytest.raises(LoadError) as twice:
+        loader.load(str(folder))
+    assert [str(p) for p in twice.value.problems] == [
+        f"{folder}/flow.yaml:2:1: on_overlap: also given by workflow_scheduling() at {folder}/flow.py:4: give it in one place"
+    ]

@@ -749,6 +749,10 @@ class _Load:
         rules: list[LocatedRule] = []
         for item in compiled.get("rules", []):
             condition: Condition
+            if item["kind"] == "scheduling":
+                if workflow is not None:
+                    self.dsl_scheduling(workflow, item)
+                continue
             if item["kind"] in ("start_workflow", "stop_workflow"):
                 if workflow is not None:
                     triggers = [_trigger_condition(c) for c in item["condition"]["conditions"]]
@@ -769,6 +773,17 @@ class _Load:
                 self.aiflow_rules.add(id(rule))
             rules.append((rule, functools.partial(Problem, file, line, 0, "")))
         return rules
+
+    def dsl_scheduling(self, workflow: Workflow, item: dict[str, Any]) -> None:
+        """``workflow_scheduling(...)`` of the definition: its keys, unless the YAML gives them too."""
+        for key, value in item["condition"].items():
+            if key in self.doc.data:
+                where = f"{item.get('file') or self.source.definition_file}:{item.get('line', 0)}"
+                self.problem((key,), f"also given by workflow_scheduling() at {where}: give it in one place")
+            elif key == "max_active_executions":
+                workflow.max_active_executions = int(value)
+            elif key == "on_overlap":
+                workflow.on_overlap = OverlapPolicy(value)
 
     def build_graphs(
         self,

@@ -54,9 +54,11 @@ class ExecutionContext:
         """The event that started this job (its event rule's, or its execution's trigger), if one did."""
         if "AIFLOWD_EVENT_KEY" not in os.environ:
             return None
-        fields = ("key", "value", "event_type", "namespace", "sender")
-        names = ("KEY", "VALUE", "TYPE", "NAMESPACE", "SENDER")
-        return Event(**{field: os.environ.get(f"AIFLOWD_EVENT_{name}", "") for field, name in zip(fields, names, strict=True)})
+
+        def get(name: str) -> str:
+            return os.environ.get(f"AIFLOWD_EVENT_{name}", "")
+
+        return Event(get("KEY"), get("VALUE"), event_type=get("TYPE"), namespace=get("NAMESPACE"), sender=get("SENDER"))
 
     @property
     def node_type(self) -> str:
