@@ -673,8 +673,8 @@ def tick_figures(
     ]
     if job:
         running = [(r.started, r.ended or math.inf) for key, runs in ledger.items() if key[0] == spec.name and key[2] == job for r in runs]
-    else:  # on_overlap: queue (the default): a slot waits while an execution is active, and a later one replaces it
-        running = [(e["started_at"], e["ended_at"] or math.inf) for e in executions if e["workflow"] == spec.name and not e["only_job"]]
+    else:  # on_overlap: queue (the default): a slot waits while any execution is active, and a later one replaces it
+        running = [(e["started_at"], e["ended_at"] or math.inf) for e in executions if e["workflow"] == spec.name]
 
     def busy(at: float) -> bool:
         return any(start - 0.2 <= at <= end + 0.2 for start, end in running)
