@@ -96,9 +96,8 @@ class Client:
 
     def start_execution(self, workflow: str, params: dict[str, str] | None = None) -> int:
         """Start an execution of the workflow now; its id. ``params`` reach its jobs as ``AIFLOWD_PARAM_<NAME>``."""
-        if params:
-            return int(self.call("workflow.start_execution", workflow=workflow, params=dict(params))["execution_id"])
-        return int(self.call("workflow.start_execution", workflow=workflow)["execution_id"])
+        given = dict(params) if params else None
+        return int(self.call("workflow.start_execution", workflow=workflow, params=given)["execution_id"])
 
     def stop_execution(self, workflow: str, execution_id: int | None = None) -> list[int]:
         """Stop the workflow's running executions (or only ``execution_id``); the ids stopped."""

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from aiflowd.client import Client
+from aiflowd.control.protocol import ControlError
 from aiflowd.engine import EngineError, JobRun
 from aiflowd.model import EventCondition, JobConfig, OverlapPolicy, RetryBackoff, Rule
 from aiflowd.plugin_interface import PluginRegistry
@@ -320,6 +322,12 @@ def test_the_keys_load(registry: PluginRegistry, tmp_path: Path) -> None:
 # -- a real daemon, real bash jobs, the real aiflowctl ---------------------------------------
 
 
+def served(daemon: Daemon, *names: str) -> bool:
+    """Whether the daemon serves a valid version of each workflow (not merely lists it, loading)."""
+    active = {row["workflow"] for row in daemon.json("workflow", "list") if row["status"] == "active"}
+    return active >= set(names)
+
+
 #: A job writing the parameters and event it got, whole or not at all (the test waits for the file).
 ECHO_ENV = "env | grep -E '^AIFLOWD_(PARAM|EVENT)_' | sort > {out}/.$$ && mv {out}/.$$ {out}/$AIFLOWD_JOB.$AIFLOWD_JOB_EXECUTION_ID"
 
@@ -349,7 +357,7 @@ def test_params_and_the_event_reach_real_bash_jobs(daemon: Daemon, tmp_path: Pat
             {ECHO_ENV.format(out=out)}
         """,
     )
-    wait_for(lambda: daemon.known("etl") and daemon.known("react"))
+    wait_for(lambda: served(daemon, "etl", "react"))
     started = daemon.ctl("workflow", "start-execution", "etl", "--param", "DAY=2024-01-31", "--param", "note=a b=c")
     assert started.stdout.strip() == "execution_id=1"
     refused = daemon.ctl("workflow", "start-execution", "etl", check=False)
@@ -439,8 +447,11 @@ def test_a_python_processor_sees_params_and_event_in_its_context(daemon: Daemon,
                 return []
         """,
     )
-    wait_for(lambda: daemon.known("py"))
-    daemon.ctl("workflow", "start-execution", "py", "--param", "LIMIT=10")
+    wait_for(lambda: served(daemon, "py"))
+    client = Client(str(daemon.socket))  # the Python client, as a notebook or a job would start it
+    with pytest.raises(ControlError, match="parameter name 'bad name' is not an identifier"):
+        client.start_execution("py", params={"bad name": "x"})
+    client.start_execution("py", params={"LIMIT": "10"})
     daemon.wait_jobs("py", lambda rows: rows and rows[0]["status"] == "FINISHED")
     assert json.loads(seen.read_text()) == {"params": {"LIMIT": "10"}, "event": None}
     daemon.ctl("event", "send", "go", "now", "--sender", "me")
