@@ -17,6 +17,7 @@ _EXPORTS = {
     "user_define_operation": "aiflowd.workflows.dsl",
     "action_on_job_status": "aiflowd.workflows.dsl",
     "action_on_event": "aiflowd.workflows.dsl",
+    "workflow_scheduling": "aiflowd.workflows.dsl",
     "JobAction": "aiflowd.model",
     "Status": "aiflowd.model",
     "BashProcessor": "aiflowd.plugins.bash",
@@ -67,6 +68,7 @@ __all__ = [
     "job_config",
     "register_job_plugin_factory",
     "user_define_operation",
+    "workflow_scheduling",
 ]
 
 
@@ -99,4 +101,4 @@ if TYPE_CHECKING:
     from aiflowd.plugins.bash import BashProcessor
     from aiflowd.plugins.flink import FlinkJavaProcessor, FlinkPythonProcessor, FlinkSqlProcessor
     from aiflowd.plugins.python import ExecutionContext, PythonProcessor
-    from aiflowd.workflows.dsl import action_on_event, action_on_job_status, job_config, user_define_operation
+    from aiflowd.workflows.dsl import action_on_event, action_on_job_status, job_config, user_define_operation, workflow_scheduling

@@ -94,16 +94,17 @@ class Client:
         """One workflow execution by its id, with its job executions under ``jobs`` (oldest first)."""
         return dict(self.call("execution.show", execution=int(execution_id)))
 
-    def start_execution(self, workflow: str) -> int:
-        """Start an execution of the workflow now; its id."""
-        return int(self.call("workflow.start_execution", workflow=workflow)["execution_id"])
+    def start_execution(self, workflow: str, params: dict[str, str] | None = None) -> int:
+        """Start an execution of the workflow now; its id. ``params`` reach its jobs as ``AIFLOWD_PARAM_<NAME>``."""
+        given = dict(params) if params else None
+        return int(self.call("workflow.start_execution", workflow=workflow, params=given)["execution_id"])
 
     def stop_execution(self, workflow: str, execution_id: int | None = None) -> list[int]:
         """Stop the workflow's running executions (or only ``execution_id``); the ids stopped."""
         return list(self.call("workflow.stop_execution", workflow=workflow, execution=execution_id)["stopped"])
 
     def pause_scheduling(self, workflow: str) -> None:
-        """Start no execution of the workflow (timers, events, file changes) and fire none of its event rules."""
+        """Hold the workflow's timers and event rules alike: no tick or event starts an execution or a job."""
         self.call("workflow.pause_scheduling", workflow=workflow)
 
     def resume_scheduling(self, workflow: str) -> None:

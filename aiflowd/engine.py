@@ -41,7 +41,19 @@ from aiflowd.clock import Clock, SystemClock
 from aiflowd.controllers import plugin_processes
 from aiflowd.controllers.supervisor import JobOutcome, JobSupervisor, call
 from aiflowd.inbox import Call, CheckStore, Due, JobEnded, JobRunning, Loaded, Message, Removed, Reply, Tick, UserEvent, from_legacy
-from aiflowd.model import ChangePolicy, Event, EventCondition, JobAction, JobConfig, PeriodicConfig, Status
+from aiflowd.model import (
+    JOB_STATUS_CHANGED,
+    PARAM_PREFIX,
+    ChangePolicy,
+    Event,
+    EventCondition,
+    JobAction,
+    JobConfig,
+    OverlapPolicy,
+    PeriodicConfig,
+    Status,
+    check_params,
+)
 from aiflowd.plugin_interface import Job, JobController, JobExecutionInfo, JobHandle, JobRuntimeEnv, PluginRegistry
 from aiflowd.store import Store, StoreUnavailable
 from aiflowd.workflows.errors import LoadError, Problem
@@ -93,6 +105,11 @@ class WorkflowEntry:
     timers: anyio.CancelScope | None = None
     #: Job-level ticks that came while their job still ran: slot per job, started when it ends.
     deferred_ticks: dict[str, float] = field(default_factory=dict)
+    #: A workflow-level tick waiting (``on_overlap: queue``) for the active execution to end:
+    #: unrecorded until it starts, so a restart meanwhile fires it again as the catch-up.
+    queued_tick: float | None = None
+    #: Starts not made because an execution was active: ticks skipped, event triggers refused.
+    skipped_starts: int = 0
     #: The last valid version known (loaded, or recorded by a previous daemon).
     version: str | None = None
     #: Executions a previous daemon left, taken over once a valid version is loaded (the
@@ -169,6 +186,12 @@ class ExecutionRun:
     stop_reason: str | None = None
     status: Status = Status.RUNNING
     ended: anyio.Event = field(default_factory=anyio.Event)
+    #: What the execution was started with (``--param K=V``): every job gets ``AIFLOWD_PARAM_K``.
+    params: dict[str, str] = field(default_factory=dict)
+    #: The event that started the execution (a start trigger), given to every job.
+    event: Event | None = None
+    #: The user event whose rule started a job, by job: given to that job (and its retries).
+    job_events: dict[str, Event] = field(default_factory=dict)
 
     @property
     def listens_for_events(self) -> bool:
@@ -218,6 +241,8 @@ class Engine:
         self.limiter = anyio.CapacityLimiter(max_concurrent_jobs)
         #: Exceptions the engine contained (a message, a timer, an action): logged, counted, survived.
         self.contained_errors = 0
+        #: Execution starts not made because executions were active (see ``WorkflowEntry.skipped_starts``).
+        self.skipped_starts = 0
         self._send, self._receive = anyio.create_memory_object_stream[Message](math.inf)
         self._to_launch: list[JobRun] = []
         self._to_stop: list[tuple[JobRun, str]] = []
@@ -691,11 +716,13 @@ class Engine:
             self._record_tick(workflow, job, slot)
             return
         if not job:
-            self._record_tick(workflow, job, slot)
-            self._start_execution(entry, _trigger(slot))
+            self._workflow_tick(entry, slot)
             return
         open_executions = [e for e in self.executions.values() if e.workflow == workflow and e.stop_reason is None]
         if open_executions and (state := open_executions[-1].states.get(job)) is not None and state.running:
+            if entry.loaded.workflow.on_overlap == OverlapPolicy.SKIP:
+                self._skip_tick(entry, job, slot)
+                return
             # The job still runs (maybe taken over after a restart, this being its catch-up
             # tick): the slot waits, unrecorded, and starts the job when this run ends.
             # Slots coming meanwhile coalesce into the latest.
@@ -707,6 +734,60 @@ class Engine:
             self._apply(open_executions[-1], [scheduler.Decision(job, JobAction.START, _trigger(slot))])
         else:
             self._start_execution(entry, _trigger(slot), only_job=job)
+
+    def active_executions(self, workflow: str) -> list[ExecutionRun]:
+        """The workflow's executions with jobs running or due: those its overlap rules count.
+
+        An execution left open only for the events its rules wait for is not active (a new
+        one ends it); one stopping is, until its jobs have ended.
+        """
+        return [e for e in self.executions.values() if e.workflow == workflow and not e.idle]
+
+    def _workflow_tick(self, entry: WorkflowEntry, slot: float) -> None:
+        """A workflow-level slot: start an execution, or skip or queue it while one is active.
+
+        ``on_overlap: queue`` (the default) keeps at most one slot waiting, unrecorded; a
+        later slot replaces it (coalesced, as a downtime's missed slots are). ``allow``
+        starts beside the active ones up to ``max_active_executions``, then queues.
+        """
+        assert entry.loaded is not None
+        workflow = entry.loaded.workflow
+        active = len(self.active_executions(entry.name))
+        if self._room_for_tick(entry):
+            entry.queued_tick = None  # an older queued slot is coalesced into this one
+            self._record_tick(entry.name, "", slot)
+            self._start_execution(entry, _trigger(slot))
+        elif workflow.on_overlap == OverlapPolicy.SKIP:
+            self._skip_tick(entry, "", slot)
+        else:
+            if entry.queued_tick is not None:
+                log.info("queued periodic slot coalesced into a later one", workflow=entry.name, slot=_trigger(entry.queued_tick))
+            entry.queued_tick = slot
+            log.info("periodic slot queued until the active execution ends", workflow=entry.name, slot=_trigger(slot), active=active)
+
+    def _room_for_tick(self, entry: WorkflowEntry) -> bool:
+        """Whether a workflow-level slot may start an execution now, under ``on_overlap`` and the limit."""
+        assert entry.loaded is not None
+        workflow = entry.loaded.workflow
+        active = len(self.active_executions(entry.name))
+        limit = workflow.max_active_executions
+        return (active == 0 or workflow.on_overlap == OverlapPolicy.ALLOW) and (limit is None or active < limit)
+
+    def _skip_tick(self, entry: WorkflowEntry, job: str, slot: float) -> None:
+        """Drop a slot that came while its execution (or job) was active: recorded as fired, logged, counted."""
+        self._record_tick(entry.name, job, slot)
+        entry.skipped_starts += 1
+        self.skipped_starts += 1
+        log.info("periodic slot skipped: still active (on_overlap: skip)", workflow=entry.name, job=job or None, slot=_trigger(slot))
+
+    def _start_queued_tick(self, workflow: str) -> None:
+        """Start the slot queued while an execution was active, once none is (or queue it again)."""
+        entry = self.workflows.get(workflow)
+        if entry is None or entry.queued_tick is None or entry.loaded is None or not self._room_for_tick(entry):
+            return
+        slot, entry.queued_tick = entry.queued_tick, None
+        if entry.loaded.workflow.periodic_config is not None:
+            self._tick(workflow, "", slot)  # paused, removed or stopping meanwhile: handled as any tick
 
     def _start_deferred_tick(self, execution: ExecutionRun, job: str) -> None:
         """Start a job whose schedule's slot came while it ran (see ``_tick``)."""
@@ -724,22 +805,49 @@ class Engine:
 
     # -- executions ------------------------------------------------------------------
 
-    def start_execution(self, workflow: str, only_job: str | None = None, trigger: str = "manual") -> int:
+    def start_execution(
+        self, workflow: str, only_job: str | None = None, trigger: str = "manual", params: dict[str, str] | None = None
+    ) -> int:
+        """Start an execution by request; refused (EngineError) beyond the workflow's ``max_active_executions``.
+
+        ``params`` reach every job of the execution as ``AIFLOWD_PARAM_<NAME>``.
+        """
         entry = self._entry(workflow)
         if entry.loaded is None:
             problems = "; ".join(str(p) for p in entry.problems[:3])
             raise EngineError(f"workflow '{workflow}' has no valid version: {problems}")
         if only_job is not None and only_job not in entry.loaded.workflow.jobs:
             raise EngineError(f"workflow '{workflow}' has no job '{only_job}' (jobs: {', '.join(entry.loaded.workflow.jobs)})")
-        return self._start_execution(entry, trigger, only_job).id
+        try:
+            checked = check_params(params)
+        except ValueError as err:
+            raise EngineError(str(err)) from None
+        limit, active = entry.loaded.workflow.max_active_executions, len(self.active_executions(workflow))
+        if limit is not None and active >= limit:
+            raise EngineError(
+                f"workflow '{workflow}' has {active} active execution{'s' if active > 1 else ''}, its max_active_executions:"
+                f" wait for one to end, or stop one (aiflowctl workflow stop-execution {workflow})"
+            )
+        return self._start_execution(entry, trigger, only_job, params=checked).id
 
-    def _start_execution(self, entry: WorkflowEntry, trigger: str, only_job: str | None = None) -> ExecutionRun:
+    def _start_execution(
+        self,
+        entry: WorkflowEntry,
+        trigger: str,
+        only_job: str | None = None,
+        *,
+        params: dict[str, str] | None = None,
+        event: Event | None = None,
+    ) -> ExecutionRun:
         assert entry.loaded is not None
         workflow = entry.loaded.workflow
         for older in [e for e in self.executions.values() if e.workflow == entry.name and e.idle]:
             self._end(older)  # an idle execution waiting for events gives way to the new one
-        execution_id = self.store.create_execution(workflow.name, workflow.version, trigger, only_job)
-        execution = ExecutionRun(execution_id, workflow.name, entry.loaded, trigger, only_job)
+        params = params or {}
+        execution_id = self.store.create_execution(
+            workflow.name, workflow.version, trigger, only_job, params=params, event=_event_record(event)
+        )
+        execution = ExecutionRun(execution_id, workflow.name, entry.loaded, trigger, only_job, params=params, event=event)
         execution.states = {job: scheduler.JobState() for job in workflow.jobs}
         self.executions[execution_id] = execution
         log.info("execution started", workflow=workflow.name, execution=execution_id, trigger=trigger)
@@ -835,6 +943,9 @@ class Engine:
                 self._start_task(self._due_later, execution.id, decision, due, what="retry delay")
                 continue
             state = execution.states[decision.job]
+            starts = decision.action == JobAction.RESTART or (decision.action == JobAction.START and not state.running)
+            if starts and decision.kind != scheduler.RETRY:
+                _note_job_event(execution, decision)
             if decision.action == JobAction.START and not state.running:
                 self._start_job(execution, decision.job, decision.reason, decision.kind)
             elif decision.action == JobAction.RESTART:
@@ -894,6 +1005,7 @@ class Engine:
             workflow_dir=execution.loaded.workflow.workflow_dir,
             job_execution_info=info,
             settings=self._job_settings(),
+            variables=_job_variables(execution, job),
         )
         return JobRun(0, execution, job, job_type, attempt, env, reason)
 
@@ -1047,9 +1159,10 @@ class Engine:
     def _maybe_end(self, execution: ExecutionRun) -> None:
         if not execution.idle or execution.id not in self.executions:
             return
-        if execution.stop_reason is None and self.keep_open_for_events and execution.listens_for_events and execution.only_job is None:
-            return  # rules may still start jobs when their events come
-        self._end(execution)
+        keep_open = self.keep_open_for_events and execution.listens_for_events and execution.only_job is None
+        if execution.stop_reason is not None or not keep_open:  # else rules may still start jobs when their events come
+            self._end(execution)
+        self._start_queued_tick(execution.workflow)
 
     def _end(self, execution: ExecutionRun) -> None:
         status = scheduler.execution_status(execution.states, stopped=execution.stop_reason is not None)
@@ -1094,7 +1207,13 @@ class Engine:
                 for execution in [e for e in self.executions.values() if e.workflow == entry.name and e.stop_reason is None]:
                     self._stop_execution(execution, f"stopped on {why}")
             if workflow.start_on_events and scheduler.triggers_met(workflow.start_on_events, event, entry.trigger_memory, "start"):
-                self._start_execution(entry, why)
+                limit, active = workflow.max_active_executions, len(self.active_executions(entry.name))
+                if limit is not None and active >= limit:
+                    entry.skipped_starts += 1
+                    self.skipped_starts += 1
+                    log.info("event trigger skipped: max_active_executions reached", workflow=entry.name, event=why, active=active)
+                    continue
+                self._start_execution(entry, why, event=event)
 
     # -- recovery --------------------------------------------------------------------
 
@@ -1122,6 +1241,7 @@ class Engine:
             log.warning("execution left as it runs until its workflow loads", workflow=entry.name, execution=row["id"])
             return
         execution = ExecutionRun(row["id"], row["workflow"], entry.loaded, row["trigger"], row["only_job"])
+        execution.params, execution.event = dict(row.get("params") or {}), _event_from_record(row.get("event"))
         execution.states = {job: scheduler.JobState() for job in entry.loaded.workflow.jobs}
         self.executions[execution.id] = execution
         ended_at: dict[str, float] = {}
@@ -1150,7 +1270,7 @@ class Engine:
             config = entry.loaded.workflow.jobs[job].config if job in entry.loaded.workflow.jobs else None
             retry = state.status == Status.FAILED and state.retries_done < (config.retries if config else 0) and job not in lost
             if config and retry and job not in execution.running:
-                delay = max(0.001, ended_at.get(job, 0.0) + config.retry_delay - self.clock.now())
+                delay = max(0.001, ended_at.get(job, 0.0) + config.retry_delay_for(state.retries_done + 1) - self.clock.now())
                 reason = f"retry {state.retries_done + 1} of {config.retries}"
                 self._apply(execution, [scheduler.Decision(job, JobAction.START, reason, delay=delay, kind=scheduler.RETRY)])
         if entry.loaded.workflow.version != row["version"]:
@@ -1192,6 +1312,53 @@ def _retrying(execution: ExecutionRun, job: str) -> bool:
 def _can_reattach(controller: JobController) -> bool:
     """Whether a controller looks for executions that outlived a daemon (AIFlow-style ones do not)."""
     return getattr(type(controller), "reattach", None) is not JobController.reattach
+
+
+def _note_job_event(execution: ExecutionRun, decision: scheduler.Decision) -> None:
+    """Remember the user event a rule starts a job on (its retries get it too); a start without one forgets it."""
+    if decision.event is not None and decision.event.event_type != JOB_STATUS_CHANGED:
+        execution.job_events[decision.job] = decision.event
+    else:
+        execution.job_events.pop(decision.job, None)
+
+
+def _job_variables(execution: ExecutionRun, job: str) -> dict[str, str]:
+    """What a job of ``execution`` gets in its environment: the parameters, and the event that started it.
+
+    The event is the user event whose rule started the job, else the one that started
+    the execution; none for a job started otherwise.
+    """
+    variables = {PARAM_PREFIX + name: value for name, value in execution.params.items()}
+    event = execution.job_events.get(job) or execution.event
+    if event is not None:
+        variables.update(
+            {
+                "AIFLOWD_EVENT_KEY": event.key,
+                "AIFLOWD_EVENT_VALUE": event.value,
+                "AIFLOWD_EVENT_TYPE": event.event_type,
+                "AIFLOWD_EVENT_NAMESPACE": event.namespace,
+                "AIFLOWD_EVENT_SENDER": event.sender,
+            }
+        )
+    return variables
+
+
+def _event_record(event: Event | None) -> dict[str, Any] | None:
+    """An event as an execution's record keeps it (JSON)."""
+    if event is None:
+        return None
+    return {
+        "key": event.key,
+        "value": event.value,
+        "event_type": event.event_type,
+        "namespace": event.namespace,
+        "sender": event.sender,
+        "time": event.time,
+    }
+
+
+def _event_from_record(record: dict[str, Any] | None) -> Event | None:
+    return Event(**record) if record else None
 
 
 def _trigger(slot: float) -> str:

@@ -42,6 +42,27 @@ class JobAction(str, enum.Enum):
         return self.value
 
 
+class OverlapPolicy(str, enum.Enum):
+    """What a periodic tick does while an execution of its workflow is still active."""
+
+    #: The tick is dropped (logged and counted): the next slot is the next chance.
+    SKIP = "skip"
+    #: The tick waits, unrecorded, and starts an execution once none is active; ticks
+    #: coming meanwhile coalesce into the latest (at most one start is pending).
+    QUEUE = "queue"
+    #: The tick starts another execution beside the active ones (up to ``max_active_executions``).
+    ALLOW = "allow"
+
+
+class RetryBackoff(str, enum.Enum):
+    """How the delay before a retry grows from one attempt to the next."""
+
+    #: Every retry waits ``retry_delay``.
+    FIXED = "fixed"
+    #: Retry N waits ``retry_delay * 2**(N-1)``, capped by ``retry_max_delay``.
+    EXPONENTIAL = "exponential"
+
+
 class ChangePolicy(str, enum.Enum):
     """What a new workflow version does to an execution of the old one still running."""
 
@@ -97,6 +118,17 @@ class JobConfig:
     retries: int = 0
     retry_delay: float = 0.0
     timeout: float | None = None
+    #: How the delay grows between retries (``retry_delay`` each time, or doubling).
+    retry_backoff: RetryBackoff = RetryBackoff.FIXED
+    #: The longest delay the exponential backoff reaches (None: no cap; unused by a fixed delay).
+    retry_max_delay: float | None = None
+
+    def retry_delay_for(self, retry: int) -> float:
+        """The delay before retry number ``retry`` (1 for the first): fixed, or doubling up to the cap."""
+        if self.retry_backoff != RetryBackoff.EXPONENTIAL:
+            return self.retry_delay
+        delay = self.retry_delay * 2.0 ** max(0, min(retry - 1, 64))
+        return delay if self.retry_max_delay is None else min(delay, self.retry_max_delay)
 
 
 @dataclass
@@ -267,6 +299,10 @@ class Workflow:
     stop_on_events: list[TriggerCondition] = field(default_factory=list)
     #: Hooks by moment (``on_failure``, ``on_retry``, ``on_success``) for this workflow's jobs.
     hooks: dict[str, tuple[Hook, ...]] = field(default_factory=dict)
+    #: The most executions of this workflow active at once (None: no limit but ``on_overlap``'s).
+    max_active_executions: int | None = None
+    #: What a workflow-level periodic tick does while an execution is active.
+    on_overlap: OverlapPolicy = OverlapPolicy.QUEUE
 
     def rules_for(self, job: str) -> list[Rule]:
         return [rule for rule in self.rules if rule.job == job]
@@ -292,6 +328,29 @@ class ProcessorRef:
 
     def is_a(self, cls: type) -> bool:
         return f"{cls.__module__}.{cls.__qualname__}" in self.bases
+
+
+#: Prefix of the environment variable an execution parameter reaches its jobs as: ``AIFLOWD_PARAM_K``.
+PARAM_PREFIX = "AIFLOWD_PARAM_"
+
+
+def check_params(params: object) -> dict[str, str]:
+    """An execution's parameters, checked: names are identifiers, values strings.
+
+    Raises ValueError with one line fit for a user, naming the first bad parameter.
+    """
+    import re
+
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ValueError(f"parameters must be a mapping of names to values, got {type(params).__name__}")
+    for name, value in params.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"parameter name {name!r} is not an identifier (letters, digits and '_', not starting with a digit)")
+        if not isinstance(value, str) or "\0" in value:
+            raise ValueError(f"parameter {name}: the value must be a string without NUL, got {value!r}")
+    return dict(params)
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}

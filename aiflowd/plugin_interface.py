@@ -115,6 +115,9 @@ class JobRuntimeEnv:
     #: A savepoint the job should start from: its previous version's, when a changed
     #: workflow restarted it (controllers that know savepoints honour it).
     restore_savepoint: str | None = None
+    #: Environment variables the execution gives its jobs: its parameters (``AIFLOWD_PARAM_*``)
+    #: and the event that started the job (``AIFLOWD_EVENT_*``). Process controllers set them.
+    variables: dict[str, str] = field(default_factory=dict)
 
     @property
     def workflow_name(self) -> str:

@@ -4,8 +4,9 @@ Jobs without rules start when the execution starts. Every event (a job status ch
 or a user event) is matched against the workflow's rules, AIFlow's control edges, and
 each match asks for its action: START (nothing if the job runs), RESTART (stop, then
 start), STOP (nothing if it does not run), NONE. A FAILED job with retries left is
-started again after its ``retry_delay`` and its failure is not announced, as Airflow's
-"up for retry". Because decisions depend only on their arguments, the same stored state
+started again after its ``retry_delay`` (doubling from retry to retry, up to
+``retry_max_delay``, under ``retry_backoff: exponential``) and its failure is not
+announced, as Airflow's "up for retry". Because decisions depend only on their arguments, the same stored state
 and events give the same decisions after a restart. ``next_slot`` computes timer ticks.
 
 A rule waiting for several events (``AllEventsCondition``, AIFlow's MEET_ALL) needs to
@@ -70,6 +71,8 @@ class Decision:
     delay: float = 0.0
     #: Why the job would start: ``start``, ``retry`` or ``restart`` (a label, not part of equality).
     kind: str = field(default=START, compare=False)
+    #: The event whose rule asked for it (None otherwise): the job it starts is given it.
+    event: Event | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -145,10 +148,10 @@ def on_event(workflow: Workflow, jobs: Mapping[str, JobState], event: Event, mem
         state = jobs.get(rule.job, JobState())
         reason = _describe(rule, event)
         if rule.action == JobAction.START and not state.running:
-            decisions.append(Decision(rule.job, JobAction.START, reason))
+            decisions.append(Decision(rule.job, JobAction.START, reason, event=event))
         elif rule.action == JobAction.RESTART:
             kind = RESTART if state.attempt else START  # never ran in this execution: a first start
-            decisions.append(Decision(rule.job, JobAction.RESTART if state.running else JobAction.START, reason, kind=kind))
+            decisions.append(Decision(rule.job, JobAction.RESTART if state.running else JobAction.START, reason, kind=kind, event=event))
         elif rule.action == JobAction.STOP and state.running:
             decisions.append(Decision(rule.job, JobAction.STOP, reason))
     return decisions
@@ -158,8 +161,9 @@ def on_job_ended(workflow: Workflow, job: str, state: JobState, status: Status) 
     """After a job execution ends: a retry, or the status event that rules may act on."""
     config = workflow.jobs[job].config
     if status == Status.FAILED and state.retries_done < config.retries:
-        reason = f"retry {state.retries_done + 1} of {config.retries}"
-        return [Decision(job, JobAction.START, reason, delay=config.retry_delay, kind=RETRY)], None
+        retry = state.retries_done + 1
+        reason = f"retry {retry} of {config.retries}"
+        return [Decision(job, JobAction.START, reason, delay=config.retry_delay_for(retry), kind=RETRY)], None
     return [], job_status_event(workflow.name, job, status)
 
 

@@ -115,6 +115,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # ... and the job executions of an execution open for months, keeping each job's latest.
         "CREATE INDEX IF NOT EXISTS job_executions_by_execution_job ON job_executions (execution_id, job, id)",
     ),
+    (
+        # What an execution was started with, passed on to its retries and restarted jobs.
+        "ALTER TABLE executions ADD COLUMN params TEXT",  # JSON: start-execution --param K=V
+        "ALTER TABLE executions ADD COLUMN event TEXT",  # JSON: the event that started it
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -339,7 +344,16 @@ class Store:
 
     # -- executions ------------------------------------------------------------------
 
-    def create_execution(self, workflow: str, version: str, trigger: str, only_job: str | None) -> int:
+    def create_execution(
+        self,
+        workflow: str,
+        version: str,
+        trigger: str,
+        only_job: str | None,
+        *,
+        params: dict[str, str] | None = None,
+        event: dict[str, Any] | None = None,
+    ) -> int:
         return self._insert(
             "executions",
             {
@@ -349,6 +363,8 @@ class Store:
                 "trigger": trigger,
                 "only_job": only_job,
                 "started_at": time.time(),
+                "params": json.dumps(params) if params else None,
+                "event": json.dumps(event) if event else None,
             },
         )
 
@@ -371,11 +387,11 @@ class Store:
             params.append(since)
         query += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return [dict(row) for row in self.db.execute(query, params).fetchall()]
+        return [_execution_row(row) for row in self.db.execute(query, params).fetchall()]
 
     def execution(self, execution_id: int) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone()
-        return dict(row) if row else None
+        return _execution_row(row) if row else None
 
     # -- job executions --------------------------------------------------------------
 
@@ -583,3 +599,11 @@ def _statements(script: str) -> list[str]:
 
 def _only_comments(sql: str) -> bool:
     return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
+
+
+def _execution_row(row: sqlite3.Row) -> dict[str, Any]:
+    """An execution's record, its parameters and event decoded (``{}`` and None when it has none)."""
+    record = dict(row)
+    record["params"] = json.loads(record["params"]) if record.get("params") else {}
+    record["event"] = json.loads(record["event"]) if record.get("event") else None
+    return record

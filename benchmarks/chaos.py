@@ -35,7 +35,9 @@ It prints:
 - ``ticks``: per timer, the slots that must have fired (every slot while the daemon was
   up, and the latest slot of every downtime: the catch-up) against those that fired;
   missing and doubled slots. A job-level slot that came while the job was still running
-  is skipped by design (START does nothing to a running job) and counted apart.
+  is skipped by design (START does nothing to a running job) and counted apart; so is a
+  workflow-level slot that came while an execution was active and that a later slot
+  replaced (``on_overlap: queue``, the default, keeps only the latest waiting).
 - ``misrecorded``: a job recorded FINISHED whose run never reached its end, or one that
   ran to its end but is recorded FAILED or KILLED.
 
@@ -645,7 +647,9 @@ def tick_figures(
 
     While the daemon was up every slot must fire (but one just before a kill may die with
     it); of each downtime (startup included) the latest slot must fire, once, as the
-    catch-up. A job-level slot whose job was running then is skipped by design.
+    catch-up. A job-level slot whose job was running then is skipped by design, and so is
+    a workflow-level slot that came while an execution was active (``on_overlap: queue``
+    keeps one waiting slot, the latest; those it replaced are skipped).
     """
     figures = TimerFigures(spec.name, job, interval)
     fired: Counter[int] = Counter()
@@ -667,10 +671,13 @@ def tick_figures(
         for life in run.lives
         if life.ready_at is not None
     ]
-    running = [(r.started, r.ended or float("inf")) for key, runs in ledger.items() if key[0] == spec.name and key[2] == job for r in runs]
+    if job:
+        running = [(r.started, r.ended or math.inf) for key, runs in ledger.items() if key[0] == spec.name and key[2] == job for r in runs]
+    else:  # on_overlap: queue (the default): a slot waits while any execution is active, and a later one replaces it
+        running = [(e["started_at"], e["ended_at"] or math.inf) for e in executions if e["workflow"] == spec.name]
 
     def busy(at: float) -> bool:
-        return bool(job) and any(start - 0.2 <= at <= end + 0.2 for start, end in running)
+        return any(start - 0.2 <= at <= end + 0.2 for start, end in running)
 
     must: list[tuple[int, float, bool]] = []  # slot index, when it had to fire, whether as a catch-up
     latest_of_gap: dict[int, int] = {}
@@ -720,7 +727,7 @@ def print_report(run: Run, report: Report, seconds: float) -> None:
     skipped = [s for t in report.timers for s in t.skipped]
     catch_ups = sum(1 for _, catch_up in skipped if catch_up)
     print(
-        f"ticks           {fired} of {expected} expected slots fired; missing {missing}, doubled {doubled}, skipped {len(skipped)} (job still running; {catch_ups} of them catch-ups after a downtime)"
+        f"ticks           {fired} of {expected} expected slots fired; missing {missing}, doubled {doubled}, skipped {len(skipped)} (job or execution still running; {catch_ups} of them catch-ups after a downtime)"
     )
     for t in report.timers:
         name = f"{t.workflow}{'.' + t.job if t.job else ''} every {t.interval:g}s"
@@ -733,7 +740,8 @@ def print_report(run: Run, report: Report, seconds: float) -> None:
         for slot in t.doubled[:10]:
             print(f"    doubled slot {clock(slot)}")
         for slot, catch_up in t.skipped[:10]:
-            print(f"    skipped slot {clock(slot)}{' (the catch-up of a downtime)' if catch_up else ''}: the job was still running")
+            still = "the job" if t.job else "an execution"
+            print(f"    skipped slot {clock(slot)}{' (the catch-up of a downtime)' if catch_up else ''}: {still} was still running")
     print(f"misrecorded     {report.count('misrecorded')}")
     for finding in report.findings[:40]:
         print(f"  {finding}")

@@ -331,5 +331,6 @@ def test_the_status_page_spells_out_a_workflow_s_problems(tmp_path: Path) -> Non
         assert httpx.get(base + "/workflows/broken/graph.svg").status_code == 404
         metrics = httpx.get(base + "/metrics").text
         assert "aiflowd_errors_contained_total 0.0" in metrics
+        assert "aiflowd_starts_skipped_total 0.0" in metrics
     finally:
         daemon.close()

@@ -188,6 +188,18 @@ def test_discover_skips_hidden_and_temporary_files(tmp_path: Path) -> None:
         ("job_1:\n  job_type: bash\n  bash_command: ''\n", "etl.yaml:3:3: job_1.bash_command: bash_command must be a non-empty string"),
         ("periodic_confg:\n  interval: 5m\n", "etl.yaml:1:1: periodic_confg: unknown workflow key (did you mean 'periodic_config'?)"),
         ("on_change: sometimes\n", "etl.yaml:1:1: on_change: must be one of restart, wait, ignore; got 'sometimes'"),
+        ("on_overlap: sometimes\n", "etl.yaml:1:1: on_overlap: must be one of skip, queue, allow; got 'sometimes'"),
+        ("on_overlap: skp\n", "etl.yaml:1:1: on_overlap: must be one of skip, queue, allow; got 'skp' (did you mean 'skip'?)"),
+        ("max_active_executions: 0\n", "etl.yaml:1:1: max_active_executions: must be a whole number >= 1, got 0"),
+        ("max_active_executions: two\n", "etl.yaml:1:1: max_active_executions: must be a whole number >= 1, got 'two'"),
+        (
+            "job_1:\n  job_type: bash\n  bash_command: x\n  retry_backoff: exponentail\n",
+            "etl.yaml:4:3: job_1.retry_backoff: must be one of fixed, exponential; got 'exponentail' (did you mean 'exponential'?)",
+        ),
+        (
+            "job_1:\n  job_type: bash\n  bash_command: x\n  retry_max_delay: soon\n",
+            "etl.yaml:4:3: job_1.retry_max_delay: expected a duration like '90s', '5m', '1h30m' or '0,0,5,0', got 'soon'",
+        ),
         ("job_1: 3\n", "etl.yaml:1:1: job_1: a job must be a mapping with a job_type"),
         ("job_1:\n  job_type: bash\n  job_type: python\n", "etl.yaml:3:3: job_1.job_type: duplicate key (first defined on line 2)"),
         ("job_1:\n  job_type: bash\n  bash_command: 'x\n", "etl.yaml:4:1: invalid YAML: found unexpected end of stream"),

@@ -101,11 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     command(workflow, "list", "list workflows").add_argument("--all", action="store_true", help="include retired ones")
     for name, text in (
         ("show", "one workflow, with its jobs and problems"),
-        ("start-execution", "start an execution now"),
-        ("pause-scheduling", "stop starting executions (timers, events, file changes)"),
+        ("start-execution", "start an execution now (refused beyond its max_active_executions)"),
+        (
+            "pause-scheduling",
+            "hold its timers and event rules alike: no tick, event or file change starts an execution or a job"
+            " (running jobs go on; a manual start still works)",
+        ),
         ("resume-scheduling", "start executions again"),
     ):
-        command(workflow, name, text).add_argument("workflow", metavar="WF", help="the workflow's name")
+        action = command(workflow, name, text)
+        action.add_argument("workflow", metavar="WF", help="the workflow's name")
+        if name == "start-execution":
+            action.add_argument(
+                "--param",
+                dest="params",
+                metavar="K=V",
+                action="append",
+                type=_param_pair,
+                help="give every job of the execution AIFLOWD_PARAM_K=V (repeatable; K an identifier)",
+            )
     executions = command(workflow, "list-executions", "its executions, the latest first")
     executions.add_argument("workflow", metavar="WF", help="the workflow's name")
     _history_options(executions)
@@ -166,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attach_completers(parser)
     return parser
+
+
+def _param_pair(text: str) -> tuple[str, str]:
+    """``K=V`` of ``--param``: K an identifier (the job sees ``AIFLOWD_PARAM_K``)."""
+    from aiflowd.model import check_params
+
+    name, equals, value = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"expected K=V, got {text!r}")
+    try:
+        check_params({name: value})
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name, value
 
 
 def _positive(text: str) -> int:
@@ -315,6 +343,8 @@ def run_command(client: Any, args: argparse.Namespace) -> int:
     params = {
         k: v for k, v in vars(args).items() if k not in ("command", "action", "socket", "config", "json", "timeout") and v is not None
     }
+    if "params" in params:  # --param K=V, repeated: the last of a name wins
+        params["params"] = dict(params["params"])
     result = client.call(method, **params)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -387,6 +417,14 @@ def print_human(command: str, result: Any) -> None:
     elif command == "workflow.show":
         for key in ("workflow", "status", "path", "version", "paused"):
             print(f"{key + ':':<9} {result[key]}")
+        if result.get("on_overlap"):
+            limit = result.get("max_active_executions")
+            overlap = f"{result['on_overlap']}, at most {limit} active" if limit else result["on_overlap"]
+            if result.get("queued_slot"):
+                overlap += f"; a slot waits: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(result['queued_slot']))}"
+            if result.get("skipped_starts"):
+                overlap += f"; {result['skipped_starts']} starts skipped"
+            print(f"{'overlap:':<9} {overlap}")
         if result["problems"]:
             print("problems:")
             for problem in result["problems"]:
@@ -398,7 +436,9 @@ def print_human(command: str, result: Any) -> None:
             print("recent executions:")
             table([_times(e) for e in result["executions"]], ["id", "status", "trigger", "started_at", "ended_at"], indent="  ")
     elif command == "workflow.list-executions":
-        table([_times(e) for e in result], ["id", "status", "trigger", "version", "started_at", "ended_at", "duration"])
+        rows = [{**_times(e), "params": " ".join(f"{k}={v}" for k, v in (e.get("params") or {}).items())} for e in result]
+        columns = ["id", "status", "trigger", "version", "started_at", "ended_at", "duration"]
+        table(rows, columns + (["params"] if any(row["params"] for row in rows) else []))
     elif command == "job.list-executions":
         rows = [{**_times(e), "attempt": f"{e['attempt']} ({e.get('kind', 'start')})"} for e in result]
         table(rows, ["execution_id", "job", "attempt", "status", "exit_code", "started_at", "ended_at", "duration", "message"])

@@ -59,7 +59,9 @@ def _inherited_environment() -> dict[str, str]:
 
 
 def job_environment(env: JobRuntimeEnv, extra: Mapping[str, str]) -> dict[str, str]:
-    """A job's environment: a clean base, the daemon's ``job_env``, the job's ``env``, its ids.
+    """A job's environment: a clean base, ``job_env``, the job's ``env``, ``env.variables``, its ids.
+
+    ``env.variables`` are the execution's parameters and the event that started the job.
 
     The base keeps only what programs need to run (``PATH``, ``HOME``, locale, ...); the
     service manager's notify, watchdog and socket variables never pass.
@@ -67,6 +69,7 @@ def job_environment(env: JobRuntimeEnv, extra: Mapping[str, str]) -> dict[str, s
     base = dict(_inherited_environment())
     base.update(env.settings.get("job_env") or {})
     base.update(extra)
+    base.update(env.variables)  # the execution's parameters and event win over a job's own env
     info = env.job_execution_info
     base.update(
         {

@@ -20,7 +20,7 @@ from aiflowd import graph as graphs
 from aiflowd.control.protocol import BAD_REQUEST, REFUSED, ControlError
 from aiflowd.control.server import Method
 from aiflowd.engine import RETIRED, Engine, EngineError
-from aiflowd.model import Event, JobAction, Status, parse_duration
+from aiflowd.model import Event, JobAction, Status, check_params, parse_duration
 
 if TYPE_CHECKING:
     from aiflowd.daemon.lifecycle import Daemon
@@ -145,6 +145,10 @@ class ControlMethods:
                 "path": entry.path,
                 "version": workflow.version if workflow else None,
                 "paused": entry.paused,
+                "on_overlap": workflow.on_overlap.value if workflow else None,
+                "max_active_executions": workflow.max_active_executions if workflow else None,
+                "queued_slot": entry.queued_tick,
+                "skipped_starts": entry.skipped_starts,
                 "problems": [str(p) for p in entry.problems],
                 "jobs": [
                     {"job": job, "job_type": graph.config.job_type, "rules": len(workflow.rules_for(job))}
@@ -193,8 +197,13 @@ class ControlMethods:
         return await self._ask(picture)
 
     async def m_workflow_start_execution(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Start an execution now; ``params`` (names to strings) reach its jobs as ``AIFLOWD_PARAM_<NAME>``."""
         name = _param(params, "workflow")
-        return {"execution_id": await self._ask(lambda engine: engine.start_execution(name))}
+        try:
+            given = check_params(params.get("params"))
+        except ValueError as err:
+            raise ControlError(BAD_REQUEST, str(err)) from None
+        return {"execution_id": await self._ask(lambda engine: engine.start_execution(name, params=given))}
 
     async def m_workflow_stop_execution(self, params: dict[str, Any]) -> dict[str, Any]:
         name = _param(params, "workflow")

@@ -199,6 +199,11 @@ class _EngineCollector(Collector):
         yield workflows
         yield GaugeMetricFamily("aiflowd_store_degraded", "1 while the state store refuses writes", value=1 if engine.store_problem else 0)
         yield CounterMetricFamily("aiflowd_errors_contained", "Exceptions the engine contained and survived", value=engine.contained_errors)
+        yield CounterMetricFamily(
+            "aiflowd_starts_skipped",
+            "Execution starts not made because executions were active (on_overlap: skip, max_active_executions)",
+            value=engine.skipped_starts,
+        )
         if engine.alerts is not None:
             hooks = CounterMetricFamily(
                 "aiflowd_hooks", "Hook deliveries (on_failure, on_retry, on_success) by outcome", labels=["outcome"]

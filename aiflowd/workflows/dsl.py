@@ -4,7 +4,8 @@
 passing an operation's output channel as another's ``input`` adds a DataEdge;
 ``action_on_job_status`` / ``action_on_event`` / ``action_on_all_events`` add rules;
 ``start_workflow_execution_on_events`` / ``stop_workflow_execution_on_events`` set the
-workflow's triggers (recorded as rules without a job). Calls record into the active
+workflow's triggers and ``workflow_scheduling`` its overlap rules (both recorded as rules
+without a job). Calls record into the active
 ``WorkflowBuilder``: the compiler activates one while it runs a definition; elsewhere
 (inside a job process that re-imports the definition to rebuild its processors) a
 throwaway builder takes the calls, so importing a definition is always harmless.
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiflowd.model import ANY, DEFAULT_NAMESPACE, JobAction, Status
+from aiflowd.model import ANY, DEFAULT_NAMESPACE, JobAction, OverlapPolicy, Status
 
 
 class WorkflowDefinitionError(Exception):
@@ -49,7 +50,7 @@ class NodeSpec:
 @dataclass
 class RuleSpec:
     job: str  # "" for a workflow trigger
-    kind: str  # "status", "event", "all_events", "start_workflow" or "stop_workflow"
+    kind: str  # "status", "event", "all_events", "start_workflow", "stop_workflow" or "scheduling"
     condition: dict[str, Any]
     action: str
     file: str = ""
@@ -237,6 +238,26 @@ def start_workflow_execution_on_events(conditions: list[dict[str, Any]]) -> None
 def stop_workflow_execution_on_events(conditions: list[dict[str, Any]]) -> None:
     """Stop the running executions of this workflow whenever one of ``conditions`` holds (as above)."""
     _builder().rules.append(RuleSpec("", "stop_workflow", {"conditions": list(conditions)}, "STOP", *_caller()))
+
+
+def workflow_scheduling(*, max_active_executions: int | None = None, on_overlap: Any = None) -> None:
+    """The workflow's overlap rules, as its YAML's ``max_active_executions`` and ``on_overlap`` keys.
+
+    ``on_overlap`` is ``"queue"`` (the default), ``"skip"`` or ``"allow"`` (or an
+    ``OverlapPolicy``). A key given here must not be given in the YAML too.
+    """
+    options: dict[str, Any] = {}
+    if max_active_executions is not None:
+        if isinstance(max_active_executions, bool) or not isinstance(max_active_executions, int) or max_active_executions < 1:
+            raise WorkflowDefinitionError(f"max_active_executions must be a whole number >= 1, got {max_active_executions!r}")
+        options["max_active_executions"] = max_active_executions
+    if on_overlap is not None:
+        value = getattr(on_overlap, "value", on_overlap)
+        known = [p.value for p in OverlapPolicy]
+        if value not in known:
+            raise WorkflowDefinitionError(f"on_overlap must be one of {', '.join(known)}; got {on_overlap!r}")
+        options["on_overlap"] = value
+    _builder().rules.append(RuleSpec("", "scheduling", options, "NONE", *_caller()))
 
 
 #: Frames of these folders are skipped when locating a rule: this module and the

@@ -9,6 +9,7 @@ The daemon, ``run-once`` and ``aiflowctl validate`` all use this one loader.
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import json
@@ -35,8 +36,10 @@ from aiflowd.model import (
     JobAction,
     JobConfig,
     JobStatusCondition,
+    OverlapPolicy,
     PeriodicConfig,
     ProcessorRef,
+    RetryBackoff,
     Rule,
     Status,
     TriggerCondition,
@@ -61,6 +64,8 @@ WORKFLOW_KEYS = {
     "properties",
     "dependencies",
     "on_change",
+    "max_active_executions",
+    "on_overlap",
     "start_new_workflow_execution_on_events",
     "stop_workflow_execution_on_events",
     *HOOK_EVENTS,
@@ -72,6 +77,8 @@ JOB_KEYS = {
     "job_label_report_interval",
     "retries",
     "retry_delay",
+    "retry_backoff",
+    "retry_max_delay",
     "timeout",
     "action_on_job_status",
     "action_on_event",
@@ -384,6 +391,14 @@ class _Load:
                 workflow.on_change = ChangePolicy(value)
             except ValueError:
                 self.problem((key,), f"must be one of restart, wait, ignore; got {value!r}")
+        elif key == "max_active_executions":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self.problem((key,), f"must be a whole number >= 1, got {value!r}")
+            else:
+                workflow.max_active_executions = value
+        elif key == "on_overlap":
+            if (policy := self.choice((key,), value, OverlapPolicy)) is not None:
+                workflow.on_overlap = policy
         elif key in ("start_new_workflow_execution_on_events", "stop_workflow_execution_on_events"):
             conditions: list[TriggerCondition] = []
             for i, item in enumerate(self.sequence((key,), value)):
@@ -397,6 +412,16 @@ class _Load:
                 workflow.stop_on_events = conditions
         elif key in HOOK_EVENTS:
             workflow.hooks[key] = parse_hooks(value, (key,), self.problem, cwd=workflow.workflow_dir)
+
+    def choice(self, path: Path, value: Any, choices: type[enum.Enum]) -> Any:
+        """One of an enum's values, or None with one problem listing them (and the closest one)."""
+        known = [str(member.value) for member in choices]
+        if isinstance(value, str) and value in known:
+            return choices(value)
+        message = f"must be one of {', '.join(known)}; got {value!r}"
+        close = suggest(value, known) if isinstance(value, str) else ""
+        self.problem(path, f"{message} ({close})" if close.startswith("did") else message)
+        return None
 
     def job_config(self, name: str, job: dict[str, Any]) -> JobConfig:
         known = JOB_KEYS | PROCESSOR_KEYS | self.type_keys(job)
@@ -427,7 +452,9 @@ class _Load:
                 self.problem((name, "retries"), f"must be a whole number >= 0, got {retries!r}")
             else:
                 config.retries = retries
-        for key in ("retry_delay", "timeout", "job_label_report_interval"):
+        if "retry_backoff" in job and (backoff := self.choice((name, "retry_backoff"), job["retry_backoff"], RetryBackoff)) is not None:
+            config.retry_backoff = backoff
+        for key in ("retry_delay", "retry_max_delay", "timeout", "job_label_report_interval"):
             if key in job:
                 try:
                     seconds = parse_duration(job[key])
@@ -436,6 +463,11 @@ class _Load:
                     continue
                 if key == "retry_delay":
                     config.retry_delay = seconds
+                elif key == "retry_max_delay":
+                    config.retry_max_delay = seconds
+                    if config.retry_backoff != RetryBackoff.EXPONENTIAL:
+                        message = "warning: retry_max_delay caps only 'retry_backoff: exponential'; a fixed delay ignores it"
+                        self.warnings.append(self.doc.problem((name, key), message))
                 elif key == "timeout":
                     config.timeout = seconds or None
                 else:
@@ -721,6 +753,10 @@ class _Load:
         rules: list[LocatedRule] = []
         for item in compiled.get("rules", []):
             condition: Condition
+            if item["kind"] == "scheduling":
+                if workflow is not None:
+                    self.dsl_scheduling(workflow, item)
+                continue
             if item["kind"] in ("start_workflow", "stop_workflow"):
                 if workflow is not None:
                     triggers = [_trigger_condition(c) for c in item["condition"]["conditions"]]
@@ -741,6 +777,17 @@ class _Load:
                 self.aiflow_rules.add(id(rule))
             rules.append((rule, functools.partial(Problem, file, line, 0, "")))
         return rules
+
+    def dsl_scheduling(self, workflow: Workflow, item: dict[str, Any]) -> None:
+        """``workflow_scheduling(...)`` of the definition: its keys, unless the YAML gives them too."""
+        for key, value in item["condition"].items():
+            if key in self.doc.data:
+                where = f"{item.get('file') or self.source.definition_file}:{item.get('line', 0)}"
+                self.problem((key,), f"also given by workflow_scheduling() at {where}: give it in one place")
+            elif key == "max_active_executions":
+                workflow.max_active_executions = int(value)
+            elif key == "on_overlap":
+                workflow.on_overlap = OverlapPolicy(value)
 
     def build_graphs(
         self,

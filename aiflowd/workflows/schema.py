@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiflowd.alerts import COMMAND_KEYS, HOOK_EVENTS, WEBHOOK_KEYS
-from aiflowd.model import ChangePolicy, JobAction, Status
+from aiflowd.model import ChangePolicy, JobAction, OverlapPolicy, RetryBackoff, Status
 from aiflowd.plugin_interface import BUILTIN_PLUGIN_MODULES, PluginRegistry, recorded_factories
 from aiflowd.workflows.loader import (
     EVENT_KEYS,
@@ -70,6 +70,15 @@ GENERIC_KEYS: dict[str, dict[str, Any]] = {
         "enum": [p.value for p in ChangePolicy],
         "description": "what a new version does to a running execution: restart (default), wait or ignore",
     },
+    "workflow.max_active_executions": {
+        "type": "integer",
+        "minimum": 1,
+        "description": "the most executions active at once; a manual start beyond it is refused (default: no limit)",
+    },
+    "workflow.on_overlap": {
+        "enum": [p.value for p in OverlapPolicy],
+        "description": "what a periodic tick does while an execution runs: queue (default: once, when it ends), skip or allow",
+    },
     "workflow.start_new_workflow_execution_on_events": {
         "description": "events that start an execution: event conditions, or {condition, events}"
     },
@@ -86,6 +95,11 @@ GENERIC_KEYS: dict[str, dict[str, Any]] = {
     "job.job_label_report_interval": {**_DURATION, "description": "kept for AIFlow compatibility (a duration)"},
     "job.retries": {"type": "integer", "minimum": 0, "description": "start a FAILED execution again up to this many times"},
     "job.retry_delay": {**_DURATION, "description": "how long to wait before a retry (a duration)"},
+    "job.retry_backoff": {
+        "enum": [b.value for b in RetryBackoff],
+        "description": "fixed (default): every retry waits retry_delay; exponential: retry N waits retry_delay * 2**(N-1)",
+    },
+    "job.retry_max_delay": {**_DURATION, "description": "the longest an exponential backoff waits (a duration)"},
     "job.timeout": {**_DURATION, "description": "fail and stop an execution that runs longer (a duration; 0: none)"},
     "job.action_on_job_status": {"description": "rules on upstream jobs: [{upstream_job, upstream_job_status, action}]"},
     "job.action_on_event": {"description": "rules on events: [{event_key, event_value, ..., action}]"},

@@ -85,7 +85,8 @@ def test_meet_all_of_several_events_is_one_rule_waiting_for_all(loader: Workflow
     folder = aiflow_workflow(tmp_path, "all", "job_1:\n  job_type: bash\n", definition)
     [rule] = loader.load(str(folder)).workflow.rules
     assert rule.condition == AllEventsCondition(
-        (EventCondition("a", "x", sender="*", namespace="default"), EventCondition("b", "y", sender="*", namespace="default")), (False, True)
+        (EventCondition("a", "x", sender="*", namespace="default"), EventCondition("b", "y", sender="*", namespace="default")),
+        (False, True),
     )
 
 

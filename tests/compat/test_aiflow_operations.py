@@ -269,10 +269,15 @@ def test_events_start_and_stop_executions(daemon: Daemon, tmp_path: Path) -> Non
     folder = aiflow_workflow(tmp_path / "staging", "aiflow", "long:\n  job_type: bash\n", definition)
     folder.rename(daemon.workflows / "aiflow")
     # served, not only listed as still loading: a trigger only sees events that come after
-    wait_for(lambda: {(w["workflow"], w["status"]) for w in client.list_workflows()} == {("triggered", "active"), ("aiflow", "active")}, timeout=20)
+    wait_for(
+        lambda: {(w["workflow"], w["status"]) for w in client.list_workflows()} == {("triggered", "active"), ("aiflow", "active")},
+        timeout=20,
+    )
     assert client.list_executions("triggered") == [] and client.list_executions("aiflow") == []
     # a stop trigger alone stops what the file's arrival started
-    daemon.write_workflow("stoppable.yaml", "stop_workflow_execution_on_events: [{event_key: halt}]\nlong:\n  job_type: bash\n  bash_command: sleep 60\n")
+    daemon.write_workflow(
+        "stoppable.yaml", "stop_workflow_execution_on_events: [{event_key: halt}]\nlong:\n  job_type: bash\n  bash_command: sleep 60\n"
+    )
     wait_rows(client, "stoppable", "long", lambda rows: statuses(rows) == ["RUNNING"])
 
     client.send_event("begin")
@@ -292,7 +297,9 @@ def test_the_daemons_socket_is_in_every_jobs_environment_unless_job_env_names_an
     from aiflowd.store import Store
 
     def job_env(settings: dict[str, Any]) -> dict[str, str]:
-        engine = Engine(PluginRegistry(), Store(":memory:"), EnginePaths(str(tmp_path), str(tmp_path)), settings=settings, control_socket="/run/a.sock")
+        engine = Engine(
+            PluginRegistry(), Store(":memory:"), EnginePaths(str(tmp_path), str(tmp_path)), settings=settings, control_socket="/run/a.sock"
+        )
         try:
             return dict(engine._job_settings()["job_env"])
         finally:

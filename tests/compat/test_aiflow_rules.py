@@ -191,7 +191,16 @@ def test_a_database_written_before_job_kinds_gains_the_column(tmp_path: Path) ->
     store = Store(str(path))
     try:
         new_id = store.create_job_execution(
-            execution_id=1, workflow="wf", job="a", job_type="bash", attempt=2, status="INIT", kind="restart", created_at=1.0, log_path="", working_dir=""
+            execution_id=1,
+            workflow="wf",
+            job="a",
+            job_type="bash",
+            attempt=2,
+            status="INIT",
+            kind="restart",
+            created_at=1.0,
+            log_path="",
+            working_dir="",
         )
         store.commit()
         assert [(row["id"], row["kind"]) for row in store.job_executions(workflow="wf")] == [(new_id, "restart"), (1, "start")]

@@ -8,9 +8,10 @@ possibly under another interpreter: it needs only the stdlib.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
-from aiflowd.model import AISubGraph, JobConfig, ProcessorRef
+from aiflowd.model import PARAM_PREFIX, AISubGraph, Event, JobConfig, ProcessorRef
 from aiflowd.plugin_interface import (
     Job,
     JobController,
@@ -42,6 +43,22 @@ class ExecutionContext:
         self.name = name
         self.job_execution_info = job_execution_info
         self.job_config = job_config or {}
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The execution's parameters (``aiflowctl workflow start-execution --param K=V``), by name."""
+        return {name[len(PARAM_PREFIX) :]: value for name, value in os.environ.items() if name.startswith(PARAM_PREFIX)}
+
+    @property
+    def event(self) -> Event | None:
+        """The event that started this job (its event rule's, or its execution's trigger), if one did."""
+        if "AIFLOWD_EVENT_KEY" not in os.environ:
+            return None
+
+        def get(name: str) -> str:
+            return os.environ.get(f"AIFLOWD_EVENT_{name}", "")
+
+        return Event(get("KEY"), get("VALUE"), event_type=get("TYPE"), namespace=get("NAMESPACE"), sender=get("SENDER"))
 
     @property
     def node_type(self) -> str:
