@@ -73,7 +73,9 @@ CREATE TABLE IF NOT EXISTS job_executions (
     message TEXT,
     log_path TEXT NOT NULL,
     working_dir TEXT NOT NULL,
-    handle TEXT
+    handle TEXT,
+    condition TEXT,                  -- while it runs: what its controller reported (UNREACHABLE), else NULL
+    condition_since REAL
 );
 CREATE INDEX IF NOT EXISTS job_executions_by_execution ON job_executions (execution_id);
 CREATE INDEX IF NOT EXISTS job_executions_by_job ON job_executions (workflow, job, id);
@@ -113,6 +115,8 @@ JOB_EXECUTION_COLUMNS = (
     "log_path",
     "working_dir",
     "handle",
+    "condition",
+    "condition_since",
 )
 
 
@@ -148,6 +152,9 @@ class Store:
         columns = {row[1] for row in db.execute("PRAGMA table_info(job_executions)")}
         if "kind" not in columns:  # a database written before job executions had a kind
             db.execute("ALTER TABLE job_executions ADD COLUMN kind TEXT NOT NULL DEFAULT 'start'")
+        if "condition" not in columns:  # nor a condition (UNREACHABLE) while running
+            db.execute("ALTER TABLE job_executions ADD COLUMN condition TEXT")
+            db.execute("ALTER TABLE job_executions ADD COLUMN condition_since REAL")
         db.commit()
         if self.path != ":memory:":
             status = os.stat(self.path)

@@ -23,10 +23,11 @@ from typing import Any
 import anyio
 import httpx
 
+from aiflowd.clock import Clock, SystemClock
 from aiflowd.controllers.process_group import ProcessGroup
 from aiflowd.controllers.subprocess import Command, SubprocessController, SubprocessJobHandle, aiflowd_import_path, job_environment
 from aiflowd.model import Status
-from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
+from aiflowd.plugin_interface import UNREACHABLE, ConditionReporter, Job, JobController, JobHandle, JobRuntimeEnv
 from aiflowd.plugins.flink.job import FlinkJob, FlinkPythonJob
 from aiflowd.runners.flink_job import JOBS_FILE, derived_job_id
 
@@ -138,6 +139,13 @@ class FlinkJobHandle(JobHandle):
         self.keep_on_daemon_stop = True
         #: Set by the engine when the daemon stops and keeps this job: a stop then leaves it running.
         self.kept = False
+        #: The job's ``env.report_condition``: where UNREACHABLE (and its end) is told to the daemon.
+        self._reporter: ConditionReporter | None = None
+
+    def report(self, condition: str | None, detail: str, subject: str, since: float | None) -> None:
+        """Tell the daemon the job's condition (UNREACHABLE, or None once the cluster answers again)."""
+        if self._reporter is not None:
+            self._reporter(condition, detail, subject, since)
 
 
 class LocalFlinkController(SubprocessController):
@@ -243,7 +251,9 @@ class _Overview:
 class FlinkRestController:
     """The Flink REST API: jar upload (cached by content), run, state, cancel, stop with savepoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        #: When a cluster stopped answering and whether ``flink.unreachable_timeout`` has passed (tests move it).
+        self.clock: Clock = clock or SystemClock()
         self._uploaded: dict[tuple[str, str], str] = {}  # (rest url, jar hash) -> jar id
         self._overviews: dict[str, _Overview] = {}  # rest url -> its last job overview
 
@@ -357,7 +367,7 @@ class FlinkRestController:
                                 _note(handle.log_path, f"Flink job {job_id} failed:\n{cause.get('stack-trace', cause)}")
                                 await _note_exceptions(client, handle.log_path, job_id)
                 except httpx.TransportError as err:
-                    now = time.time()
+                    now = self.clock.now()
                     if handle.unreachable_since is None:
                         handle.unreachable_since = now
                         _note(
@@ -365,6 +375,7 @@ class FlinkRestController:
                             f"UNREACHABLE since {_when(now)}: the Flink cluster at {handle.rest_url} does not answer ({err});"
                             f" asking again for up to {handle.unreachable_timeout:g}s",
                         )
+                        handle.report(UNREACHABLE, f"the Flink cluster at {handle.rest_url} does not answer", handle.rest_url, now)
                     elif now - handle.unreachable_since >= handle.unreachable_timeout:
                         reason = (
                             f"the Flink cluster at {handle.rest_url} did not answer for {handle.unreachable_timeout:g}s"
@@ -383,6 +394,7 @@ class FlinkRestController:
                         f"the Flink cluster answers again (UNREACHABLE since {_when(handle.unreachable_since)}); job re-adopted",
                     )
                     handle.unreachable_since = None
+                    handle.report(None, "", handle.rest_url, None)
                 if all(j in handle.finals for j in handle.job_ids):
                     handle.final = _combined([handle.finals[j] for j in handle.job_ids])
                     break
@@ -546,6 +558,7 @@ class FlinkJobController(JobController):
         handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), via, env.log_path)
         handle.unreachable_timeout = unreachable_timeout(env)
         handle.keep_on_daemon_stop = flink_settings(env).get("on_daemon_stop", "keep") == "keep"
+        handle._reporter = env.report_condition
         if via == "cli":
             handle.job_ids = await self.cli.submit(job, env, job_id)
         else:
@@ -626,6 +639,7 @@ class FlinkJobController(JobController):
         handle = FlinkJobHandle(None, env.job_execution_info, job_id, url, via, env.log_path)  # type: ignore[arg-type]
         handle.unreachable_timeout = unreachable_timeout(env)
         handle.keep_on_daemon_stop = flink_settings(env).get("on_daemon_stop", "keep") == "keep"
+        handle._reporter = env.report_condition
         handle.stopped = bool(handle_record.get("stopped", False))
         handle.job_ids = [str(j) for j in handle_record.get("job_ids") or [job_id]]
         handle.savepoint_path = handle_record.get("savepoint_path")
