@@ -270,3 +270,43 @@ def free_port() -> int:
 def test_relay_passes_the_cluster_through(relay: Relay) -> None:
     with urllib.request.urlopen(f"{relay.url}/config", timeout=10) as answer:
         assert "flink-version" in json.load(answer)
+
+
+def test_a_daemon_stop_ends_an_execution_with_a_local_job_whole_cluster_job_included(cluster: str, jar: Path, tmp_path: Path) -> None:  # noqa: F811
+    """``flink.on_daemon_stop: keep`` keeps only executions whose running jobs all run on a cluster."""
+    daemon = Daemon(tmp_path, config=f"flink: {{rest_url: '{cluster}', on_daemon_stop: keep}}\n").start()
+    try:
+        folder = daemon.workflows / "mixed"
+        folder.mkdir()
+        shutil.copy(jar, folder / "wordcount.jar")
+        out = tmp_path / "mixed.txt"
+        marker = tmp_path / "local.pid"
+        (folder / "mixed.yaml").write_text(
+            f"""
+count:
+  job_type: flink
+  main_jar_file: wordcount.jar
+  entry_class: org.example.WordCount
+  args: ["{out}", "{10**9}", "20"]
+  properties: {{run_mode: cluster}}
+local:
+  job_type: bash
+  bash_command: echo $$ > {marker}; exec sleep 600
+"""
+        )
+        rows = daemon.wait_jobs("mixed", lambda rows: len(rows) == 2 and all(r["status"] == "RUNNING" for r in rows), timeout=60)
+        flink_name = f"aiflowd-test-{out.name}"
+        wait_for(lambda: out.exists() and running_copies(flink_name) == 1 and marker.exists() and marker.read_text().strip(), timeout=60)
+        local_pid = int(marker.read_text())
+        assert daemon.stop(timeout=60) == 0  # SIGTERM
+        assert running_copies(flink_name) == 0  # cancelled, not kept: its execution had a local job
+        assert not os.path.exists(f"/proc/{local_pid}")  # nor is the local job left behind
+        daemon.start()
+        rows = daemon.wait_jobs("mixed", lambda rows: len(rows) == 2 and all(r["status"] == "KILLED" for r in rows), timeout=60)
+        assert all(r["ended_at"] is not None for r in rows)
+        [execution] = daemon.json("workflow", "list-executions", "mixed")
+        assert execution["status"] == "KILLED" and execution["ended_at"] is not None, execution
+        assert running_copies(flink_name) == 0  # nothing started again either
+        assert "keeps running" not in daemon.ctl("job", "logs", "mixed", "count").stdout
+    finally:
+        daemon.close()
