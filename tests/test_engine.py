@@ -629,7 +629,12 @@ async def test_a_reported_condition_is_shown_but_rules_still_see_the_job_running
         env.report_condition("UNREACHABLE", "the cluster at X does not answer", "X", T0 - 5)
         await h.settle()
         [a, b] = h.rows("cond")
-        assert (a["status"], a["condition"], a["condition_since"], a["message"]) == ("RUNNING", "UNREACHABLE", T0 - 5, "the cluster at X does not answer")
+        assert (a["status"], a["condition"], a["condition_since"], a["message"]) == (
+            "RUNNING",
+            "UNREACHABLE",
+            T0 - 5,
+            "the cluster at X does not answer",
+        )
         assert (_job_row(a)["status"], _job_row(a)["status_since"]) == ("UNREACHABLE", T0 - 5)
         assert _job_row(b)["status"] == "RUNNING" and b["job"] == "b"  # started by a's RUNNING, before the report
         [execution] = await h.engine.request(lambda e: [shown_execution(e, row) for row in e.store.executions(workflow="cond")])
@@ -648,7 +653,11 @@ async def test_a_reported_condition_is_shown_but_rules_still_see_the_job_running
         world.running("a").end(0)
         await h.settle()
         rows = h.rows("cond")
-        assert [(r["job"], r["status"], r["condition"]) for r in rows] == [("a", "FINISHED", None), ("b", "RUNNING", None), ("c", "FINISHED", None)]
+        assert [(r["job"], r["status"], r["condition"]) for r in rows] == [
+            ("a", "FINISHED", None),
+            ("b", "RUNNING", None),
+            ("c", "FINISHED", None),
+        ]
         env.report_condition("UNREACHABLE", "late", "X", None)  # after its end: ignored
         await h.settle()
         assert h.rows("cond")[0]["condition"] is None and h.rows("cond")[0]["message"] is None

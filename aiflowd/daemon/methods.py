@@ -163,7 +163,9 @@ class ControlMethods:
         name = _param(params, "workflow")
         limit, since, status = history_filters(params)
         rows = await self._ask(
-            lambda engine: [shown_execution(engine, row) for row in engine.store.executions(workflow=name, status=status, limit=limit, since=since)]
+            lambda engine: [
+                shown_execution(engine, row) for row in engine.store.executions(workflow=name, status=status, limit=limit, since=since)
+            ]
         )
         return [with_duration(row) for row in rows]
 
