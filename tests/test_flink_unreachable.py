@@ -26,6 +26,7 @@ from aiflowd.model import Status
 from .conftest import wait_for
 from .daemon_harness import Daemon
 from .test_flink import cluster, jar, jar_workflow, rest  # noqa: F401 - the session's cluster and jar fixtures
+from .test_flink_cluster_script import Clusters, clusters, free_port_block  # noqa: F401 - its clusters fixture
 from .test_flink_jobs import recorded_handle_env
 
 pytestmark = pytest.mark.flink
@@ -308,5 +309,40 @@ local:
         assert execution["status"] == "KILLED" and execution["ended_at"] is not None, execution
         assert running_copies(flink_name) == 0  # nothing started again either
         assert "keeps running" not in daemon.ctl("job", "logs", "mixed", "count").stdout
+    finally:
+        daemon.close()
+
+
+def test_a_stopped_cluster_is_shown_unreachable_and_a_restarted_one_that_forgot_the_job_fails_it(
+    clusters: Clusters,  # noqa: F811
+    jar: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A real cluster of the test's own, stopped under a running job, then started again (without HA it forgets its jobs)."""
+    base = free_port_block()
+    workdir = clusters.workdir("lost")
+    started = clusters.run("start", workdir, base)
+    assert started.returncode == 0, started.stderr
+    url = started.stdout.strip()
+    daemon = Daemon(tmp_path, config=f"flink: {{rest_url: '{url}', unreachable_timeout: 600s}}\n").start()
+    try:
+        folder = daemon.workflows / "lost"
+        folder.mkdir()
+        shutil.copy(jar, folder / "wordcount.jar")
+        out = tmp_path / "lost.txt"
+        jar_workflow(folder, jar, out, 10**9, "{run_mode: cluster}", pause_ms=20)
+        daemon.wait_jobs("lost", lambda rows: rows and rows[0]["status"] == "RUNNING", timeout=60)
+        wait_for(lambda: out.exists() and out.stat().st_size > 0, timeout=60)
+
+        assert clusters.run("stop", workdir, base).returncode == 0
+        rows = daemon.wait_jobs("lost", lambda rows: rows[0]["status"] == "UNREACHABLE", timeout=60)
+        assert rows[0]["status_since"] and rows[0]["message"] == f"the Flink cluster at {url} does not answer"
+        assert "UNREACHABLE since " in daemon.ctl("job", "list-executions", "lost").stdout
+
+        assert clusters.run("start", workdir, base).returncode == 0
+        rows = daemon.wait_jobs("lost", lambda rows: rows[0]["status"] == "FAILED", timeout=90)
+        assert rows[0]["status_since"] is None
+        log = daemon.ctl("job", "logs", "lost", "count").stdout
+        assert "the Flink cluster answers again (UNREACHABLE since " in log and "the cluster does not know Flink job" in log, log
     finally:
         daemon.close()
