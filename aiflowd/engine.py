@@ -932,7 +932,10 @@ class Engine:
 
     def _job_condition(self, run: JobRun, condition: str | None, since: float | None, detail: str, subject: str) -> None:
         """Record (or clear) a running job's condition; its status, and so its rules, stay as they are."""
-        if run.status.is_final or run.id == 0 or (condition == run.condition and (condition is None or since == run.condition_since)):
+        if run.status.is_final or run.id == 0:
+            return
+        if condition == run.condition:  # told again (after a restart, say): it began when first told
+            run.condition_subject = subject if condition else ""
             return
         run.condition = condition or None
         run.condition_since = (since if since is not None else self.clock.now()) if condition else None
@@ -1194,8 +1197,8 @@ class Engine:
                 run.id, run.status, run.recovered, run.recovered_handle = job_row["id"], state.status, True, job_row["handle"]
                 run.kind = kind
                 run.created_at, run.started_at = job_row["created_at"], job_row["started_at"]
-                if job_row.get("condition"):  # the controller tells again once it looks
-                    self.store.update_job_execution(run.id, condition=None, condition_since=None, message=None)
+                # Shown as it was until its controller, polling again, says otherwise.
+                run.condition, run.condition_since = job_row.get("condition"), job_row.get("condition_since")
                 execution.running[job] = run
                 self._to_launch.append(run)
         for job, state in execution.states.items():

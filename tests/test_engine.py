@@ -614,6 +614,10 @@ class ReportingController(FakeController):
         self.envs[job.job_name] = job_runtime_env
         return await super().submit_job(job, job_runtime_env)
 
+    async def reattach(self, handle_record: dict[str, Any], job_runtime_env: JobRuntimeEnv) -> JobHandle | None:
+        self.envs[job_runtime_env.job_name] = job_runtime_env
+        return await super().reattach(handle_record, job_runtime_env)
+
 
 async def test_a_reported_condition_is_shown_but_rules_still_see_the_job_running(tmp_path: Path) -> None:
     from aiflowd.daemon.methods import _job_row, shown_execution
@@ -662,6 +666,34 @@ async def test_a_reported_condition_is_shown_but_rules_still_see_the_job_running
         await h.settle()
         assert h.rows("cond")[0]["condition"] is None and h.rows("cond")[0]["message"] is None
         assert [r.job for r in h.changes if r.job == "a"].count("a") == 3  # created, running, ended: a condition is no change
+
+
+async def test_a_condition_outlives_a_restart_until_the_controller_says_otherwise(tmp_path: Path) -> None:
+    from aiflowd.daemon.methods import _job_row
+
+    path, loaded = workflow("again", job("a"))
+    world = World(blocking={"a"})
+    ReportingController.envs = {}
+    async with running(tmp_path, [(path, loaded)], world=world, controller=ReportingController) as h:
+        await h.settle()
+        ReportingController.envs["a"].report_condition("UNREACHABLE", "silent", "X", T0 - 60)
+        await h.settle()
+        store = crash(h)
+    world.crashed = False
+    async with running(tmp_path, [(path, loaded)], world=world, store=store, controller=ReportingController) as h:
+        await h.settle()
+        [row] = h.rows("again")
+        assert (_job_row(row)["status"], _job_row(row)["status_since"]) == ("UNREACHABLE", T0 - 60)  # as it was
+        env = ReportingController.envs["a"]
+        env.report_condition("UNREACHABLE", "silent", "X", T0 + 5)  # the new daemon's first poll: still silent
+        await h.settle()
+        assert h.rows("again")[0]["condition_since"] == T0 - 60  # since the first report, not the restart
+        env.report_condition(None, "", "X", None)
+        await h.settle()
+        assert _job_row(h.rows("again")[0])["status"] == "RUNNING"
+        world.running("a").end(0)
+        await h.settle()
+        assert h.rows("again")[0]["status"] == "FINISHED"
 
 
 def test_a_database_from_before_conditions_gets_the_columns_and_keeps_its_rows(tmp_path: Path) -> None:

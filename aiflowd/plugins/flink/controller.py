@@ -141,9 +141,12 @@ class FlinkJobHandle(JobHandle):
         self.kept = False
         #: The job's ``env.report_condition``: where UNREACHABLE (and its end) is told to the daemon.
         self._reporter: ConditionReporter | None = None
+        #: The condition last told to the daemon ("?": none yet, so the first answer tells it is well).
+        self._told: str | None = "?"
 
     def report(self, condition: str | None, detail: str, subject: str, since: float | None) -> None:
         """Tell the daemon the job's condition (UNREACHABLE, or None once the cluster answers again)."""
+        self._told = condition
         if self._reporter is not None:
             self._reporter(condition, detail, subject, since)
 
@@ -394,6 +397,7 @@ class FlinkRestController:
                         f"the Flink cluster answers again (UNREACHABLE since {_when(handle.unreachable_since)}); job re-adopted",
                     )
                     handle.unreachable_since = None
+                if handle._told is not None:  # it answers (a daemon restarted meanwhile may still show it silent)
                     handle.report(None, "", handle.rest_url, None)
                 if all(j in handle.finals for j in handle.job_ids):
                     handle.final = _combined([handle.finals[j] for j in handle.job_ids])
