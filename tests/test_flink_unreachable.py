@@ -346,3 +346,26 @@ def test_a_stopped_cluster_is_shown_unreachable_and_a_restarted_one_that_forgot_
         assert "the Flink cluster answers again (UNREACHABLE since " in log and "the cluster does not know Flink job" in log, log
     finally:
         daemon.close()
+
+
+async def test_many_jobs_on_a_silent_cluster_cost_one_try_per_poll(tmp_path: Path) -> None:
+    """Handles waiting for a silent cluster's answer share it: one try per poll interval, not one per job."""
+    import anyio
+
+    from aiflowd.plugins.flink.controller import FlinkJobController
+
+    env = recorded_handle_env(tmp_path, "http://127.0.0.1:9", unreachable_timeout=600)
+    controller = FlinkJobController()
+    handles = [await controller.reattach({"job_id": os.urandom(16).hex(), "rest_url": "http://127.0.0.1:9"}, env) for _ in range(40)]
+    statuses: list[Status] = []
+
+    async def ask(handle) -> None:  # type: ignore[no-untyped-def]
+        statuses.append(await controller.get_job_status(handle))
+
+    async with anyio.create_task_group() as tg:
+        for handle in handles:
+            tg.start_soon(ask, handle)
+    assert statuses == [Status.RUNNING] * 40
+    assert all(h is not None and h.unreachable_since is not None for h in handles)
+    assert controller.rest._overviews["http://127.0.0.1:9"].calls < 5  # one, or a few on a machine that stalls a task past 0.2 s; 40 before
+    assert (tmp_path / "job.log").read_text().count("UNREACHABLE since ") == 40  # each job's log says it

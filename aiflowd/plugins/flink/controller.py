@@ -10,6 +10,7 @@ and ``/jobs/<id>``; a failed job's root cause goes into the job's log.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -18,9 +19,11 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 
 from aiflowd.clock import Clock, SystemClock
@@ -242,13 +245,54 @@ def _run_options(job: Any) -> list[str]:
 
 
 class _Overview:
-    """A cluster's last ``/jobs/overview``: job id -> state, when it was fetched, how many calls so far."""
+    """A cluster's last ``/jobs/overview``: job id -> state, when it was fetched (or failed), how many calls so far."""
 
     def __init__(self) -> None:
         self.lock: anyio.Lock | None = None
         self.fetched_at = float("-inf")
         self.states: dict[str, str] = {}
         self.calls = 0
+        #: Why the last call failed (the cluster did not answer), None when it answered.
+        self.failure: str | None = None
+
+
+class _SharedClient:
+    """An HTTP client the handles tracking jobs on one cluster share, and how many use it now."""
+
+    def __init__(self, url: str) -> None:
+        self.client = httpx.AsyncClient(base_url=url, timeout=HTTP_TIMEOUT)
+        self.users = 0
+
+
+#: The shared clients of this event loop, by cluster URL (a client belongs to the loop it was made in).
+_CLIENTS: anyio.lowlevel.RunVar[dict[str, _SharedClient]] = anyio.lowlevel.RunVar("aiflowd_flink_clients")
+
+
+@contextlib.asynccontextmanager
+async def _tracking_client(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """One HTTP client per cluster for all the jobs tracked there, closed when the last one ends.
+
+    A client each cost about 1.5 MB (its TLS context, made even for plain HTTP) and a new
+    connection per job: with 100 jobs tracked, the daemon's memory tripled.
+    """
+    try:
+        clients = _CLIENTS.get()
+    except LookupError:
+        clients = {}
+        _CLIENTS.set(clients)
+    shared = clients.get(url)
+    if shared is None:
+        shared = clients[url] = _SharedClient(url)
+    shared.users += 1
+    try:
+        yield shared.client
+    finally:
+        shared.users -= 1
+        if shared.users == 0:
+            if clients.get(url) is shared:
+                del clients[url]
+            with anyio.CancelScope(shield=True):
+                await shared.client.aclose()
 
 
 class FlinkRestController:
@@ -346,7 +390,7 @@ class FlinkRestController:
         Ended when all have ended: failed if one failed, else cancelled if one was. A
         cluster that does not answer is asked again: the jobs may well still run there.
         """
-        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
+        async with _tracking_client(handle.rest_url) as client:
             while handle.final is None:
                 try:
                     states = await self._overview(client, handle.rest_url)
@@ -414,14 +458,23 @@ class FlinkRestController:
             overview.lock = anyio.Lock()
         async with overview.lock:
             if time.monotonic() - overview.fetched_at >= POLL_INTERVAL:
-                answer = await client.get("/jobs/overview")
                 overview.calls += 1
+                overview.failure = None
+                try:
+                    answer = await client.get("/jobs/overview")
+                except httpx.TransportError as err:
+                    # The handles waiting for the lock take this answer too: a cluster that
+                    # does not answer (each try may take HTTP_TIMEOUT) is asked once per interval.
+                    overview.failure, overview.fetched_at = f"{type(err).__name__}: {err}", time.monotonic()
+                    raise
                 try:
                     jobs = answer.json().get("jobs", []) if answer.status_code == 200 else []
                 except ValueError:
                     jobs = []
                 overview.states = {str(j.get("jid")): str(j.get("state")) for j in jobs}
                 overview.fetched_at = time.monotonic()
+            if overview.failure is not None:
+                raise httpx.TransportError(overview.failure)
             return overview.states
 
     async def cancel(self, handle: FlinkJobHandle) -> None:
