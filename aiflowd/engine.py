@@ -926,7 +926,10 @@ class Engine:
             if threading.get_ident() == loop_thread:
                 self.post(message)
             else:  # a blocking controller, in a worker thread of the loop
-                anyio.from_thread.run_sync(self.post, message)
+                try:
+                    anyio.from_thread.run_sync(self.post, message)
+                except RuntimeError:  # a thread of the plugin's own, which cannot reach the loop
+                    log.warning("a job's condition was reported from a thread aiflowd did not start; ignored", job=run.job)
 
         return report
 
