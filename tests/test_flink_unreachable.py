@@ -206,7 +206,7 @@ def test_a_cluster_silent_past_the_timeout_fails_its_job_with_the_reason(relay: 
 
 
 async def test_the_controller_reports_unreachable_and_its_end_on_an_injected_clock(cluster: str, tmp_path: Path) -> None:  # noqa: F811
-    from aiflowd.plugins.flink.controller import FlinkClusterUnreachable, FlinkJobController
+    from aiflowd.plugins.flink.controller import FlinkClusterUnreachable, FlinkJobController, FlinkJobUnknown
 
     clock = ManualClock()
     reports: list[tuple] = []
@@ -222,7 +222,8 @@ async def test_the_controller_reports_unreachable_and_its_end_on_an_injected_clo
     assert await controller.get_job_status(handle) == Status.RUNNING  # not yet: the window is the clock's, not the machine's
     assert len(reports) == 1  # told once, not at each poll
     handle.rest_url = cluster  # the cluster answers again (it does not know this job: it ends, as unknown)
-    await controller.get_job_status(handle)
+    with pytest.raises(FlinkJobUnknown, match="does not know Flink job"):
+        await controller.get_job_status(handle)
     assert reports[-1] == (None, "", cluster, None)
 
     reports.clear()
@@ -342,6 +343,7 @@ def test_a_stopped_cluster_is_shown_unreachable_and_a_restarted_one_that_forgot_
         assert clusters.run("start", workdir, base).returncode == 0
         rows = daemon.wait_jobs("lost", lambda rows: rows[0]["status"] == "FAILED", timeout=90)
         assert rows[0]["status_since"] is None
+        assert f"the Flink cluster at {url} does not know Flink job " in rows[0]["message"], rows[0]
         log = daemon.ctl("job", "logs", "lost", "count").stdout
         assert "the Flink cluster answers again (UNREACHABLE since " in log and "the cluster does not know Flink job" in log, log
     finally:

@@ -43,6 +43,10 @@ class FlinkClusterUnreachable(RuntimeError):
     """The cluster did not answer for longer than ``flink.unreachable_timeout``: the job's fate is unknown."""
 
 
+class FlinkJobUnknown(RuntimeError):
+    """The cluster answers but does not know the job (restarted without it, as a standalone one is): its fate is unknown."""
+
+
 POLL_INTERVAL = 0.2
 #: How many poll intervals a stop with savepoint waits for a job's tasks to be deployed.
 SAVEPOINT_TRIES = 150
@@ -403,7 +407,11 @@ class FlinkRestController:
                             continue  # the overview says enough: no call for this job
                         answer = await client.get(f"/jobs/{job_id}/execution-result")
                         if answer.status_code == 404:
-                            handle.finals[job_id] = {"application-status": "UNKNOWN"}
+                            handle.finals[job_id] = {
+                                "application-status": "UNKNOWN",
+                                "aiflowd-reason": f"the Flink cluster at {handle.rest_url} does not know Flink job {job_id}"
+                                " (was it restarted without its jobs?)",
+                            }
                             _note(handle.log_path, f"the cluster does not know Flink job {job_id} (was it restarted?)")
                         elif answer.status_code == 200 and answer.json().get("status", {}).get("id") == "COMPLETED":
                             final = answer.json().get("job-execution-result", {})
@@ -639,7 +647,9 @@ class FlinkJobController(JobController):
         final = await self.rest.result(handle, blocking=False)
         if final is None:
             return Status.RUNNING
-        if "aiflowd-reason" in final:
+        if "aiflowd-reason" in final and final.get("application-status") == "UNKNOWN" and not handle.stopped:
+            raise FlinkJobUnknown(final["aiflowd-reason"])
+        if "aiflowd-reason" in final and final.get("application-status") != "UNKNOWN":
             raise FlinkClusterUnreachable(final["aiflowd-reason"])
         if handle.stopped:
             return Status.KILLED
