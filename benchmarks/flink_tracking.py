@@ -28,6 +28,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -203,6 +204,7 @@ def main() -> None:
     finally:
         daemon_stop(daemon, rest, names)
         relay.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def daemon_stop(daemon: BenchDaemon, rest: str, names: set[str]) -> None:
