@@ -26,12 +26,14 @@ import datetime
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
@@ -40,7 +42,21 @@ from aiflowd.alerts import Alerts
 from aiflowd.clock import Clock, SystemClock
 from aiflowd.controllers import plugin_processes
 from aiflowd.controllers.supervisor import JobOutcome, JobSupervisor, call
-from aiflowd.inbox import Call, CheckStore, Due, JobEnded, JobRunning, Loaded, Message, Removed, Reply, Tick, UserEvent, from_legacy
+from aiflowd.inbox import (
+    Call,
+    CheckStore,
+    Due,
+    JobCondition,
+    JobEnded,
+    JobRunning,
+    Loaded,
+    Message,
+    Removed,
+    Reply,
+    Tick,
+    UserEvent,
+    from_legacy,
+)
 from aiflowd.model import (
     JOB_STATUS_CHANGED,
     PARAM_PREFIX,
@@ -164,6 +180,16 @@ class JobRun:
     #: Who stopped it, when something did: ``rule`` (by design of the workflow), ``restart``
     #: (a rule or a request restarting it), ``request`` (a user), or None (anything else).
     stopped_by: str | None = None
+    #: What its controller reported while it runs (``UNREACHABLE``), since when, about what
+    #: (a cluster's URL): shown instead of RUNNING; rules still see it running.
+    condition: str | None = None
+    condition_since: float | None = None
+    condition_subject: str = ""
+
+    @property
+    def shown_status(self) -> str:
+        """The status as shown: its condition while it runs with one, else its status."""
+        return self.condition if self.condition and self.status == Status.RUNNING else self.status.value
 
 
 @dataclass(eq=False)
@@ -517,6 +543,8 @@ class Engine:
                 self._replies.append(reply)
             case JobRunning(run, handle):
                 self._job_running(run, handle)
+            case JobCondition(run, condition, since, detail, subject):
+                self._job_condition(run, condition, since, detail, subject)
             case JobEnded(run, outcome):
                 self._job_ended(run, outcome)
             case UserEvent(event):
@@ -1007,7 +1035,47 @@ class Engine:
             settings=self._job_settings(),
             variables=_job_variables(execution, job),
         )
-        return JobRun(0, execution, job, job_type, attempt, env, reason)
+        run = JobRun(0, execution, job, job_type, attempt, env, reason)
+        env.reporter = self._reporter(run)
+        return run
+
+    def _reporter(self, run: JobRun) -> Callable[[str | None, str, str, float | None], None]:
+        """What ``run``'s ``env.report_condition`` calls: a message into the inbox, from any thread."""
+        loop_thread = threading.get_ident()
+
+        def report(condition: str | None, detail: str, subject: str, since: float | None) -> None:
+            message = JobCondition(run, condition, since, detail, subject)
+            if threading.get_ident() == loop_thread:
+                self.post(message)
+            else:  # a blocking controller, in a worker thread of the loop
+                try:
+                    anyio.from_thread.run_sync(self.post, message)
+                except RuntimeError:  # a thread of the plugin's own, which cannot reach the loop
+                    log.warning("a job's condition was reported from a thread aiflowd did not start; ignored", job=run.job)
+
+        return report
+
+    def _job_condition(self, run: JobRun, condition: str | None, since: float | None, detail: str, subject: str) -> None:
+        """Record (or clear) a running job's condition; its status, and so its rules, stay as they are."""
+        if run.status.is_final or run.id == 0:
+            return
+        if condition == run.condition:  # told again (after a restart, say): it began when first told
+            run.condition_subject = subject if condition else ""
+            return
+        run.condition = condition or None
+        run.condition_since = (since if since is not None else self.clock.now()) if condition else None
+        run.condition_subject = subject if condition else ""
+        self.store.update_job_execution(
+            run.id, condition=run.condition, condition_since=run.condition_since, message=(detail or None) if condition else None
+        )
+        log.info(
+            "job condition",
+            workflow=run.execution.workflow,
+            job=run.job,
+            condition=run.condition or "none",
+            since=run.condition_since,
+            subject=subject,
+        )
 
     def _job_settings(self) -> dict[str, Any]:
         """The settings a job's controller gets: the daemon's, with the control socket in ``job_env``.
@@ -1104,8 +1172,11 @@ class Engine:
         """Write a job execution's end and forget it as running; the decisions that follow are the caller's."""
         run.status, run.exit_code, run.message, run.ended_at = outcome.status, outcome.exit_code, outcome.message, outcome.ended_at
         run.started_at = run.started_at or outcome.started_at
+        run.condition, run.condition_since, run.condition_subject = None, None, ""
         self.store.update_job_execution(
             run.id,
+            condition=None,
+            condition_since=None,
             status=outcome.status.value,
             ended_at=outcome.ended_at,
             exit_code=outcome.exit_code,
@@ -1264,6 +1335,8 @@ class Engine:
                 run.id, run.status, run.recovered, run.recovered_handle = job_row["id"], state.status, True, job_row["handle"]
                 run.kind = kind
                 run.created_at, run.started_at = job_row["created_at"], job_row["started_at"]
+                # Shown as it was until its controller, polling again, says otherwise.
+                run.condition, run.condition_since = job_row.get("condition"), job_row.get("condition_since")
                 execution.running[job] = run
                 self._to_launch.append(run)
         for job, state in execution.states.items():

@@ -25,6 +25,7 @@ COLOURS = {
     "FINISHED": "#b7e4c7",
     "FAILED": "#f4a6a6",
     "RUNNING": "#a9cdf5",
+    "UNREACHABLE": "#f5c9a9",  # running, its cluster silent
     "INIT": "#fbe7a1",
     "KILLED": "#d9c2a7",
     None: "#eeeeee",

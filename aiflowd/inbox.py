@@ -59,6 +59,17 @@ class JobRunning:
 
 
 @dataclass(frozen=True)
+class JobCondition:
+    """A running job's controller reports how it fares (``UNREACHABLE``), or that it is well again (None)."""
+
+    run: JobRun
+    condition: str | None
+    since: float | None
+    detail: str
+    subject: str
+
+
+@dataclass(frozen=True)
 class JobEnded:
     """A job execution ended (or its supervision failed)."""
 
@@ -103,7 +114,7 @@ class CheckStore:
     """Look whether the database file is still there, and retry a commit that failed."""
 
 
-Message = Loaded | Removed | JobRunning | JobEnded | UserEvent | Due | Tick | Call | CheckStore
+Message = Loaded | Removed | JobRunning | JobCondition | JobEnded | UserEvent | Due | Tick | Call | CheckStore
 
 
 def from_legacy(kind: str, payload: Any) -> Message:

@@ -118,6 +118,21 @@ class JobRuntimeEnv:
     #: Environment variables the execution gives its jobs: its parameters (``AIFLOWD_PARAM_*``)
     #: and the event that started the job (``AIFLOWD_EVENT_*``). Process controllers set them.
     variables: dict[str, str] = field(default_factory=dict)
+    #: Where ``report_condition`` goes: set by the daemon (None: reports go nowhere).
+    reporter: ConditionReporter | None = field(default=None, repr=False, compare=False)
+
+    def report_condition(self, condition: str | None, detail: str = "", subject: str = "", since: float | None = None) -> None:
+        """Tell the daemon how a running job fares when its status alone cannot say it.
+
+        ``condition`` is shown instead of RUNNING while set (``UNREACHABLE``: the job's
+        cluster does not answer, its fate is unknown); None clears it. The job stays
+        running for rules and scheduling: only its end (the controller's result) ends it.
+        ``detail`` says why, ``subject`` what the condition is about (a cluster's URL),
+        ``since`` when it began (epoch seconds). Callable from the event loop or from a
+        blocking controller's worker thread; a report for an ended job is ignored.
+        """
+        if self.reporter is not None:
+            self.reporter(condition, detail, subject, since)
 
     @property
     def workflow_name(self) -> str:
@@ -161,6 +176,12 @@ class JobRuntimeEnv:
         """Jars the job needs: ``dependencies/jar``."""
         return os.path.join(self.dependencies_dir, "jar")
 
+
+#: What ``JobRuntimeEnv.report_condition`` calls: ``(condition, detail, subject, since)``.
+ConditionReporter = Callable[[str | None, str, str, float | None], None]
+
+#: The condition of a running job whose cluster does not answer (see ``report_condition``).
+UNREACHABLE = "UNREACHABLE"
 
 #: The folder of a job's working dir holding the workflow's assets (a link to ``WORKFLOW/resources``).
 RESOURCES = "resources"

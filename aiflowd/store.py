@@ -120,6 +120,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE executions ADD COLUMN params TEXT",  # JSON: start-execution --param K=V
         "ALTER TABLE executions ADD COLUMN event TEXT",  # JSON: the event that started it
     ),
+    (
+        # While a job runs: what its controller reported (UNREACHABLE), else NULL, and since when.
+        "ALTER TABLE job_executions ADD COLUMN condition TEXT",
+        "ALTER TABLE job_executions ADD COLUMN condition_since REAL",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -156,6 +161,8 @@ JOB_EXECUTION_COLUMNS = (
     "log_path",
     "working_dir",
     "handle",
+    "condition",
+    "condition_since",
 )
 
 

@@ -603,3 +603,116 @@ async def test_an_execution_whose_job_end_fails_to_be_handled_still_ends(tmp_pat
 
 def _raise(*args: object) -> None:
     raise RuntimeError("a bug in a rule")
+
+
+class ReportingController(FakeController):
+    """A test controller that keeps each execution's runtime env, to report conditions through it."""
+
+    envs: dict[str, JobRuntimeEnv] = {}
+
+    async def submit_job(self, job: Job, job_runtime_env: JobRuntimeEnv) -> JobHandle:
+        self.envs[job.job_name] = job_runtime_env
+        return await super().submit_job(job, job_runtime_env)
+
+    async def reattach(self, handle_record: dict[str, Any], job_runtime_env: JobRuntimeEnv) -> JobHandle | None:
+        self.envs[job_runtime_env.job_name] = job_runtime_env
+        return await super().reattach(handle_record, job_runtime_env)
+
+
+async def test_a_reported_condition_is_shown_but_rules_still_see_the_job_running(tmp_path: Path) -> None:
+    from aiflowd.daemon.methods import _job_row, shown_execution
+
+    path, loaded = workflow(
+        "cond", job("a"), job("b"), job("c"), rules=(Rule("b", JobStatusCondition("a", "RUNNING")), Rule("c", JobStatusCondition("a")))
+    )
+    world = World(blocking={"a", "b"})
+    ReportingController.envs = {}
+    async with running(tmp_path, [(path, loaded)], world=world, controller=ReportingController) as h:
+        await h.settle()
+        env = ReportingController.envs["a"]
+        env.report_condition("UNREACHABLE", "the cluster at X does not answer", "X", T0 - 5)
+        await h.settle()
+        [a, b] = h.rows("cond")
+        assert (a["status"], a["condition"], a["condition_since"], a["message"]) == (
+            "RUNNING",
+            "UNREACHABLE",
+            T0 - 5,
+            "the cluster at X does not answer",
+        )
+        assert (_job_row(a)["status"], _job_row(a)["status_since"]) == ("UNREACHABLE", T0 - 5)
+        assert _job_row(b)["status"] == "RUNNING" and b["job"] == "b"  # started by a's RUNNING, before the report
+        [execution] = await h.engine.request(lambda e: [shown_execution(e, row) for row in e.store.executions(workflow="cond")])
+        assert (execution["status"], execution["status_since"]) == ("UNREACHABLE", T0 - 5)
+        run = next(iter(h.engine.executions.values())).running["a"]
+        assert (run.status, run.shown_status) == (Status.RUNNING, "UNREACHABLE")
+        # From a blocking controller's worker thread too; back to RUNNING.
+        await anyio.to_thread.run_sync(env.report_condition, None, "", "X", None)
+        await h.settle()
+        a = h.rows("cond")[0]
+        assert (a["condition"], a["condition_since"], a["message"], _job_row(a)["status"]) == (None, None, None, "RUNNING")
+        env.report_condition("UNREACHABLE", "again", "X", None)  # no since: the engine's clock says when
+        await h.settle()
+        assert h.rows("cond")[0]["condition_since"] == h.clock.now()
+        assert len(h.rows("cond")) == 2  # c waits for a to end: an UNREACHABLE job has not ended
+        world.running("a").end(0)
+        await h.settle()
+        rows = h.rows("cond")
+        assert [(r["job"], r["status"], r["condition"]) for r in rows] == [
+            ("a", "FINISHED", None),
+            ("b", "RUNNING", None),
+            ("c", "FINISHED", None),
+        ]
+        env.report_condition("UNREACHABLE", "late", "X", None)  # after its end: ignored
+        await h.settle()
+        assert h.rows("cond")[0]["condition"] is None and h.rows("cond")[0]["message"] is None
+        assert [r.job for r in h.changes if r.job == "a"].count("a") == 3  # created, running, ended: a condition is no change
+
+
+async def test_a_condition_outlives_a_restart_until_the_controller_says_otherwise(tmp_path: Path) -> None:
+    from aiflowd.daemon.methods import _job_row
+
+    path, loaded = workflow("again", job("a"))
+    world = World(blocking={"a"})
+    ReportingController.envs = {}
+    async with running(tmp_path, [(path, loaded)], world=world, controller=ReportingController) as h:
+        await h.settle()
+        ReportingController.envs["a"].report_condition("UNREACHABLE", "silent", "X", T0 - 60)
+        await h.settle()
+        store = crash(h)
+    world.crashed = False
+    async with running(tmp_path, [(path, loaded)], world=world, store=store, controller=ReportingController) as h:
+        await h.settle()
+        [row] = h.rows("again")
+        assert (_job_row(row)["status"], _job_row(row)["status_since"]) == ("UNREACHABLE", T0 - 60)  # as it was
+        env = ReportingController.envs["a"]
+        env.report_condition("UNREACHABLE", "silent", "X", T0 + 5)  # the new daemon's first poll: still silent
+        await h.settle()
+        assert h.rows("again")[0]["condition_since"] == T0 - 60  # since the first report, not the restart
+        env.report_condition(None, "", "X", None)
+        await h.settle()
+        assert _job_row(h.rows("again")[0])["status"] == "RUNNING"
+        world.running("a").end(0)
+        await h.settle()
+        assert h.rows("again")[0]["status"] == "FINISHED"
+
+
+def test_a_database_from_before_conditions_gets_the_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # job_executions as it was before conditions (and kinds) were kept
+        db.execute(
+            "CREATE TABLE job_executions (id INTEGER PRIMARY KEY AUTOINCREMENT, execution_id INTEGER NOT NULL, workflow TEXT NOT NULL,"
+            " job TEXT NOT NULL, job_type TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',"
+            " created_at REAL NOT NULL, started_at REAL, ended_at REAL, exit_code INTEGER, message TEXT, log_path TEXT NOT NULL,"
+            " working_dir TEXT NOT NULL, handle TEXT)"
+        )
+        db.execute(
+            "INSERT INTO job_executions (execution_id, workflow, job, job_type, attempt, status, created_at, log_path, working_dir)"
+            " VALUES (1, 'w', 'j', 'bash', 1, 'RUNNING', 1.0, 'l', 'd')"
+        )
+    store = Store(str(path))
+    [row] = store.job_executions()
+    assert (row["status"], row["kind"], row["condition"], row["condition_since"]) == ("RUNNING", "start", None, None)
+    store.update_job_execution(row["id"], condition="UNREACHABLE", condition_since=2.0)
+    store.commit()
+    assert store.job_executions()[0]["condition"] == "UNREACHABLE"
+    store.close()

@@ -439,9 +439,8 @@ async def test_a_python_job_refused_through_rest_names_its_cause(loader, cluster
 
 
 async def test_a_recorded_job_the_cluster_does_not_know_fails_with_a_note(cluster: str, tmp_path: Path) -> None:
-    from aiflowd.model import Status
     from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
-    from aiflowd.plugins.flink.controller import FlinkJobController
+    from aiflowd.plugins.flink.controller import FlinkJobController, FlinkJobUnknown
 
     env = JobRuntimeEnv(
         str(tmp_path / "w"),
@@ -451,10 +450,13 @@ async def test_a_recorded_job_the_cluster_does_not_know_fails_with_a_note(cluste
         {"flink": {"rest_url": cluster}},
     )
     controller = FlinkJobController()
-    handle = await controller.reattach({"job_id": os.urandom(16).hex(), "rest_url": cluster, "submit_via": "rest"}, env)
+    job_id = os.urandom(16).hex()
+    handle = await controller.reattach({"job_id": job_id, "rest_url": cluster, "submit_via": "rest"}, env)
     assert handle is not None
     assert await controller.get_result(handle) is None
-    assert await controller.get_job_status(handle) == Status.FAILED
+    # Its fate is unknown: FAILED, with the reason as the job execution's message.
+    with pytest.raises(FlinkJobUnknown, match=f"the Flink cluster at {cluster} does not know Flink job {job_id} "):
+        await controller.get_job_status(handle)
     assert "the cluster does not know Flink job" in (tmp_path / "job.log").read_text()
 
 

@@ -337,8 +337,8 @@ async def test_a_cluster_that_answers_again_in_time_is_re_adopted(cluster: str, 
     controller = FlinkJobController()
     handle = await controller.reattach({"job_id": os.urandom(16).hex(), "rest_url": "http://127.0.0.1:9"}, env)
     assert await controller.get_job_status(handle) == Status.RUNNING
-    handle.rest_url = cluster  # the cluster is back (here: found at its address)
-    await controller.get_job_status(handle)
+    handle.rest_url = cluster  # the cluster is back (here: found at its address; it does not know this job)
+    await controller.get_result(handle, False)
     assert "the Flink cluster answers again (UNREACHABLE since " in (tmp_path / "job.log").read_text()
     assert handle.unreachable_since is None
 

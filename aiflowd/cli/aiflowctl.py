@@ -393,6 +393,8 @@ def print_human(command: str, result: Any) -> None:
                 f"jobs: {result['jobs_active']} running, {result['jobs_queued']} queued, "
                 f"{result['jobs_failed_last_hour']} failed in the last hour"
             )
+        if result.get("jobs_unreachable"):
+            print(f"unreachable: {result['jobs_unreachable']} running jobs whose cluster does not answer (shown UNREACHABLE)")
         if result.get("store_problem"):
             print(f"store: degraded: {result['store_problem']}")
         if result.get("restarts"):
@@ -454,6 +456,8 @@ def print_human(command: str, result: Any) -> None:
 
 def _times(row: dict[str, Any], keys: tuple[str, ...] = ("started_at", "ended_at")) -> dict[str, Any]:
     row = dict(row)
+    if row.get("status_since"):  # running with a condition: "UNREACHABLE since 2026-01-02 03:04:05"
+        row["status"] = f"{row['status']} since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(row['status_since']))}"
     for key in keys:
         if row.get(key):
             row[key] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row[key]))

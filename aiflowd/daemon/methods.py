@@ -21,6 +21,7 @@ from aiflowd.control.protocol import BAD_REQUEST, REFUSED, ControlError
 from aiflowd.control.server import Method
 from aiflowd.engine import RETIRED, Engine, EngineError
 from aiflowd.model import Event, JobAction, Status, check_params, parse_duration
+from aiflowd.plugin_interface import UNREACHABLE
 
 if TYPE_CHECKING:
     from aiflowd.daemon.lifecycle import Daemon
@@ -101,6 +102,8 @@ class ControlMethods:
                 "jobs_active": sum(1 for run in runs if run.status == Status.RUNNING),
                 "jobs_queued": sum(1 for run in runs if run.status == Status.INIT),
                 "jobs_failed_last_hour": engine.store.count_job_executions(Status.FAILED.value, now - FAILED_WINDOW),
+                # Running, but their cluster does not answer: shown UNREACHABLE.
+                "jobs_unreachable": sum(1 for run in runs if run.condition == UNREACHABLE and run.status == Status.RUNNING),
                 "store_problem": engine.store_problem,
                 "restarts": self.daemon.restarts.snapshot(),
                 "errors_contained": engine.contained_errors,
@@ -156,7 +159,7 @@ class ControlMethods:
                 ]
                 if workflow is not None
                 else [],
-                "executions": engine.store.executions(workflow=name, limit=5),
+                "executions": [shown_execution(engine, row) for row in engine.store.executions(workflow=name, limit=5)],
             }
 
         return await self._ask(show)
@@ -165,13 +168,19 @@ class ControlMethods:
         """A workflow's executions, the latest first; ``limit``, ``since`` and ``status`` narrow them."""
         name = _param(params, "workflow")
         limit, since, status = history_filters(params)
-        rows = await self._ask(lambda engine: engine.store.executions(workflow=name, status=status, limit=limit, since=since))
+        rows = await self._ask(
+            lambda engine: [
+                shown_execution(engine, row) for row in engine.store.executions(workflow=name, status=status, limit=limit, since=since)
+            ]
+        )
         return [with_duration(row) for row in rows]
 
     async def m_execution_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """The latest executions of every workflow (``limit``, ``since``, ``status`` as for one workflow's)."""
         limit, since, status = history_filters(params, default_limit=RECENT)
-        rows = await self._ask(lambda engine: engine.store.executions(status=status, limit=limit, since=since))
+        rows = await self._ask(
+            lambda engine: [shown_execution(engine, row) for row in engine.store.executions(status=status, limit=limit, since=since)]
+        )
         return [with_duration(row) for row in rows]
 
     async def m_workflow_graph(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +200,7 @@ class ControlMethods:
                     statuses[job] = last[0]["status"]
             for execution in engine.executions.values():  # what runs now wins over what is recorded
                 if execution.workflow == name:
-                    statuses.update({job: run.status.value for job, run in execution.running.items()})
+                    statuses.update({job: run.shown_status for job, run in execution.running.items()})
             return graphs.build(entry.loaded.workflow, statuses).to_json()
 
         return await self._ask(picture)
@@ -223,7 +232,8 @@ class ControlMethods:
             if row is None:
                 raise EngineError(f"no execution with id {execution_id}")
             jobs = engine.store.job_executions(execution_id=execution_id, limit=100_000)
-            return {**row, "execution_id": row["id"], "jobs": [_job_row(job) for job in reversed(jobs)]}
+            shown = shown_execution(engine, row)
+            return {**shown, "execution_id": row["id"], "jobs": [_job_row(job) for job in reversed(jobs)]}
 
         return await self._ask(show)
 
@@ -268,7 +278,8 @@ class ControlMethods:
                             "job_execution_id": run.id,
                             "attempt": run.attempt,
                             "kind": run.kind,
-                            "status": run.status.value,
+                            "status": run.shown_status,
+                            "status_since": run.condition_since if run.condition else None,
                             "started_at": run.started_at,
                             "duration": round(max(0.0, now - begun), 3),
                         }
@@ -516,7 +527,19 @@ def with_duration(row: dict[str, Any], now: float | None = None) -> dict[str, An
     return {**row, "duration": round(max(0.0, end - started), 3)}
 
 
+def shown_execution(engine: Engine, row: dict[str, Any]) -> dict[str, Any]:
+    """An execution's row as shown: a running one with a job whose cluster does not answer is
+    UNREACHABLE (``status_since``: since when, the earliest), as that job is."""
+    execution = engine.executions.get(row["id"]) if row.get("status") == Status.RUNNING.value else None
+    conditions = [run for run in execution.running.values() if run.condition] if execution is not None else []
+    if not conditions:
+        return {**row, "status_since": None}
+    first = min(conditions, key=lambda run: run.condition_since or 0.0)
+    return {**row, "status": first.condition, "status_since": first.condition_since}
+
+
 def _job_row(row: dict[str, Any]) -> dict[str, Any]:
+    condition = row.get("condition") if row["status"] == Status.RUNNING.value else None
     return with_duration(
         {
             "workflow": row["workflow"],
@@ -524,7 +547,10 @@ def _job_row(row: dict[str, Any]) -> dict[str, Any]:
             "execution_id": row["execution_id"],
             "job_execution_id": row["id"],
             "attempt": row["attempt"],
-            "status": row["status"],
+            # What runs with a condition (UNREACHABLE: its cluster does not answer) is shown as
+            # that, since ``status_since``; rules and --status filters see it RUNNING.
+            "status": condition or row["status"],
+            "status_since": row.get("condition_since") if condition else None,
             "started_at": row["started_at"],
             "ended_at": row["ended_at"],
             "exit_code": row["exit_code"],

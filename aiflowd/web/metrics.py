@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from aiflowd.model import Status
+from aiflowd.plugin_interface import UNREACHABLE
 
 if TYPE_CHECKING:
     from aiflowd.engine import Engine, JobRun
@@ -181,12 +182,16 @@ class _EngineCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         engine = self.engine
         queued, running = 0, 0
+        unreachable: dict[str, float] = {}  # subject (a cluster's URL) -> since when, the earliest
         for execution in engine.executions.values():
             for run in execution.running.values():
                 if run.status == Status.INIT:
                     queued += 1
                 else:
                     running += 1
+                if run.condition == UNREACHABLE and run.condition_since is not None:
+                    subject = run.condition_subject or ""
+                    unreachable[subject] = min(unreachable.get(subject, run.condition_since), run.condition_since)
         yield GaugeMetricFamily("aiflowd_job_queue_depth", "Job executions waiting for a slot or to start", value=queued)
         yield GaugeMetricFamily("aiflowd_jobs_running", "Job executions running now", value=running)
         yield GaugeMetricFamily("aiflowd_executions_running", "Workflow executions open now", value=len(engine.executions))
@@ -197,6 +202,15 @@ class _EngineCollector(Collector):
         for status, count in sorted(counts.items()):
             workflows.add_metric([status], count)
         yield workflows
+        gone = GaugeMetricFamily(
+            "aiflowd_unreachable_seconds",
+            "How long a cluster that running jobs are on (a Flink cluster's REST URL) has not answered; absent while it answers",
+            labels=["cluster"],
+        )
+        now = engine.clock.now()
+        for subject, since in sorted(unreachable.items()):
+            gone.add_metric([subject], round(max(0.0, now - since), 3))
+        yield gone
         yield GaugeMetricFamily("aiflowd_store_degraded", "1 while the state store refuses writes", value=1 if engine.store_problem else 0)
         yield CounterMetricFamily("aiflowd_errors_contained", "Exceptions the engine contained and survived", value=engine.contained_errors)
         yield CounterMetricFamily(

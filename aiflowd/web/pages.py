@@ -18,7 +18,7 @@ body{font-family:sans-serif;margin:1.2em;color:#222}
 h1{font-size:1.4em;margin:0 0 .3em}h2{font-size:1.1em;margin:1.4em 0 .4em}
 table{border-collapse:collapse;font-size:.9em}td,th{border-bottom:1px solid #ddd;padding:.25em .7em;text-align:left}
 th{background:#f3f3f3}.FINISHED{color:#1b7f3a}.FAILED{color:#b3261e;font-weight:bold}.RUNNING{color:#1a5fb4}
-.KILLED{color:#8a5a00}.INIT{color:#8a7400}.invalid{color:#b3261e}.problem{color:#b3261e}.muted{color:#777}
+.UNREACHABLE{color:#c2410c;font-weight:bold}.KILLED{color:#8a5a00}.INIT{color:#8a7400}.invalid{color:#b3261e}.problem{color:#b3261e}.muted{color:#777}
 .summary span{margin-right:1.4em}a{color:#1a5fb4}pre{background:#f6f6f6;padding:.6em;overflow:auto}
 """
 
@@ -60,8 +60,10 @@ def log_href(row: dict[str, Any]) -> str:
     return f"{workflow_href(row['workflow'])}/jobs/{urllib.parse.quote(row['job'], safe='')}/log?{query}"
 
 
-def status_cell(status: Any) -> str:
-    return f'<span class="{esc(status)}">{esc(status)}</span>'
+def status_cell(status: Any, since: float | None = None) -> str:
+    """A status, coloured; with ``since`` (a running job's condition, UNREACHABLE) the time it began."""
+    text = f"{status} since {when(since)}" if since else status
+    return f'<span class="{esc(status)}">{esc(text)}</span>'
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> str:
@@ -104,6 +106,8 @@ def status_page(
         f'<span class="{"FAILED" if status.get("jobs_failed_last_hour") else ""}">failed in the last hour: '
         f"{status.get('jobs_failed_last_hour', 0)}</span>",
     ]
+    if status.get("jobs_unreachable"):
+        summary.append(f'<span class="UNREACHABLE">unreachable: {status["jobs_unreachable"]}</span>')
     parts = [
         f"<h1>aiflowd {esc(status['version'])}</h1>",
         f'<p class="muted">pid {esc(status["pid"])}, serving {esc(status["workflows_dir"])}</p>',
@@ -127,7 +131,7 @@ def status_page(
                     esc(r["job_type"]),
                     esc(r["execution_id"]),
                     esc(f"{r['attempt']} ({r['kind']})"),
-                    status_cell(r["status"]),
+                    status_cell(r["status"], r.get("status_since")),
                     esc(duration(r["duration"])),
                 ]
                 for r in running
@@ -187,7 +191,7 @@ def status_page(
                 [
                     esc(e["id"]),
                     link(workflow_href(e["workflow"]), e["workflow"]),
-                    status_cell(e["status"]),
+                    status_cell(e["status"], e.get("status_since")),
                     esc(e["trigger"]),
                     esc(when(e["started_at"])),
                     esc(duration(e.get("duration"))),
@@ -207,7 +211,7 @@ def status_page(
                         link(workflow_href(f["workflow"]), f["workflow"]),
                         link(log_href(f), f["job"]),
                         esc(f["flink_job_id"]),
-                        status_cell(f["status"]),
+                        status_cell(f["status"], f.get("status_since")),
                         esc(when(f["started_at"])),
                         link(f["web_url"], "open") if f.get("web_url") else "",
                     ]
@@ -244,7 +248,7 @@ def workflow_page(
                     esc(j["job"]),
                     esc(j["attempt"]),
                     esc(j.get("kind")),
-                    status_cell(j["status"]),
+                    status_cell(j["status"], j.get("status_since")),
                     esc(j.get("exit_code")),
                     esc(when(j.get("started_at"))),
                     esc(duration(j.get("duration"))),
@@ -263,7 +267,7 @@ def workflow_page(
             (
                 [
                     esc(e["id"]),
-                    status_cell(e["status"]),
+                    status_cell(e["status"], e.get("status_since")),
                     esc(e["trigger"]),
                     esc(e["version"]),
                     esc(when(e["started_at"])),

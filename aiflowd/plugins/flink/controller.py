@@ -10,6 +10,7 @@ and ``/jobs/<id>``; a failed job's root cause goes into the job's log.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -18,15 +19,18 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 
+from aiflowd.clock import Clock, SystemClock
 from aiflowd.controllers.process_group import ProcessGroup
 from aiflowd.controllers.subprocess import Command, SubprocessController, SubprocessJobHandle, aiflowd_import_path, job_environment
 from aiflowd.model import Status
-from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
+from aiflowd.plugin_interface import UNREACHABLE, ConditionReporter, Job, JobController, JobHandle, JobRuntimeEnv
 from aiflowd.plugins.flink.job import FlinkJob, FlinkPythonJob
 from aiflowd.runners.flink_job import JOBS_FILE, derived_job_id
 
@@ -37,6 +41,10 @@ DEFAULT_UNREACHABLE_TIMEOUT = 600.0
 
 class FlinkClusterUnreachable(RuntimeError):
     """The cluster did not answer for longer than ``flink.unreachable_timeout``: the job's fate is unknown."""
+
+
+class FlinkJobUnknown(RuntimeError):
+    """The cluster answers but does not know the job (restarted without it, as a standalone one is): its fate is unknown."""
 
 
 POLL_INTERVAL = 0.2
@@ -138,6 +146,16 @@ class FlinkJobHandle(JobHandle):
         self.keep_on_daemon_stop = True
         #: Set by the engine when the daemon stops and keeps this job: a stop then leaves it running.
         self.kept = False
+        #: The job's ``env.report_condition``: where UNREACHABLE (and its end) is told to the daemon.
+        self._reporter: ConditionReporter | None = None
+        #: The condition last told to the daemon ("?": none yet, so the first answer tells it is well).
+        self._told: str | None = "?"
+
+    def report(self, condition: str | None, detail: str, subject: str, since: float | None) -> None:
+        """Tell the daemon the job's condition (UNREACHABLE, or None once the cluster answers again)."""
+        self._told = condition
+        if self._reporter is not None:
+            self._reporter(condition, detail, subject, since)
 
 
 class LocalFlinkController(SubprocessController):
@@ -231,19 +249,62 @@ def _run_options(job: Any) -> list[str]:
 
 
 class _Overview:
-    """A cluster's last ``/jobs/overview``: job id -> state, when it was fetched, how many calls so far."""
+    """A cluster's last ``/jobs/overview``: job id -> state, when it was fetched (or failed), how many calls so far."""
 
     def __init__(self) -> None:
         self.lock: anyio.Lock | None = None
         self.fetched_at = float("-inf")
         self.states: dict[str, str] = {}
         self.calls = 0
+        #: Why the last call failed (the cluster did not answer), None when it answered.
+        self.failure: str | None = None
+
+
+class _SharedClient:
+    """An HTTP client the handles tracking jobs on one cluster share, and how many use it now."""
+
+    def __init__(self, url: str) -> None:
+        self.client = httpx.AsyncClient(base_url=url, timeout=HTTP_TIMEOUT)
+        self.users = 0
+
+
+#: The shared clients of this event loop, by cluster URL (a client belongs to the loop it was made in).
+_CLIENTS: anyio.lowlevel.RunVar[dict[str, _SharedClient]] = anyio.lowlevel.RunVar("aiflowd_flink_clients")
+
+
+@contextlib.asynccontextmanager
+async def _tracking_client(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """One HTTP client per cluster for all the jobs tracked there, closed when the last one ends.
+
+    A client each cost about 1.5 MB (its TLS context, made even for plain HTTP) and a new
+    connection per job: with 100 jobs tracked, the daemon's memory tripled.
+    """
+    try:
+        clients = _CLIENTS.get()
+    except LookupError:
+        clients = {}
+        _CLIENTS.set(clients)
+    shared = clients.get(url)
+    if shared is None:
+        shared = clients[url] = _SharedClient(url)
+    shared.users += 1
+    try:
+        yield shared.client
+    finally:
+        shared.users -= 1
+        if shared.users == 0:
+            if clients.get(url) is shared:
+                del clients[url]
+            with anyio.CancelScope(shield=True):
+                await shared.client.aclose()
 
 
 class FlinkRestController:
     """The Flink REST API: jar upload (cached by content), run, state, cancel, stop with savepoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        #: When a cluster stopped answering and whether ``flink.unreachable_timeout`` has passed (tests move it).
+        self.clock: Clock = clock or SystemClock()
         self._uploaded: dict[tuple[str, str], str] = {}  # (rest url, jar hash) -> jar id
         self._overviews: dict[str, _Overview] = {}  # rest url -> its last job overview
 
@@ -333,7 +394,7 @@ class FlinkRestController:
         Ended when all have ended: failed if one failed, else cancelled if one was. A
         cluster that does not answer is asked again: the jobs may well still run there.
         """
-        async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
+        async with _tracking_client(handle.rest_url) as client:
             while handle.final is None:
                 try:
                     states = await self._overview(client, handle.rest_url)
@@ -346,7 +407,11 @@ class FlinkRestController:
                             continue  # the overview says enough: no call for this job
                         answer = await client.get(f"/jobs/{job_id}/execution-result")
                         if answer.status_code == 404:
-                            handle.finals[job_id] = {"application-status": "UNKNOWN"}
+                            handle.finals[job_id] = {
+                                "application-status": "UNKNOWN",
+                                "aiflowd-reason": f"the Flink cluster at {handle.rest_url} does not know Flink job {job_id}"
+                                " (was it restarted without its jobs?)",
+                            }
                             _note(handle.log_path, f"the cluster does not know Flink job {job_id} (was it restarted?)")
                         elif answer.status_code == 200 and answer.json().get("status", {}).get("id") == "COMPLETED":
                             final = answer.json().get("job-execution-result", {})
@@ -357,7 +422,7 @@ class FlinkRestController:
                                 _note(handle.log_path, f"Flink job {job_id} failed:\n{cause.get('stack-trace', cause)}")
                                 await _note_exceptions(client, handle.log_path, job_id)
                 except httpx.TransportError as err:
-                    now = time.time()
+                    now = self.clock.now()
                     if handle.unreachable_since is None:
                         handle.unreachable_since = now
                         _note(
@@ -365,6 +430,7 @@ class FlinkRestController:
                             f"UNREACHABLE since {_when(now)}: the Flink cluster at {handle.rest_url} does not answer ({err});"
                             f" asking again for up to {handle.unreachable_timeout:g}s",
                         )
+                        handle.report(UNREACHABLE, f"the Flink cluster at {handle.rest_url} does not answer", handle.rest_url, now)
                     elif now - handle.unreachable_since >= handle.unreachable_timeout:
                         reason = (
                             f"the Flink cluster at {handle.rest_url} did not answer for {handle.unreachable_timeout:g}s"
@@ -383,6 +449,8 @@ class FlinkRestController:
                         f"the Flink cluster answers again (UNREACHABLE since {_when(handle.unreachable_since)}); job re-adopted",
                     )
                     handle.unreachable_since = None
+                if handle._told is not None:  # it answers (a daemon restarted meanwhile may still show it silent)
+                    handle.report(None, "", handle.rest_url, None)
                 if all(j in handle.finals for j in handle.job_ids):
                     handle.final = _combined([handle.finals[j] for j in handle.job_ids])
                     break
@@ -398,14 +466,23 @@ class FlinkRestController:
             overview.lock = anyio.Lock()
         async with overview.lock:
             if time.monotonic() - overview.fetched_at >= POLL_INTERVAL:
-                answer = await client.get("/jobs/overview")
                 overview.calls += 1
+                overview.failure = None
+                try:
+                    answer = await client.get("/jobs/overview")
+                except httpx.TransportError as err:
+                    # The handles waiting for the lock take this answer too: a cluster that
+                    # does not answer (each try may take HTTP_TIMEOUT) is asked once per interval.
+                    overview.failure, overview.fetched_at = f"{type(err).__name__}: {err}", time.monotonic()
+                    raise
                 try:
                     jobs = answer.json().get("jobs", []) if answer.status_code == 200 else []
                 except ValueError:
                     jobs = []
                 overview.states = {str(j.get("jid")): str(j.get("state")) for j in jobs}
                 overview.fetched_at = time.monotonic()
+            if overview.failure is not None:
+                raise httpx.TransportError(overview.failure)
             return overview.states
 
     async def cancel(self, handle: FlinkJobHandle) -> None:
@@ -546,6 +623,7 @@ class FlinkJobController(JobController):
         handle = FlinkJobHandle(job, env.job_execution_info, job_id, rest_url(env), via, env.log_path)
         handle.unreachable_timeout = unreachable_timeout(env)
         handle.keep_on_daemon_stop = flink_settings(env).get("on_daemon_stop", "keep") == "keep"
+        handle._reporter = env.report_condition
         if via == "cli":
             handle.job_ids = await self.cli.submit(job, env, job_id)
         else:
@@ -569,7 +647,9 @@ class FlinkJobController(JobController):
         final = await self.rest.result(handle, blocking=False)
         if final is None:
             return Status.RUNNING
-        if "aiflowd-reason" in final:
+        if "aiflowd-reason" in final and final.get("application-status") == "UNKNOWN" and not handle.stopped:
+            raise FlinkJobUnknown(final["aiflowd-reason"])
+        if "aiflowd-reason" in final and final.get("application-status") != "UNKNOWN":
             raise FlinkClusterUnreachable(final["aiflowd-reason"])
         if handle.stopped:
             return Status.KILLED
@@ -626,6 +706,7 @@ class FlinkJobController(JobController):
         handle = FlinkJobHandle(None, env.job_execution_info, job_id, url, via, env.log_path)  # type: ignore[arg-type]
         handle.unreachable_timeout = unreachable_timeout(env)
         handle.keep_on_daemon_stop = flink_settings(env).get("on_daemon_stop", "keep") == "keep"
+        handle._reporter = env.report_condition
         handle.stopped = bool(handle_record.get("stopped", False))
         handle.job_ids = [str(j) for j in handle_record.get("job_ids") or [job_id]]
         handle.savepoint_path = handle_record.get("savepoint_path")
