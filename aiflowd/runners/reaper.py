@@ -403,6 +403,26 @@ def _preload(mode: str) -> None:
     gc.freeze()
 
 
+def module_files() -> list[list[Any]]:
+    """[path, inode, size, mtime in ns] of the file of every module imported here: the fork server's code.
+
+    Sent to the daemon once the fork server has imported what it preloads: a file that
+    differs later (a new inode, size or modification time: an upgrade, an edit, a copy
+    that kept the old time) means the fork server runs code that is no longer on disk.
+    """
+    found = []
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not isinstance(path, str):
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        found.append([path, st.st_ino, st.st_size, st.st_mtime_ns])
+    return sorted(found)
+
+
 #: Where this process's original argv strings lie (/proc/PID/stat's arg_start, arg_end).
 _ARGS_AREA: tuple[int, int] | None = None
 
@@ -667,6 +687,11 @@ def spawner(fd: int, mode: str = "") -> int:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         _preload(mode)
         _args_area()
+        # What this fork server runs, for the daemon to see when it is out of date.
+        try:
+            send_message(sock, {"modules": module_files()})
+        except OSError:
+            return 0
     signal.set_wakeup_fd(wake_w)
     # A handler, reset to the default by exec; nothing is blocked, and the signals Python
     # ignores are given back their defaults in each child, since both would be inherited.
