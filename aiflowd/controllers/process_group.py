@@ -491,16 +491,23 @@ def _import_root() -> str:
     return os.path.dirname(_package_root())
 
 
-def changed_files(files: Sequence[Sequence[Any]]) -> list[str]:
-    """Those of ``files`` ([path, inode, size, mtime in ns], as ``reaper.module_files`` gives them) that differ on disk now."""
+#: A module file changed this close to a fork server's start may have been imported before
+#: the change or after it (its signature is taken after the imports): taken as changed.
+_CHANGE_MARGIN_NS = 1_000_000_000
+
+
+def changed_files(files: Sequence[Sequence[Any]], started_ns: int = 0) -> list[str]:
+    """Those of ``files`` (as ``reaper.module_files`` gives them) that differ on disk now, or
+    changed (their inode's change time, which no copy keeps) around ``started_ns``, the
+    fork server's start."""
     changed = []
-    for path, inode, size, mtime in files:
+    for path, inode, size, mtime, ctime in files:
         try:
             st = os.stat(path)
         except OSError:
             changed.append(path)
             continue
-        if (st.st_ino, st.st_size, st.st_mtime_ns) != (inode, size, mtime):
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != (inode, size, mtime) or ctime >= started_ns - _CHANGE_MARGIN_NS:
             changed.append(path)
     return changed
 
@@ -528,6 +535,7 @@ class _Spawner:
         self.mode = ""
         #: The files of the modules the running fork server imported, as it saw them.
         self._code: list[list[Any]] = []
+        self._started_ns = 0
         self._checked = 0.0
 
     def start(self, request: dict[str, Any], fds: Sequence[int], mode: str) -> tuple[int, int, int] | None:
@@ -571,7 +579,7 @@ class _Spawner:
         if self._sock is None or not self._code or (not now and moment - self._checked < _CODE_CHECK_INTERVAL):
             return False
         self._checked = moment
-        changed = changed_files(self._code)
+        changed = changed_files(self._code, self._started_ns)
         if changed:
             log.info("fork server out of date: replaced", changed=changed[:5], pid=self._process.pid if self._process else None)
         return bool(changed)
@@ -588,7 +596,7 @@ class _Spawner:
         if self._sock is not None or self._broken:
             return self._sock
         self._retired = [p for p in self._retired if p.poll() is None]
-        self._code = []
+        self._code, self._started_ns = [], time.time_ns()
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             with theirs:

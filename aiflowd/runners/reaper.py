@@ -431,7 +431,7 @@ def _preload(mode: str) -> None:
 
 
 def module_files() -> list[list[Any]]:
-    """[path, inode, size, mtime in ns] of the file of every module imported here: the fork server's code.
+    """[path, inode, size, mtime, ctime (ns)] of the file of every module imported here: the fork server's code.
 
     Sent to the daemon once the fork server has imported what it preloads: a file that
     differs later (a new inode, size or modification time: an upgrade, an edit, a copy
@@ -446,7 +446,7 @@ def module_files() -> list[list[Any]]:
             st = os.stat(path)
         except OSError:
             continue
-        found.append([path, st.st_ino, st.st_size, st.st_mtime_ns])
+        found.append([path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
     return sorted(found)
 
 
