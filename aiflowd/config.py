@@ -51,7 +51,7 @@ class DaemonConfig:
     control_idle_timeout: float = 30.0
     control_request_timeout: float = 5.0
     max_concurrent_jobs: int = 64
-    #: How many Python definitions may compile at once (None: one per CPU).
+    #: How many Python definitions may compile at once (None: three per CPU warm, one cold).
     max_parallel_loads: int | None = None
     #: Definitions compile and Python jobs start in forks of a pre-imported fork server
     #: (True; "pyflink": PyFlink imported there too), or each in a new interpreter (False).
@@ -182,7 +182,7 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
     if data.get("max_parallel_loads") is not None:
         value = data["max_parallel_loads"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            where("max_parallel_loads", f"must be a whole number >= 1 (or null: one per CPU), got {value!r}")
+            where("max_parallel_loads", f"must be a whole number >= 1 (or null: three per CPU warm, one cold), got {value!r}")
         else:
             config.max_parallel_loads = value
     if "warm_start" in data:

@@ -14,12 +14,11 @@ import dataclasses
 import functools
 import importlib
 import json
-import logging
 import os
 import re
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from aiflowd.model import AINode, AISubGraph, JobConfig, Status
 
 if TYPE_CHECKING:
     import importlib.metadata
+    import logging
 
 ENTRY_POINT_GROUP = "aiflowd.job_plugins"
 BUILTIN_PLUGIN_MODULES = ("aiflowd.plugins.bash", "aiflowd.plugins.python", "aiflowd.plugins.flink")
@@ -270,6 +270,8 @@ class JobController(ABC):
     @property
     def log(self) -> logging.Logger:
         """A logger named after the controller's class, as AIFlow's controllers have one."""
+        import logging  # here: the fork server must not import it (it brings threading, whose fork hook every child pays)
+
         cls = type(self)
         return logging.getLogger(f"{cls.__module__}.{cls.__qualname__}")
 
@@ -361,16 +363,25 @@ class JobGenerationError(Exception):
 
 def generate_job(generator: Any, sub_graph: AISubGraph, resource_dir: str) -> Job:
     """Call a generator with aiflowd's signature, or AIFlow's ``generate(sub_graph, resource_dir)``."""
-    import inspect
-
-    params: Mapping[str, inspect.Parameter]
+    generate = getattr(generator.generate, "__func__", generator.generate)  # a method: asked once per class
     try:
-        params = inspect.signature(generator.generate).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if "job_config" in params:
+        takes_job_config = _takes_job_config(generate)
+    except TypeError:  # an unhashable callable: asked each time
+        takes_job_config = _takes_job_config.__wrapped__(generate)
+    if takes_job_config:
         return generator.generate(sub_graph=sub_graph, job_config=sub_graph.config, resource_dir=resource_dir)
     return generator.generate(sub_graph, resource_dir=resource_dir)
+
+
+@functools.lru_cache(maxsize=256)
+def _takes_job_config(function: Any) -> bool:
+    """Whether ``function`` takes ``job_config``; cached, as ``inspect.signature`` cost more than the rest of generating a job."""
+    import inspect
+
+    try:
+        return "job_config" in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def job_nodes_from_yaml(

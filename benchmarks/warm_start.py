@@ -167,7 +167,10 @@ async def _python_jobs(jobs: int, concurrency: int, root: Path, warm: bool, run_
             outcome = await JobSupervisor(controller, job, env).run()
             assert outcome.exit_code == 0, Path(env.log_path).read_text()
 
-    await one(envs.pop())  # the fork servers start once, as in a daemon
+    from aiflowd.controllers import process_group
+
+    for _ in range(len(process_group._SPAWNER._all)):  # every fork server starts once, as in a daemon
+        await one(envs.pop())
     started = time.perf_counter()
     await asyncio.gather(*(one(env) for env in envs))
     return len(envs) / (time.perf_counter() - started)
@@ -242,11 +245,11 @@ def _fork_servers(daemon_pid: int) -> list[int]:
     return found
 
 
-def many(count: int) -> None:
+def many(count: int, extra_config: str = "") -> None:
     from benchmarks.daemon_process import BenchDaemon
 
     with tempfile.TemporaryDirectory() as tmp:
-        daemon = BenchDaemon(Path(tmp) / "many")
+        daemon = BenchDaemon(Path(tmp) / "many", extra_config)
         trigger = "start_new_workflow_execution_on_events:\n  - {event_key: go}\n"
         for i in range(count):
             # Event-triggered: served (compiled, validated, recorded) without starting executions.
@@ -307,11 +310,13 @@ if __name__ == "__main__":
     launch.add_argument("--jobs", type=int, default=300)
     launch.add_argument("--concurrency", type=int, default=8)
     launch.add_argument("--rounds", type=int, default=3)
-    sub.add_parser("many").add_argument("--workflows", type=int, default=10_000)
+    many_parser = sub.add_parser("many")
+    many_parser.add_argument("--workflows", type=int, default=10_000)
+    many_parser.add_argument("--config", default="", help="extra lines for the daemon's config")
     args = parser.parse_args()
     if args.what == "compile":
         compile_cost(args.rounds)
     elif args.what == "launch":
         asyncio.run(launch_rate(args.jobs, args.concurrency, args.rounds))
     else:
-        many(args.workflows)
+        many(args.workflows, args.config.replace("\\n", "\n"))

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import anyio
+import structlog
 
 from aiflowd.runners import reaper
 from aiflowd.runners.reaper import (
@@ -54,6 +55,8 @@ from aiflowd.runners.reaper import (
     send_message,
     stat_fields,
 )
+
+log = structlog.get_logger("aiflowd")
 
 # Waits for the command, then records its status. A trap (a handler, not an ignore) lets
 # the wrapper outlive a SIGTERM to the group while the command, which gets default
@@ -77,6 +80,26 @@ _KILL_SETTLE = 2.0
 _TREE_POLL = 0.005
 #: Variables of the service manager that must never reach a job.
 SERVICE_MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+_environment: tuple[dict[bytes, bytes], dict[str, str]] | None = None
+
+
+def helper_environment() -> dict[str, str]:
+    """This process's environment without the service manager's variables: what compiles start with.
+
+    Kept between calls while ``os.environ`` stays the same (compared as raw bytes, at C
+    speed): building it through ``os.environ`` for each compile was a twentieth of the
+    daemon's CPU while it loaded thousands of definitions.
+    """
+    global _environment
+    raw = getattr(os.environ, "_data", None)
+    cached = _environment
+    if cached is None or not isinstance(raw, dict) or cached[0] != raw:
+        cached = (dict(raw) if isinstance(raw, dict) else {}, {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES})
+        if isinstance(raw, dict):
+            _environment = cached
+    return dict(cached[1])
 
 
 def process_start_time(pid: int) -> int | None:
@@ -468,17 +491,25 @@ def _import_root() -> str:
     return os.path.dirname(_package_root())
 
 
-def code_fingerprint() -> tuple[int, int]:
-    """(count, newest change) of aiflowd's Python files: a fork server started before a change runs old code."""
-    count = newest = 0
-    for folder, dirs, files in os.walk(_package_root()):
-        dirs[:] = [d for d in dirs if not d.startswith((".", "__"))]
-        for name in files:
-            if name.endswith(".py"):
-                with contextlib.suppress(OSError):
-                    newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime_ns)
-                    count += 1
-    return count, newest
+#: A module file changed this close to a fork server's start may have been imported before
+#: the change or after it (its signature is taken after the imports): taken as changed.
+_CHANGE_MARGIN_NS = 1_000_000_000
+
+
+def changed_files(files: Sequence[Sequence[Any]], started_ns: int = 0) -> list[str]:
+    """Those of ``files`` (as ``reaper.module_files`` gives them) that differ on disk now, or
+    changed (their inode's change time, which no copy keeps) around ``started_ns``, the
+    fork server's start."""
+    changed = []
+    for path, inode, size, mtime, ctime in files:
+        try:
+            st = os.stat(path)
+        except OSError:
+            changed.append(path)
+            continue
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != (inode, size, mtime) or ctime >= started_ns - _CHANGE_MARGIN_NS:
+            changed.append(path)
+    return changed
 
 
 class _Spawner:
@@ -489,8 +520,10 @@ class _Spawner:
     under the GIL, which cut the launch rate from ~640 to ~70 jobs/s. The helper is small and
     single-threaded: it forks cheaply, and hands back a pidfd of each child. It ends when
     this process does (end of file on its socket); the wrappers, like the jobs, go on.
-    Started warm (the fork server), it is replaced when aiflowd's code changes on disk:
-    the old one finishes its running compiles, then ends.
+    Started warm (the fork server), it is replaced when the code it imported changes on
+    disk (aiflowd's, the standard library's, any module it preloaded): the old one
+    finishes its running compiles, then ends. Plugin modules and definitions are not
+    imported there, but in each child, from disk.
     """
 
     def __init__(self) -> None:
@@ -500,7 +533,9 @@ class _Spawner:
         self._retired: list[subprocess.Popen[bytes]] = []
         self._broken = False
         self.mode = ""
-        self._code: tuple[int, int] | None = None
+        #: The files of the modules the running fork server imported, as it saw them.
+        self._code: list[list[Any]] = []
+        self._started_ns = 0
         self._checked = 0.0
 
     def start(self, request: dict[str, Any], fds: Sequence[int], mode: str) -> tuple[int, int, int] | None:
@@ -538,20 +573,30 @@ class _Spawner:
             raise OSError(reply["errno"], reply["strerror"], reply.get("filename"))
         return int(reply["pid"]), int(reply["start_time"]), received[0]
 
-    def _code_changed(self) -> bool:
-        """Whether aiflowd's files changed since this fork server started (looked at once a second at most)."""
-        now = time.monotonic()
-        if self._sock is None or now - self._checked < _CODE_CHECK_INTERVAL:
+    def _code_changed(self, now: bool = False) -> bool:
+        """Whether the running fork server's code changed on disk (looked at once a second at most, unless ``now``)."""
+        moment = time.monotonic()
+        if self._sock is None or not self._code or (not now and moment - self._checked < _CODE_CHECK_INTERVAL):
             return False
-        self._checked = now
-        return code_fingerprint() != self._code
+        self._checked = moment
+        changed = changed_files(self._code, self._started_ns)
+        if changed:
+            log.info("fork server out of date: replaced", changed=changed[:5], pid=self._process.pid if self._process else None)
+        return bool(changed)
+
+    def refresh(self) -> bool:
+        """Retire the fork server now if its code changed on disk (a reload asks); whether it did."""
+        with self._lock:
+            if not self._code_changed(now=True):
+                return False
+            self._retire()
+            return True
 
     def _connect(self) -> socket.socket | None:
         if self._sock is not None or self._broken:
             return self._sock
         self._retired = [p for p in self._retired if p.poll() is None]
-        if self.mode:
-            self._code, self._checked = code_fingerprint(), time.monotonic()
+        self._code, self._started_ns = [], time.time_ns()
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             with theirs:
@@ -564,7 +609,9 @@ class _Spawner:
                     argv,
                     stdin=subprocess.DEVNULL,
                     cwd="/",
-                    env={},
+                    # A fork server starts with ours: a compile's or a job's environment is
+                    # mostly the same, and its forks set only what differs.
+                    env=helper_environment() if self.mode else {},
                     pass_fds=[theirs.fileno()],
                     start_new_session=True,  # a Ctrl-C to our terminal is for us to handle
                 )
@@ -572,6 +619,15 @@ class _Spawner:
             self._broken = True  # the slow path (preexec_fn, cold) still works
             return None
         self._sock = ours
+        if self.mode:
+            # Its first message, once it has imported what it preloads: the files of its code.
+            try:
+                hello, _ = receive_message(ours)
+            except (OSError, EOFError):
+                self._close()
+                self._broken = True  # it could not start: everything goes the slow way, cold
+                return None
+            self._code, self._checked = list(hello.get("modules", [])), time.monotonic()
         return ours
 
     def _retire(self) -> None:
@@ -615,13 +671,28 @@ class _Spawners:
         finally:
             self._idle.put(spawner)
 
+    def refresh(self) -> int:
+        """Replace the fork servers whose code changed on disk (at a reload); how many were.
+
+        A retired one ends once the compiles it runs have ended; new ones start at the
+        next request. Blocking (it may wait for a spawner in use): call it from a thread.
+        """
+        return sum(spawner.refresh() for spawner in self._all)
+
     def pids(self) -> list[int]:
         """The spawners' pids (running ones): for measurements and tests."""
         return [s._process.pid for s in self._all if s._process is not None and s._process.poll() is None]
 
 
-#: Two: one forks while the other is asked (measured: a third added nothing on two cores).
-_SPAWNER = _Spawners(2)
+#: Four: a request waits for its answer, so each spawner serves one at a time, and on a
+#: busy machine each waits to be scheduled; four kept bash job launches at 0.57-0.63 of
+#: bare asyncio where two gave 0.39-0.47, in the same session. Idle, they cost memory only.
+_SPAWNER = _Spawners(4)
+
+
+def refresh_fork_servers() -> int:
+    """Replace the fork servers whose code changed on disk since they started (a reload asks); how many were."""
+    return _SPAWNER.refresh()
 
 
 def find_wrapper(status_path: str) -> tuple[int, int] | None:

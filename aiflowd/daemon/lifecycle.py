@@ -42,6 +42,7 @@ from aiflowd.alerts import Alerts
 from aiflowd.config import DaemonConfig, load_config
 from aiflowd.control.protocol import ControlError
 from aiflowd.control.server import ControlServer, Method, SocketPathError, bind_socket
+from aiflowd.controllers import process_group
 from aiflowd.daemon.folder import WorkflowFolder
 from aiflowd.daemon.methods import ControlMethods
 from aiflowd.engine import RETIRED, Engine, EnginePaths, JobRun
@@ -394,6 +395,9 @@ class Daemon:
         for key in fixed:
             setattr(new, key, getattr(self.config, key))
         self.config = new
+        # A fork server runs the code it imported at its start: one whose files changed
+        # since (an upgrade of aiflowd, of Python) is replaced before anything is compiled again.
+        await anyio.to_thread.run_sync(process_group.refresh_fork_servers)
         await self.folder.rescan()
         log.info("config reloaded", needs_restart=fixed)
         return {"reloaded": True, "needs_restart": fixed, "plugin_errors": [str(e) for e in errors]}

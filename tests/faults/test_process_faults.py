@@ -7,6 +7,7 @@ other process on the machine carries, so they are found by their command line.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -626,17 +627,80 @@ def test_a_fork_server_is_replaced_when_aiflowds_code_changes_and_the_old_one_en
     write(folder / "w.yaml", "{}\n")
     write(folder / "w.py", "from aiflowd import *\nwith job_config('a'):\n    user_define_operation(processor=BashProcessor('true'))\n")
     loader = WorkflowLoader(registry, LoaderSettings(compile_timeout=20, warm_start=True))
-    for _ in range(4):  # both spawners run warm
+    for _ in range(2 * len(process_group._SPAWNER._all)):  # every spawner runs warm
         loader.load(str(folder))
     before = set(process_group._SPAWNER.pids())
     assert before
     monkeypatch.setattr(process_group, "_CODE_CHECK_INTERVAL", 0.0)
-    monkeypatch.setattr(process_group, "code_fingerprint", lambda: (0, 0))  # as after an upgrade on disk
-    for _ in range(4):
+    for spawner in process_group._SPAWNER._all:
+        assert any(path.endswith("/aiflowd/workflows/dsl.py") for path, *_ in spawner._code)  # what it reported it runs
+        spawner._code[0][3] -= 1  # as after an upgrade on disk: a file of its code differs from what it imported
+    for _ in range(2 * len(process_group._SPAWNER._all)):
         assert list(loader.load(str(folder)).workflow.jobs) == ["a"]
     after = set(process_group._SPAWNER.pids())
     assert after and not after & before
     wait_for(lambda: not any(pid_alive(pid) for pid in before))  # they ended at end of file, and were reaped
+
+
+def test_a_reload_replaces_a_fork_server_whose_code_changed_even_with_its_old_time(tmp_path: Path) -> None:
+    """A real daemon run from a copy of aiflowd: its DSL is changed on disk, keeping the file's
+    modification time (as a copy that keeps times does), and a plugin module is changed;
+    after SIGHUP a definition compiled again sees both, and the old fork servers end."""
+    import shutil
+
+    code = tmp_path / "code"
+    shutil.copytree(Path(REPO_ROOT) / "aiflowd", code / "aiflowd", ignore=shutil.ignore_patterns("__pycache__"))
+    plugins = write(tmp_path / "plugins" / "naming.py", "SUFFIX = 'one'\n").parent
+    daemon = Daemon(tmp_path / "d", config=f"warm_start: true\nplugin_paths: [{plugins}]\n")
+    try:
+        daemon.start(extra_env={"PYTHONPATH": str(code)})
+        definition = (
+            "import naming\nfrom aiflowd import BashProcessor, job_config, user_define_operation\nfrom aiflowd.workflows import dsl\n\n"
+            "with job_config(getattr(dsl, 'JOB_PREFIX', 'old') + '_' + naming.SUFFIX):\n"
+            "    user_define_operation(processor=BashProcessor('true'))\n"
+        )
+        daemon.write_workflow("named/named.yaml", "{}\n")
+        daemon.write_workflow("named/named.py", definition)
+
+        def jobs() -> list[str]:
+            shown = daemon.ctl("--json", "workflow", "show", "named", check=False)
+            if shown.returncode != 0:
+                return []  # not served yet
+            return [job["job"] for job in json.loads(shown.stdout)["jobs"]]
+
+        assert wait_for(lambda: jobs() == ["old_one"], timeout=30)
+        assert daemon.process is not None and daemon.notifications is not None
+        old_servers = _fork_servers_of(daemon.process.pid)
+        assert old_servers
+        dsl = code / "aiflowd" / "workflows" / "dsl.py"
+        before = dsl.stat()
+        replacement = dsl.with_suffix(".new")
+        replacement.write_text(dsl.read_text() + "\nJOB_PREFIX = 'new'\n")
+        os.replace(replacement, dsl)
+        os.utime(dsl, ns=(before.st_atime_ns, before.st_mtime_ns))  # the newest time in the package is as it was
+        write(plugins / "naming.py", "SUFFIX = 'two'\n")
+        daemon.process.send_signal(signal.SIGHUP)
+        notifications = daemon.notifications
+        wait_for(lambda: notifications.count("READY=1") >= 2, timeout=30)
+        daemon.write_workflow("named/named.py", definition + "# saved again\n")
+        assert wait_for(lambda: jobs() == ["new_two"], timeout=30), jobs()
+        replaced = {json.loads(line)["pid"] for line in daemon.log().splitlines() if "fork server out of date: replaced" in line}
+        assert replaced & old_servers
+        wait_for(lambda: not any(pid_alive(pid) for pid in replaced))  # they had nothing left to compile: ended
+    finally:
+        daemon.close()
+
+
+def _fork_servers_of(pid: int) -> set[int]:
+    """The warm spawners (fork servers) the process ``pid`` runs now."""
+    found = set()
+    for child, (ppid, _, _) in process_table().items():
+        if ppid != pid:
+            continue
+        with contextlib.suppress(OSError):
+            if b"warm" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                found.add(child)
+    return found
 
 
 def test_a_cancelled_warm_compile_is_killed_with_what_it_started(tmp_path: Path, marker: str) -> None:
