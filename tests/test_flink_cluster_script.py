@@ -38,10 +38,26 @@ def cluster_module() -> ModuleType:
     return module
 
 
+def _outside_ephemeral_ports(size: int) -> range:
+    """Bases whose block lies below the kernel's ephemeral ports (or above them, when none fit below).
+
+    A block in that range can be taken between a cluster's stop and its next start by any
+    outgoing connection on the machine, which the tests restarting a cluster then trip on.
+    """
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - size > 20000:
+        return range(20000, low - size, 10)
+    return range(high + 10, 65535 - size, 10)
+
+
 def free_port_block(size: int = 7) -> int:
-    """A base port with ``size`` free ports from it, away from Flink's defaults."""
+    """A base port with ``size`` free ports from it, away from Flink's defaults and the ephemeral ports."""
+    bases = _outside_ephemeral_ports(size)
     for _ in range(200):
-        base = random.randrange(20000, 60000, 10)
+        base = random.choice(bases)
         sockets = []
         try:
             for port in range(base, base + size):
