@@ -295,6 +295,36 @@ def run_script(script: str, table_env: Any, workflow_dir: str, initial: dict[str
             statement_set.execute()
 
 
+def remote_settings(spec: dict[str, Any], settings: dict[str, str]) -> dict[str, str]:
+    """Submitting from this process to the cluster at ``spec["rest_url"]``, as ``flink run -d`` does.
+
+    Flink's REST client uploads the job graph, its jars and its artifacts (``python.files``)
+    itself, so the cluster never reads a file of the daemon's. The ``flink-python`` jar
+    goes with the job (as ``flink run -py`` sends it): a session cluster's TaskManagers
+    need it for Python UDFs and do not have it in ``lib/``.
+    """
+    from urllib.parse import urlsplit
+
+    from pyflink.find_flink_home import _find_flink_home
+
+    url = urlsplit(spec["rest_url"])
+    remote = {
+        "execution.target": "remote",
+        "rest.address": url.hostname or "127.0.0.1",
+        "rest.port": str(url.port or 8081),
+        "execution.attached": "false",  # DataStream execute() returns once the job is submitted
+    }
+    opt = os.path.join(_find_flink_home(), "opt")
+    jars = [f"file://{os.path.join(opt, f)}" for f in sorted(os.listdir(opt)) if f.startswith("flink-python") and f.endswith(".jar")]
+    given = [j for j in str(settings.get("pipeline.jars", "")).split(";") if j]
+    remote["pipeline.jars"] = ";".join(given + jars[-1:])
+    if spec.get("savepoint_path"):
+        remote["execution.savepoint.path"] = str(spec["savepoint_path"])
+    if spec.get("allow_non_restored_state"):
+        remote["execution.savepoint.ignore-unclaimed-state"] = "true"
+    return remote
+
+
 def run(spec: dict[str, Any]) -> None:
     sys.path.insert(0, spec["workflow_dir"])
     from pyflink.common import Configuration
@@ -322,6 +352,8 @@ def run(spec: dict[str, Any]) -> None:
     if spec["mode"] == "local":
         settings["python.executable"] = sys.executable  # UDF workers: this interpreter, which has pyflink
         settings["rest.bind-port"] = "0"
+    elif spec["mode"] == "remote":
+        settings.update(remote_settings(spec, settings))
     settings["python.files"] = python_files  # modules for the UDF workers (flink run's -pyfs)
     custom = chosen_env(list(processors.values()))
     if custom is not None and custom.mode is None:  # a FlinkEnv of the user's own
@@ -330,7 +362,15 @@ def run(spec: dict[str, Any]) -> None:
         configuration = Configuration()
         for key, value in settings.items():
             configuration.set_string(key, value)
-        stream_env = StreamExecutionEnvironment.get_execution_environment(configuration)
+        if spec["mode"] == "remote":
+            # get_execution_environment would make a local environment (no client context here),
+            # which forces execution.target to local: the environment is made for the remote target.
+            from pyflink.java_gateway import get_gateway
+
+            j_class = get_gateway().jvm.org.apache.flink.streaming.api.environment.StreamExecutionEnvironment
+            stream_env = StreamExecutionEnvironment(j_class(configuration._j_configuration))
+        else:
+            stream_env = StreamExecutionEnvironment.get_execution_environment(configuration)
         if spec.get("parallelism"):
             stream_env.set_parallelism(int(spec["parallelism"]))
         table_env = StreamTableEnvironment.create(stream_env)

@@ -175,7 +175,7 @@ def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_i
     os.makedirs(env.working_dir, exist_ok=True)
     if only_job in (None, 0):  # what an earlier attempt's runner left says nothing about this one
         for name in os.listdir(env.working_dir):
-            if name.startswith("flink-jobs") and name.endswith(".json"):
+            if (name.startswith("flink-jobs") and name.endswith(".json")) or name == "runner-error.txt":
                 os.unlink(os.path.join(env.working_dir, name))
     info = env.job_execution_info
     spec = {
@@ -200,6 +200,10 @@ def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_i
         "nodes": job.nodes,
         "only_job": only_job,
     }
+    if mode == "remote":  # the runner submits from the daemon's host over REST (see FlinkRestController.submit)
+        spec["rest_url"] = rest_url(env)
+        spec["savepoint_path"] = env.restore_savepoint or job.run_settings.get("savepoint_path")
+        spec["allow_non_restored_state"] = bool(job.run_settings.get("allow_non_restored_state"))
     path = os.path.join(env.working_dir, "flink-job.json" if not only_job else f"flink-job-{only_job}.json")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(spec, fh)
@@ -258,6 +262,42 @@ class FlinkRestController:
             await self._run(job.jar, job.entry_class, job.args, job, env, handle, handle.job_id)
             handle.job_ids = [handle.job_id]
             return
+        await self._submit_from_here(job, env, handle)
+
+    async def _submit_from_here(self, job: FlinkPythonJob, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
+        """Compile the program in a child process of the daemon; Flink's REST client there submits every job.
+
+        The runner (mode ``remote``) sets ``execution.target: remote`` and the cluster's
+        address: the job graphs, jars and the workflow folder's modules (``python.files``)
+        travel over REST, so the cluster reads no file of the daemon's. The runner writes
+        the ids of the jobs it started to ``flink-jobs.json``; a failed run cancels those
+        it had submitted, so a failed submission leaves nothing running.
+        """
+        spec = write_pyflink_spec(job, env, "remote", handle.job_id)
+        python = job.python_executable or sys.executable
+        extra = dict(job.env)
+        extra.update(aiflowd_import_path(python, env.working_dir, extra.get("PYTHONPATH")))
+        extra.update({"JAVA_HOME": java_home(env), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+        saved = job.run_settings.get("parallelism", job.parallelism)
+        _note(
+            env.log_path,
+            f"submitting to {handle.rest_url} from the daemon's host: job id {handle.job_id}"
+            + (f", parallelism {saved}" if saved else "")
+            + (f", from savepoint {env.restore_savepoint}" if env.restore_savepoint else ""),
+        )
+        # The daemon's own interpreter runs the runner's file: the aiflowd it belongs to, whatever else is installed.
+        runner = [RUNNER] if python == sys.executable else ["-m", "aiflowd.runners.flink_job"]
+        code = await _run_process([python, *runner, spec], extra, env, "submit")
+        ids = _json_list(os.path.join(env.working_dir, JOBS_FILE))
+        if code == 0 and ids:
+            handle.job_ids = ids
+            return
+        if ids:
+            handle.job_ids = ids
+            await self.cancel(handle)
+            _note(env.log_path, f"cancelled the Flink jobs this failed submission had started: {', '.join(ids)}")
+        cause = _read(os.path.join(env.working_dir, "runner-error.txt"))
+        raise RuntimeError(f"the job's program failed to submit (exit status {code}): {_cause_line(cause) or 'see the job log'}")
         jar = _python_driver_jar(env)
         index = 0
         while True:
@@ -507,24 +547,29 @@ class FlinkCliController:
             handle.savepoint_path = said[-1]
 
     async def _run(self, argv: list[str], job: Any, env: JobRuntimeEnv, what: str) -> int | None:
-        os.makedirs(env.working_dir, exist_ok=True)
         extra = dict(job.env) if job is not None else {}
         extra.update({"JAVA_HOME": java_home(env), "FLINK_LOG_DIR": env.working_dir, "FLINK_IDENT_STRING": "aiflowd"})
         conf_dir = flink_settings(env).get("conf_dir")
         if conf_dir:
             extra["FLINK_CONF_DIR"] = str(conf_dir)
-        group = ProcessGroup.spawn(
-            argv,
-            env=job_environment(env, extra),
-            cwd=env.working_dir,
-            log_path=env.log_path,
-            status_path=os.path.join(env.working_dir, f"flink-{what}.status"),
-        )
-        try:
-            return await group.wait()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await group.terminate(5.0)
+        return await _run_process(argv, extra, env, what)
+
+
+async def _run_process(argv: list[str], extra: dict[str, str], env: JobRuntimeEnv, what: str) -> int | None:
+    """Run a client program to its end, its output in the job's log; it never outlives the call."""
+    os.makedirs(env.working_dir, exist_ok=True)
+    group = ProcessGroup.spawn(
+        argv,
+        env=job_environment(env, extra),
+        cwd=env.working_dir,
+        log_path=env.log_path,
+        status_path=os.path.join(env.working_dir, f"flink-{what}.status"),
+    )
+    try:
+        return await group.wait()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await group.terminate(5.0)
 
 
 class FlinkJobController(JobController):

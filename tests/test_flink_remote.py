@@ -1,0 +1,184 @@
+"""Python and SQL jobs submitted over REST to a cluster that cannot read a file of the daemon's.
+
+The cluster runs as another user (``nobody``, through the cluster script's
+``$AIFLOWD_FLINK_USER``) from a copy of the distribution in a work folder open to it; the
+workflow folder, the daemon's state and the job's working folder stay below pytest's
+temporary folder, which only root may enter. The program is compiled on the daemon's side
+and Flink's REST client sends the job graphs and artifacts: nothing on the cluster's side
+names a path of the daemon's. Outputs go to a folder anyone may write, the one thing both
+sides share (as a remote cluster and its client would share a bucket).
+
+Python UDFs are not covered here: their workers run on the TaskManager with an interpreter
+that has pyflink, and the only one on this host lives in the project's environment, which
+``nobody`` cannot read where the checkout is private (as in CI). The programs below use the
+Table API without Python functions, which need no interpreter on the cluster's side.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aiflowd.config import FLINK_REST_URL_VARIABLE
+
+from .conftest import REPO, cli_env, write
+from .test_flink import csv_numbers
+from .test_flink_cluster_script import free_port_block
+
+pytestmark = pytest.mark.flink
+
+USER = "nobody"
+SCRIPT = REPO / "scripts" / "flink-cluster.sh"
+
+
+def as_user(*argv: str) -> list[str]:
+    entry = pwd.getpwnam(USER)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--", *argv]
+
+
+def user_can(test: str, path: Path) -> bool:
+    """Whether the cluster's user passes ``test -<flag> path`` (run as that user, not guessed from modes)."""
+    return subprocess.run(as_user("test", test, str(path)), capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def foreign_cluster() -> Iterator[str]:
+    """A cluster run as ``nobody``, from a work folder of its own (open to it; the distribution linked in)."""
+    if os.geteuid() != 0:
+        pytest.skip("running a cluster as another user needs root")
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        pytest.skip(f"no user {USER!r} on this host")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    pytest.importorskip("pyflink")
+    root = Path(tempfile.mkdtemp(prefix="aiflowd-foreign-flink-"))
+    root.chmod(0o755)
+    base = os.environ.get("AIFLOWD_TEST_FOREIGN_FLINK_PORT_BASE") or str(free_port_block())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLINK_")}
+    env.update(AIFLOWD_PYTHON=sys.executable, AIFLOWD_FLINK_WORKDIR=str(root / "flink"), FLINK_PORT_BASE=base, AIFLOWD_FLINK_USER=USER)
+    start = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=200)
+    try:
+        if start.returncode != 0 and "Java 17" in start.stderr:
+            pytest.skip(start.stderr.strip())
+        assert start.returncode == 0, start.stdout + start.stderr
+        yield start.stdout.strip()
+    finally:
+        subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_out() -> Iterator[Path]:
+    """An output folder both sides may write (mode 0777)."""
+    folder = Path(tempfile.mkdtemp(prefix="aiflowd-foreign-out-"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+SQL_SCRIPT = """\
+SET 'execution.runtime-mode' = 'batch';
+SET 'parallelism.default' = '2';  -- for the statement set
+/* five numbers; a 'quoted; semicolon' in a comment */
+CREATE TABLE src (n BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '5',
+    'fields.n.kind' = 'sequence', 'fields.n.start' = '1', 'fields.n.end' = '5');
+CREATE TABLE a (n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}/a', 'format' = 'csv');
+CREATE TABLE b (n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}/b', 'format' = 'csv');
+BEGIN STATEMENT SET;
+INSERT INTO a SELECT n FROM src;
+INSERT INTO b SELECT n * 10 FROM src;
+END;
+RESET 'parallelism.default';
+"""
+
+PROGRAMS = """
+from aiflowd import FlinkPythonProcessor, job_config, user_define_operation
+
+from sinks import sink  # a module of the workflow folder, on the daemon's side only
+
+
+class BySql(FlinkPythonProcessor):
+    def process(self, ctx, inputs):
+        sink(ctx.table_env, "by_sql")
+        ctx.table_env.execute_sql("INSERT INTO by_sql VALUES (1), (2)")
+        return []
+
+
+class ByStatementSet(FlinkPythonProcessor):
+    def process(self, ctx, inputs):
+        t = ctx.table_env
+        sink(t, "by_set")
+        ctx.statement_set.add_insert("by_set", t.from_elements([(3,), (4,)], ["n"]))
+        return []
+
+
+with job_config("by_sql"):
+    user_define_operation(processor=BySql())
+with job_config("by_set"):
+    user_define_operation(processor=ByStatementSet())
+"""
+
+SINKS = """
+def sink(t_env, name):
+    t_env.execute_sql(
+        f"CREATE TABLE {{name}} (n BIGINT) WITH ('connector'='filesystem','path'='{out}/{{name}}','format'='csv')"
+    )
+"""
+
+WORKFLOW = """
+by_file:
+  job_type: flink
+  sql_file: script.sql
+by_sql:
+  job_type: flink
+  properties: {execution_mode: batch}
+by_set:
+  job_type: flink
+  properties: {execution_mode: batch}
+"""
+
+
+def test_sql_and_python_jobs_reach_a_cluster_that_reads_nothing_of_the_daemons(
+    foreign_cluster: str, shared_out: Path, tmp_path: Path
+) -> None:
+    wf = tmp_path / "remote_wf"
+    write(wf / "script.sql", SQL_SCRIPT.format(out=shared_out))
+    write(wf / "sinks.py", SINKS.format(out=shared_out))
+    write(wf / "remote_wf.py", PROGRAMS)
+    write(wf / "remote_wf.yaml", WORKFLOW)
+    # The premise: the cluster's user can read neither the workflow folder nor where the daemon works.
+    assert not user_can("-r", wf / "script.sql") and not user_can("-x", tmp_path)
+    assert user_can("-w", shared_out)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "aiflowd.cli.aiflowd", "run-once", str(wf)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=cli_env(**{FLINK_REST_URL_VARIABLE: foreign_cluster}),
+        timeout=400,
+        # Flink's client makes a batch file sink's staging folder itself, before the job runs
+        # on the cluster: open to all, so that the cluster's user can write below it.
+        preexec_fn=lambda: os.umask(0),
+    )
+    logs = "".join(p.read_text(errors="replace")[-2000:] for p in tmp_path.glob(".aiflowd/**/*.log"))
+    assert result.returncode == 0, result.stdout + result.stderr + logs
+    finished = re.findall(r"^  (\w+) +FINISHED ", result.stdout, re.MULTILINE)  # run-once's line for each job's end
+    assert sorted(finished) == ["by_file", "by_set", "by_sql"], result.stdout
+    assert csv_numbers(shared_out / "a") == [1, 2, 3, 4, 5]
+    assert csv_numbers(shared_out / "b") == [10, 20, 30, 40, 50]
+    assert (csv_numbers(shared_out / "by_sql"), csv_numbers(shared_out / "by_set")) == ([1, 2], [3, 4])
+    # Written by the cluster's user: the jobs ran there, not in a MiniCluster of the daemon's side.
+    written = [f for f in (shared_out / "by_sql").rglob("*") if f.is_file() and not f.name.startswith(".")]
+    assert written and all(f.stat().st_uid == pwd.getpwnam(USER).pw_uid for f in written)
