@@ -318,6 +318,9 @@ def remote_settings(spec: dict[str, Any], settings: dict[str, str]) -> dict[str,
     jars = [f"file://{os.path.join(opt, f)}" for f in sorted(os.listdir(opt)) if f.startswith("flink-python") and f.endswith(".jar")]
     given = [j for j in str(settings.get("pipeline.jars", "")).split(";") if j]
     remote["pipeline.jars"] = ";".join(given + jars[-1:])
+    # UDF workers on the TaskManagers: the job's interpreter, as flink run -pyexec names it
+    # (a cluster on another host needs -D python.executable=... in flink_run_args).
+    remote["python.executable"] = str(settings.get("python.executable") or sys.executable)
     if spec.get("savepoint_path"):
         remote["execution.savepoint.path"] = str(spec["savepoint_path"])
     if spec.get("allow_non_restored_state"):
@@ -345,6 +348,8 @@ def run(spec: dict[str, Any]) -> None:
     capture = JobCapture(spec["job_id"], spec["mode"], spec["working_dir"], spec.get("only_job"))
     capture.install()
     settings = {"pipeline.name": spec["name"], "execution.runtime-mode": initial_mode(spec, list(processors.values()))}
+    if spec.get("parallelism"):  # as flink run -p: the session's default, which a script's RESET returns to
+        settings["parallelism.default"] = str(spec["parallelism"])
     settings.update(spec.get("flink_config") or {})
     python_files = spec.get("python_files") or spec["workflow_dir"]
     if aiflow_style(list(processors.values())):
