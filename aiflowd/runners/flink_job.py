@@ -11,8 +11,9 @@ Every Flink job the nodes start, through whatever API (``execute_sql``, a statem
 ``Table.execute_insert``, DataStream ``execute``/``execute_async``), is captured here: the
 first gets the id aiflowd chose, each next one an id derived from it. In local mode
 (a MiniCluster in this process) the runner waits for every job and fails when one fails;
-on a cluster (``flink run -d -py`` or the REST API's Python driver) it writes the jobs' ids
-to ``flink-jobs.json`` in the working folder, for aiflowd to track, and ends. Nodes that
+on a cluster (``flink run -d -py``, or submitting over REST itself in mode ``remote``) it
+writes the jobs' ids to ``flink-jobs.json`` in the working folder, for aiflowd to track,
+and ends. Nodes that
 start no job at all are an error, never a finished job with no output.
 
 Usage: python -m aiflowd.runners.flink_job JOB.json   (or as the -py file of flink run)
@@ -89,54 +90,42 @@ def derived_job_id(base: str, index: int) -> str:
     return base if index == 0 else hashlib.md5(f"{base}/{index}".encode()).hexdigest()
 
 
-class SkippedJob:
-    """Stands for a job this run does not submit (another REST run submits it): nothing to wait for."""
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-
-    def get_job_client(self) -> None:
-        return None
-
-    def get_job_id(self) -> str:
-        return self.job_id
-
-    def wait(self, timeout_ms: int | None = None) -> None:
-        return None
-
-    def print(self) -> None:
-        return None
-
-
 class JobCapture:
     """Every Flink job the run starts: its id, what started it, and how to wait for it.
 
     Installed by patching the PyFlink classes in this process (the runner's own process),
-    so that a processor's own table or stream environment is captured too. Flink's REST
-    API runs one job per program run: there ``only`` names the one job (by its index)
-    this run submits, the others are counted (their calls return a :class:`SkippedJob`),
-    and aiflowd runs the program again for each of them.
+    so that a processor's own table or stream environment is captured too. ``savepoints``
+    gives the job started ``i``-th the savepoint at index ``i`` to start from (None, or
+    past its end: none), set just before the job is submitted.
     """
 
-    def __init__(self, base_id: str, mode: str, working_dir: str, only: int | None = None) -> None:
+    def __init__(self, base_id: str, mode: str, working_dir: str, savepoints: list[str | None] | None = None) -> None:
         self.base_id = base_id
         self.mode = mode
         self.working_dir = working_dir
-        self.only = only
+        self.savepoints = list(savepoints or [])
         self.jobs: list[tuple[str, str, Callable[[], Any]]] = []
 
     def next_id(self) -> str:
         return derived_job_id(self.base_id, len(self.jobs))
 
-    def skips_next(self) -> bool:
-        return self.only is not None and len(self.jobs) != self.only
+    def next_savepoint(self) -> str | None:
+        index = len(self.jobs)
+        return self.savepoints[index] if index < len(self.savepoints) else None
 
-    def skip(self, what: str) -> SkippedJob:
-        job_id = self.next_id()
-        self.jobs.append((job_id, what, lambda: None))
-        if self.mode != "local":
-            self.write()
-        return SkippedJob(job_id)
+    def place_savepoint(self, *j_configurations: Any) -> None:
+        """The next job's savepoint, in each Java configuration it may be read from (removed where it has none)."""
+        from pyflink.java_gateway import get_gateway
+
+        option = get_gateway().jvm.org.apache.flink.configuration.StateRecoveryOptions.SAVEPOINT_PATH
+        savepoint = self.next_savepoint()
+        for j_configuration in j_configurations:
+            if savepoint is None:
+                j_configuration.removeConfig(option)
+            else:
+                j_configuration.setString(option.key(), savepoint)
+        if savepoint is not None:
+            print(f"aiflowd: Flink job {self.next_id()} starts from savepoint {savepoint}", flush=True)
 
     def started(self, job_id: str, what: str, wait: Callable[[], Any]) -> None:
         self.jobs.append((job_id, what, wait))
@@ -145,7 +134,7 @@ class JobCapture:
             self.write()
 
     def write(self) -> None:
-        path = os.path.join(self.working_dir, JOBS_FILE if self.only is None else f"flink-jobs-{self.only}.json")
+        path = os.path.join(self.working_dir, JOBS_FILE)
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
             json.dump([job_id for job_id, _, _ in self.jobs], fh)
         os.replace(path + ".tmp", path)
@@ -162,10 +151,11 @@ class JobCapture:
 
             def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
                 described = what(self, args)
-                if described is not None and capture.skips_next():
-                    return capture.skip(described)
-                config = t_env_of(self).get_config()
+                t_env = t_env_of(self)
+                config = t_env.get_config()
                 config.set(JOB_ID_KEY, capture.next_id())
+                if described is not None:
+                    capture.place_savepoint(config.get_configuration()._j_configuration, *_env_configurations(t_env))
                 result = original(self, *args, **kwargs)
                 client = result.get_job_client()
                 if client is not None:
@@ -184,11 +174,10 @@ class JobCapture:
             def stream_wrapper(self: Any, *args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
                 from pyflink.common import Configuration
 
-                if capture.skips_next():
-                    return capture.skip(f"{_name}()")
                 conf = Configuration()
                 conf.set_string(JOB_ID_KEY, capture.next_id())
                 self.configure(conf)
+                capture.place_savepoint(*_stream_configurations(self._j_stream_execution_environment))
                 result = _original(self, *args, **kwargs)
                 job_id = str(result.get_job_id())
                 if _name == "execute":  # blocks until the end in local mode; returns at once when detached
@@ -207,6 +196,20 @@ class JobCapture:
             for job_id, what, wait in self.jobs:
                 wait()
                 print(f"aiflowd: Flink job {job_id} ({what}) ended", flush=True)
+
+
+def _stream_configurations(j_stream_env: Any) -> list[Any]:
+    """The stream environment's own configuration (a job's savepoint is read from it), when it is one."""
+    j_configuration = j_stream_env.getConfiguration()
+    return [j_configuration] if j_configuration.getClass().getSimpleName() == "Configuration" else []
+
+
+def _env_configurations(t_env: Any) -> list[Any]:
+    """Under a table environment: its stream environment's configuration (the table config falls back to it)."""
+    try:
+        return _stream_configurations(t_env._j_tenv.execEnv())
+    except Exception:  # noqa: BLE001 - a plain TableEnvironment has no stream environment to look at
+        return []
 
 
 def _job_statement(statement: Any) -> str | None:
@@ -321,8 +324,6 @@ def remote_settings(spec: dict[str, Any], settings: dict[str, str]) -> dict[str,
     # UDF workers on the TaskManagers: the job's interpreter, as flink run -pyexec names it
     # (a cluster on another host needs -D python.executable=... in flink_run_args).
     remote["python.executable"] = str(settings.get("python.executable") or sys.executable)
-    if spec.get("savepoint_path"):
-        remote["execution.savepoint.path"] = str(spec["savepoint_path"])
     if spec.get("allow_non_restored_state"):
         remote["execution.savepoint.ignore-unclaimed-state"] = "true"
     return remote
@@ -345,7 +346,7 @@ def run(spec: dict[str, Any]) -> None:
             processors[node["node_id"]] = SqlStatementsProcessor(node["statements"], script=node.get("script"))
         else:
             processors[node["node_id"]] = pickle.loads(base64.b64decode(node["payload"]))
-    capture = JobCapture(spec["job_id"], spec["mode"], spec["working_dir"], spec.get("only_job"))
+    capture = JobCapture(spec["job_id"], spec["mode"], spec["working_dir"], spec.get("savepoints"))
     capture.install()
     settings = {"pipeline.name": spec["name"], "execution.runtime-mode": initial_mode(spec, list(processors.values()))}
     if spec.get("parallelism"):  # as flink run -p: the session's default, which a script's RESET returns to
