@@ -380,9 +380,7 @@ def hand_over(cluster: Cluster, home: Path) -> None:
             os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
     probe = [*as_user(cluster), "sh", "-c", 'test -w "$1" && test -r "$2"', "-", str(cluster.workdir / "log"), str(home / "lib")]
     if subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True).returncode != 0:
-        raise ClusterError(
-            f"user {cluster.user} cannot reach {cluster.workdir} (every folder above it must be open to it: mode 0755)"
-        )
+        raise ClusterError(f"user {cluster.user} cannot reach {cluster.workdir} (every folder above it must be open to it: mode 0755)")
 
 
 def write_config(cluster: Cluster, home: Path, token: str) -> None:

@@ -32,7 +32,7 @@ from aiflowd.config import FLINK_REST_URL_VARIABLE
 
 from .conftest import REPO, cli_env, write
 from .test_flink import csv_numbers
-from .test_flink_cluster_script import free_port_block
+from .test_flink_cluster_script import free_port_block, jvms_of
 
 pytestmark = pytest.mark.flink
 
@@ -48,6 +48,14 @@ def as_user(*argv: str) -> list[str]:
 def user_can(test: str, path: Path) -> bool:
     """Whether the cluster's user passes ``test -<flag> path`` (run as that user, not guessed from modes)."""
     return subprocess.run(as_user("test", test, str(path)), capture_output=True).returncode == 0
+
+
+def uid_of(pid: int) -> int:
+    """The real uid a process runs as."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for pid {pid}")
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +80,8 @@ def foreign_cluster() -> Iterator[str]:
         if start.returncode != 0 and "Java 17" in start.stderr:
             pytest.skip(start.stderr.strip())
         assert start.returncode == 0, start.stdout + start.stderr
+        jvms = jvms_of([root / "flink"])
+        assert len(jvms) == 2 and {uid_of(pid) for pid in jvms} == {pwd.getpwnam(USER).pw_uid}
         yield start.stdout.strip()
     finally:
         subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)

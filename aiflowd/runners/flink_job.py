@@ -96,14 +96,16 @@ class JobCapture:
     Installed by patching the PyFlink classes in this process (the runner's own process),
     so that a processor's own table or stream environment is captured too. ``savepoints``
     gives the job started ``i``-th the savepoint at index ``i`` to start from (None, or
-    past its end: none), set just before the job is submitted.
+    past its end: none), set just before the job is submitted; None leaves the client's
+    own setting (``flink run -s``) to every job.
     """
 
     def __init__(self, base_id: str, mode: str, working_dir: str, savepoints: list[str | None] | None = None) -> None:
         self.base_id = base_id
         self.mode = mode
         self.working_dir = working_dir
-        self.savepoints = list(savepoints or [])
+        #: None: the client's own setting stands for every job (``flink run -s``); a list: per job.
+        self.savepoints = None if savepoints is None else list(savepoints)
         self.jobs: list[tuple[str, str, Callable[[], Any]]] = []
 
     def next_id(self) -> str:
@@ -111,10 +113,12 @@ class JobCapture:
 
     def next_savepoint(self) -> str | None:
         index = len(self.jobs)
-        return self.savepoints[index] if index < len(self.savepoints) else None
+        return self.savepoints[index] if self.savepoints is not None and index < len(self.savepoints) else None
 
     def place_savepoint(self, *j_configurations: Any) -> None:
         """The next job's savepoint, in each Java configuration it may be read from (removed where it has none)."""
+        if self.savepoints is None:
+            return
         from pyflink.java_gateway import get_gateway
 
         option = get_gateway().jvm.org.apache.flink.configuration.StateRecoveryOptions.SAVEPOINT_PATH
