@@ -5,9 +5,11 @@ the project's cluster (scripts/flink-cluster.sh start). Target: REST at least 10
 faster than the CLI. Also: a workflow file dropped into the watched folder -> its Flink
 job RUNNING on the cluster, through a real daemon.
 
-And the same for a SQL job (an unbounded datagen -> blackhole INSERT): through REST (the
-program compiled on the daemon's side, its job graph sent by Flink's REST client) and
-through the CLI (``flink run -py``). ``--sql-only`` measures only that.
+And the same for a SQL job (an unbounded datagen -> blackhole INSERT), three ways: REST with
+the program run inside the JobManager (``flink.shared_files: true``, the default), REST
+with the program compiled on the daemon's side and its job graph sent by Flink's REST
+client (``shared_files: false``), and the CLI (``flink run -py``). ``--sql-only`` measures
+only that.
 
 Usage: python -m benchmarks.flink_submit [--rounds 5] [--sql-only]
 """
@@ -80,7 +82,7 @@ INSERT INTO snk SELECT n FROM src;
 
 async def sql_submit_to_running(controller: FlinkJobController, root: Path, via: str, i: int) -> float:
     """A streaming SQL job: ``submit_job`` -> RUNNING on the cluster."""
-    options = flink_options({"run_mode": "cluster", "submit_via": via})
+    options = flink_options({"run_mode": "cluster", "submit_via": "cli" if via == "cli" else "rest"})
     statements = [s.strip() for s in SQL.split(";") if s.strip()]
     node = {"node_id": "q", "name": "q", "output_num": 0, "inputs": [], "kind": "sql_statements"}
     node.update({"statements": statements, "class": "sql", "script": SQL})
@@ -88,7 +90,8 @@ async def sql_submit_to_running(controller: FlinkJobController, root: Path, via:
     info = JobExecutionInfo("bench", "sql", "1", f"sql.{via}.{i}.{time.time_ns()}")
     work = root / "sqlwork" / f"{via}{i}"
     (root / "sqlwf").mkdir(exist_ok=True)
-    env = JobRuntimeEnv(str(work), str(root / "logs" / f"sql{via}{i}.log"), str(root / "sqlwf"), info, {"flink": {"rest_url": REST}})
+    flink = {"rest_url": REST, "shared_files": via != "remote"}
+    env = JobRuntimeEnv(str(work), str(root / "logs" / f"sql{via}{i}.log"), str(root / "sqlwf"), info, {"flink": flink})
     started = time.perf_counter()
     handle = await controller.submit_job(job, env)
     while state(handle.job_id) != "RUNNING":  # type: ignore[attr-defined]
@@ -130,11 +133,18 @@ async def sql_main(rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         controller = FlinkJobController()
-        rest = [await sql_submit_to_running(controller, root, "rest", i) for i in range(rounds)]
-        cli = [await sql_submit_to_running(controller, root, "cli", i) for i in range(rounds)]
+        samples: dict[str, list[float]] = {"rest": [], "remote": [], "cli": []}
+        for i in range(rounds):  # interleaved: a change in the machine's load weighs on all three alike
+            for via, taken in samples.items():
+                taken.append(await sql_submit_to_running(controller, root, via, i))
     print(f"a streaming SQL job, submit_job -> RUNNING on the cluster, median of {rounds}")
-    print(f"  REST: {statistics.median(rest) * 1000:7.1f} ms  (all: {', '.join(f'{x * 1000:.0f}' for x in rest)})")
-    print(f"  CLI : {statistics.median(cli) * 1000:7.1f} ms  (all: {', '.join(f'{x * 1000:.0f}' for x in cli)})")
+    names = {
+        "rest": "REST, in the JobManager (shared_files: true)",
+        "remote": "REST, compiled here (shared_files: false)",
+        "cli": "CLI (flink run -d -py)",
+    }
+    for via, taken in samples.items():
+        print(f"  {names[via]:<45}: {statistics.median(taken) * 1000:7.1f} ms  (all: {', '.join(f'{x * 1000:.0f}' for x in taken)})")
 
 
 async def main(rounds: int) -> None:

@@ -6,7 +6,8 @@ workflow folder, the daemon's state and the job's working folder stay below pyte
 temporary folder, which only root may enter. The program is compiled on the daemon's side
 and Flink's REST client sends the job graphs and artifacts: nothing on the cluster's side
 names a path of the daemon's. Outputs go to a folder anyone may write, the one thing both
-sides share (as a remote cluster and its client would share a bucket).
+sides share (as a remote cluster and its client would share a bucket). Such a cluster needs
+``flink.shared_files: false``; with the default, the JobManager is refused the daemon's files.
 
 Python UDFs are not covered here: their workers run on the TaskManager with an interpreter
 that has pyflink, and the only one on this host lives in the project's environment, which
@@ -171,17 +172,25 @@ def test_sql_and_python_jobs_reach_a_cluster_that_reads_nothing_of_the_daemons(
     assert not user_can("-r", wf / "script.sql") and not user_can("-x", tmp_path)
     assert user_can("-w", shared_out)
 
-    result = subprocess.run(
-        [sys.executable, "-m", "aiflowd.cli.aiflowd", "run-once", str(wf)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=cli_env(**{FLINK_REST_URL_VARIABLE: foreign_cluster}),
-        timeout=400,
-        # Flink's client makes a batch file sink's staging folder itself, before the job runs
-        # on the cluster: open to all, so that the cluster's user can write below it.
-        preexec_fn=lambda: os.umask(0),
-    )
+    def aiflowd(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "aiflowd.cli.aiflowd", *argv],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=cli_env(**{FLINK_REST_URL_VARIABLE: foreign_cluster}),
+            timeout=400,
+            # Flink's client makes a batch file sink's staging folder itself, before the job runs
+            # on the cluster: open to all, so that the cluster's user can write below it.
+            preexec_fn=lambda: os.umask(0),
+        )
+
+    # With shared files (the default) the JobManager runs the program from the daemon's folders: refused here.
+    refused = aiflowd("run-once", "--job", "by_sql", str(wf))
+    assert refused.returncode != 0 and "the cluster refused the job" in refused.stdout, refused.stdout + refused.stderr
+
+    config = write(tmp_path / "remote.yaml", "flink:\n  shared_files: false\n")
+    result = aiflowd("--config", str(config), "run-once", str(wf))
     logs = "".join(p.read_text(errors="replace")[-2000:] for p in tmp_path.glob(".aiflowd/**/*.log"))
     assert result.returncode == 0, result.stdout + result.stderr + logs
     finished = re.findall(r"^  (\w+) +FINISHED ", result.stdout, re.MULTILINE)  # run-once's line for each job's end

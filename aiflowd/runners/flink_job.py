@@ -11,7 +11,8 @@ Every Flink job the nodes start, through whatever API (``execute_sql``, a statem
 ``Table.execute_insert``, DataStream ``execute``/``execute_async``), is captured here: the
 first gets the id aiflowd chose, each next one an id derived from it. In local mode
 (a MiniCluster in this process) the runner waits for every job and fails when one fails;
-on a cluster (``flink run -d -py``, or submitting over REST itself in mode ``remote``) it
+on a cluster (``flink run -d -py``, Flink's Python driver in the JobManager, or
+submitting over REST itself in mode ``remote``) it
 writes the jobs' ids to ``flink-jobs.json`` in the working folder, for aiflowd to track,
 and ends. Nodes that
 start no job at all are an error, never a finished job with no output.
@@ -90,6 +91,25 @@ def derived_job_id(base: str, index: int) -> str:
     return base if index == 0 else hashlib.md5(f"{base}/{index}".encode()).hexdigest()
 
 
+class SkippedJob:
+    """Stands for a job this run does not submit (another run in the JobManager submits it): nothing to wait for."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def get_job_client(self) -> None:
+        return None
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def wait(self, timeout_ms: int | None = None) -> None:
+        return None
+
+    def print(self) -> None:
+        return None
+
+
 class JobCapture:
     """Every Flink job the run starts: its id, what started it, and how to wait for it.
 
@@ -98,18 +118,36 @@ class JobCapture:
     gives the job started ``i``-th the savepoint at index ``i`` to start from (None, or
     past its end: none), set just before the job is submitted; None leaves the client's
     own setting (``flink run -s``) to every job.
+
+    Under Flink's Python driver in the JobManager, the run request runs one job per
+    program run: there ``only`` names the one job (by its index) this run submits, the
+    others are counted (their calls return a :class:`SkippedJob`), and aiflowd runs the
+    program again for each of them.
     """
 
-    def __init__(self, base_id: str, mode: str, working_dir: str, savepoints: list[str | None] | None = None) -> None:
+    def __init__(
+        self, base_id: str, mode: str, working_dir: str, savepoints: list[str | None] | None = None, only: int | None = None
+    ) -> None:
         self.base_id = base_id
         self.mode = mode
         self.working_dir = working_dir
+        self.only = only
         #: None: the client's own setting stands for every job (``flink run -s``); a list: per job.
         self.savepoints = None if savepoints is None else list(savepoints)
         self.jobs: list[tuple[str, str, Callable[[], Any]]] = []
 
     def next_id(self) -> str:
         return derived_job_id(self.base_id, len(self.jobs))
+
+    def skips_next(self) -> bool:
+        return self.only is not None and len(self.jobs) != self.only
+
+    def skip(self, what: str) -> SkippedJob:
+        job_id = self.next_id()
+        self.jobs.append((job_id, what, lambda: None))
+        if self.mode != "local":
+            self.write()
+        return SkippedJob(job_id)
 
     def next_savepoint(self) -> str | None:
         index = len(self.jobs)
@@ -138,7 +176,7 @@ class JobCapture:
             self.write()
 
     def write(self) -> None:
-        path = os.path.join(self.working_dir, JOBS_FILE)
+        path = os.path.join(self.working_dir, JOBS_FILE if self.only is None else f"flink-jobs-{self.only}.json")
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
             json.dump([job_id for job_id, _, _ in self.jobs], fh)
         os.replace(path + ".tmp", path)
@@ -155,6 +193,8 @@ class JobCapture:
 
             def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
                 described = what(self, args)
+                if described is not None and capture.skips_next():
+                    return capture.skip(described)
                 t_env = t_env_of(self)
                 config = t_env.get_config()
                 config.set(JOB_ID_KEY, capture.next_id())
@@ -178,6 +218,8 @@ class JobCapture:
             def stream_wrapper(self: Any, *args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
                 from pyflink.common import Configuration
 
+                if capture.skips_next():
+                    return capture.skip(f"{_name}()")
                 conf = Configuration()
                 conf.set_string(JOB_ID_KEY, capture.next_id())
                 self.configure(conf)
@@ -350,7 +392,7 @@ def run(spec: dict[str, Any]) -> None:
             processors[node["node_id"]] = SqlStatementsProcessor(node["statements"], script=node.get("script"))
         else:
             processors[node["node_id"]] = pickle.loads(base64.b64decode(node["payload"]))
-    capture = JobCapture(spec["job_id"], spec["mode"], spec["working_dir"], spec.get("savepoints"))
+    capture = JobCapture(spec["job_id"], spec["mode"], spec["working_dir"], spec.get("savepoints"), spec.get("only_job"))
     capture.install()
     settings = {"pipeline.name": spec["name"], "execution.runtime-mode": initial_mode(spec, list(processors.values()))}
     if spec.get("parallelism"):  # as flink run -p: the session's default, which a script's RESET returns to

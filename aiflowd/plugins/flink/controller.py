@@ -28,7 +28,7 @@ from aiflowd.controllers.subprocess import Command, SubprocessController, Subpro
 from aiflowd.model import Status
 from aiflowd.plugin_interface import Job, JobController, JobHandle, JobRuntimeEnv
 from aiflowd.plugins.flink.job import FlinkJob, FlinkPythonJob
-from aiflowd.runners.flink_job import JOBS_FILE
+from aiflowd.runners.flink_job import JOBS_FILE, derived_job_id
 
 DEFAULT_REST_URL = "http://127.0.0.1:8081"
 #: How long a cluster that does not answer may stay so before its jobs are FAILED (``flink.unreachable_timeout``).
@@ -162,20 +162,24 @@ class LocalFlinkController(SubprocessController):
         return Command(argv, extra)
 
 
+PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
 RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "runners", "flink_job.py")
 
 
-def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_id: str) -> str:
-    """The runner's instructions, in the execution's working folder.
+def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_id: str, only_job: int | None = None) -> str:
+    """The runner's instructions, in the execution's working folder (the JobManager reads it there for REST with shared files).
 
     ``mode``: ``local`` (a MiniCluster in the runner's process), ``remote`` (the runner
-    submits to ``flink.rest_url`` over REST) or ``cluster`` (under ``flink run -py``, which
-    chose the cluster).
+    submits to ``flink.rest_url`` over REST from the daemon's side) or ``cluster`` (under
+    ``flink run -py``, or Flink's Python driver in the JobManager, which chose the cluster).
+    ``only_job``: the index of the one Flink job this run of the program submits (the
+    JobManager's run request runs one job per program run); None: every job.
     """
     os.makedirs(env.working_dir, exist_ok=True)
-    for name in (JOBS_FILE, "runner-error.txt"):  # what an earlier attempt's runner left says nothing about this one
-        if os.path.exists(os.path.join(env.working_dir, name)):
-            os.unlink(os.path.join(env.working_dir, name))
+    if only_job in (None, 0):  # what an earlier attempt's runner left says nothing about this one
+        for name in os.listdir(env.working_dir):
+            if (name.startswith("flink-jobs") and name.endswith(".json")) or name == "runner-error.txt":
+                os.unlink(os.path.join(env.working_dir, name))
     info = env.job_execution_info
     spec = {
         "mode": mode,
@@ -197,13 +201,14 @@ def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_i
             "attempt": info.attempt,
         },
         "nodes": job.nodes,
+        "only_job": only_job,
     }
     if mode == "remote":  # the runner submits from the daemon's host over REST (see FlinkRestController.submit)
         spec["rest_url"] = rest_url(env)
         first = env.restore_savepoint or job.run_settings.get("savepoint_path")
         spec["savepoints"] = [first] if first else []  # the program's first job resumes from it
         spec["allow_non_restored_state"] = bool(job.run_settings.get("allow_non_restored_state"))
-    path = os.path.join(env.working_dir, "flink-job.json")
+    path = os.path.join(env.working_dir, "flink-job.json" if not only_job else f"flink-job-{only_job}.json")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(spec, fh)
     return path
@@ -251,12 +256,34 @@ class FlinkRestController:
         self._overviews: dict[str, _Overview] = {}  # rest url -> its last job overview
 
     async def submit(self, job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
-        """A jar through the run request; Python and SQL compiled here and sent by Flink's REST client."""
+        """A jar through the run request; Python and SQL in the JobManager, or compiled here (``flink.shared_files: false``)."""
         if not isinstance(job, FlinkPythonJob):
             await self._run(job.jar, job.entry_class, job.args, job, env, handle, handle.job_id)
             handle.job_ids = [handle.job_id]
             return
-        await self._submit_from_here(job, env, handle)
+        if flink_settings(env).get("shared_files", True):
+            await self._submit_in_jobmanager(job, env, handle)
+        else:
+            await self._submit_from_here(job, env, handle)
+
+    async def _submit_in_jobmanager(self, job: FlinkPythonJob, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
+        """The runner under Flink's Python driver, in the JobManager, which reads the spec and the workflow folder.
+
+        The run request runs one job per program run, so a program that starts several
+        Flink jobs is run once per job: the first run counts them (in the working folder),
+        each further run submits the next one.
+        """
+        jar = _python_driver_jar(env)
+        index = 0
+        while True:
+            spec = write_pyflink_spec(job, env, "cluster", handle.job_id, only_job=index)
+            job_id = derived_job_id(handle.job_id, index)
+            await self._run(jar, PYTHON_DRIVER, ["-py", RUNNER, "-pyfs", _python_files(job, env), spec], job, env, handle, job_id)
+            ids = _json_list(os.path.join(env.working_dir, f"flink-jobs-{index}.json")) or [job_id]
+            handle.job_ids = ids
+            index += 1
+            if index >= len(ids):
+                return
 
     async def _submit_from_here(self, job: FlinkPythonJob, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
         """Compile the program in a child process of the daemon; Flink's REST client there submits every job.
@@ -301,7 +328,7 @@ class FlinkRestController:
         parallelism = given.get("parallelism", job.parallelism)
         if parallelism:
             body["parallelism"] = parallelism
-        savepoint = env.restore_savepoint or given.get("savepoint_path")
+        savepoint = (env.restore_savepoint or given.get("savepoint_path")) if job_id == handle.job_id else None
         if savepoint:
             body["savepointPath"] = savepoint
         if given.get("allow_non_restored_state"):
@@ -322,8 +349,11 @@ class FlinkRestController:
                     continue  # the cluster forgot the jar (restarted): upload it again
                 if answer.status_code < 400:
                     return
-                _note(env.log_path, answer.text)
-                raise RuntimeError(f"the cluster refused the job: {_errors(answer)}")
+                # A Python program's own output goes to the JobManager's log: the runner
+                # leaves its traceback in the working folder for the job's log instead.
+                cause = _read(os.path.join(env.working_dir, "runner-error.txt"))
+                _note(env.log_path, f"the job's Python program failed in the JobManager:\n{cause}" if cause else answer.text)
+                raise RuntimeError(f"the cluster refused the job: {_cause_line(cause) or _errors(answer)}")
 
     async def _jar_id(self, client: httpx.AsyncClient, jar: str, url: str, fresh: bool) -> str:
         """The cluster's id for this jar's content, uploading it only when the cluster lacks it."""
@@ -655,6 +685,14 @@ class FlinkJobController(JobController):
         handle.job_ids = [str(j) for j in handle_record.get("job_ids") or [job_id]]
         handle.savepoint_path = handle_record.get("savepoint_path")
         return handle
+
+
+def _python_driver_jar(env: JobRuntimeEnv) -> str:
+    opt = os.path.join(flink_home(env), "opt")
+    jars = sorted(f for f in os.listdir(opt) if f.startswith("flink-python") and f.endswith(".jar")) if os.path.isdir(opt) else []
+    if not jars:
+        raise RuntimeError(f"no flink-python jar in {opt}: Python and SQL jobs need it to run through REST")
+    return os.path.join(opt, jars[-1])
 
 
 def _target_options(job: Any, env: JobRuntimeEnv) -> list[str]:
