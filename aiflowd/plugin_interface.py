@@ -115,6 +115,9 @@ class JobRuntimeEnv:
     #: A savepoint the job should start from: its previous version's, when a changed
     #: workflow restarted it (controllers that know savepoints honour it).
     restore_savepoint: str | None = None
+    #: One savepoint per Flink job, in the order the program started them (None: that job
+    #: left none), when the job was several; ``restore_savepoint`` is the first of them.
+    restore_savepoints: list[str | None] | None = None
 
     @property
     def workflow_name(self) -> str:

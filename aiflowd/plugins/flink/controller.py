@@ -125,6 +125,8 @@ class FlinkJobHandle(JobHandle):
         self.log_path = log_path
         self.stopped = False
         self.savepoint_path: str | None = None
+        #: Each Flink job's savepoint after a stop with savepoint, in job_ids' order (None: none taken).
+        self.savepoint_paths: list[str | None] = []
         self.final: dict[str, Any] | None = None
         #: Every Flink job of this aiflowd job (a Python or SQL program may start several); job_id is the first.
         self.job_ids: list[str] = [job_id]
@@ -205,13 +207,22 @@ def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_i
     }
     if mode == "remote":  # the runner submits from the daemon's host over REST (see FlinkRestController.submit)
         spec["rest_url"] = rest_url(env)
-        first = env.restore_savepoint or job.run_settings.get("savepoint_path")
-        spec["savepoints"] = [first] if first else []  # the program's first job resumes from it
+        spec["savepoints"] = savepoints_to_restore(job, env)
         spec["allow_non_restored_state"] = bool(job.run_settings.get("allow_non_restored_state"))
+    elif mode == "cluster" and only_job is None and env.restore_savepoints:  # flink run -py: one savepoint per job
+        spec["savepoints"] = list(env.restore_savepoints)
     path = os.path.join(env.working_dir, "flink-job.json" if not only_job else f"flink-job-{only_job}.json")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(spec, fh)
     return path
+
+
+def savepoints_to_restore(job: FlinkJob, env: JobRuntimeEnv) -> list[str | None]:
+    """Each Flink job's savepoint, in the order the program starts them: the one a stop left for each, else ``-s`` for the first."""
+    if env.restore_savepoints:
+        return list(env.restore_savepoints)
+    first = env.restore_savepoint or job.run_settings.get("savepoint_path")
+    return [first] if first else []
 
 
 def _python_files(job: FlinkPythonJob, env: JobRuntimeEnv) -> str:
@@ -278,7 +289,10 @@ class FlinkRestController:
         while True:
             spec = write_pyflink_spec(job, env, "cluster", handle.job_id, only_job=index)
             job_id = derived_job_id(handle.job_id, index)
-            await self._run(jar, PYTHON_DRIVER, ["-py", RUNNER, "-pyfs", _python_files(job, env), spec], job, env, handle, job_id)
+            saved = savepoints_to_restore(job, env)
+            savepoint = saved[index] if index < len(saved) else None
+            args = ["-py", RUNNER, "-pyfs", _python_files(job, env), spec]
+            await self._run(jar, PYTHON_DRIVER, args, job, env, handle, job_id, savepoint)
             ids = _json_list(os.path.join(env.working_dir, f"flink-jobs-{index}.json")) or [job_id]
             handle.job_ids = ids
             index += 1
@@ -321,14 +335,24 @@ class FlinkRestController:
         raise RuntimeError(f"the job's program failed to submit (exit status {code}): {_cause_line(cause) or 'see the job log'}")
 
     async def _run(
-        self, jar: str, entry_class: str | None, args: list[str], job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle, job_id: str
+        self,
+        jar: str,
+        entry_class: str | None,
+        args: list[str],
+        job: Any,
+        env: JobRuntimeEnv,
+        handle: FlinkJobHandle,
+        job_id: str,
+        savepoint: str | None = None,
     ) -> None:
+        """One run request; ``savepoint``: the job's own (a program's later job), else the first job's."""
         given = job.run_settings  # flink_run_args, translated at load time
         body: dict[str, Any] = {"entryClass": given.get("entry_class", entry_class), "programArgsList": args, "jobId": job_id}
         parallelism = given.get("parallelism", job.parallelism)
         if parallelism:
             body["parallelism"] = parallelism
-        savepoint = (env.restore_savepoint or given.get("savepoint_path")) if job_id == handle.job_id else None
+        if savepoint is None and job_id == handle.job_id:
+            savepoint = env.restore_savepoint or given.get("savepoint_path")
         if savepoint:
             body["savepointPath"] = savepoint
         if given.get("allow_non_restored_state"):
@@ -464,12 +488,16 @@ class FlinkRestController:
                 await client.patch(f"/jobs/{job_id}", params={"mode": "cancel"})
 
     async def stop_with_savepoint(self, handle: FlinkJobHandle, directory: str | None) -> None:
-        """Stop each job with a savepoint; the first job's savepoint is the one a restart resumes from."""
+        """Stop each job with a savepoint, each recorded for its job; a restart resumes each job from its own."""
         first = handle.savepoint_path
+        found: dict[str, str] = {}
         for job_id in reversed(handle.job_ids):
+            handle.savepoint_path = None
             await self._stop_one(handle, job_id, directory)
-            first = handle.savepoint_path if job_id == handle.job_id else first
-        handle.savepoint_path = first
+            if handle.savepoint_path:
+                found[job_id] = handle.savepoint_path
+        handle.savepoint_paths = [found.get(job_id) for job_id in handle.job_ids]
+        handle.savepoint_path = found.get(handle.job_id, first)
 
     async def _stop_one(self, handle: FlinkJobHandle, job_id: str, directory: str | None) -> None:
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
@@ -528,8 +556,8 @@ class FlinkCliController:
     async def submit(self, job: Any, env: JobRuntimeEnv, job_id: str) -> list[str]:
         """Run ``flink run -d``; the ids of the Flink jobs it started (a Python program may start several)."""
         argv = [os.path.join(flink_home(env), "bin", "flink"), "run", "-d", f"-D$internal.pipeline.job-id={job_id}"]
-        if env.restore_savepoint:
-            argv += ["-s", env.restore_savepoint]
+        if env.restore_savepoint and not (isinstance(job, FlinkPythonJob) and env.restore_savepoints):
+            argv += ["-s", env.restore_savepoint]  # a program's several savepoints go to the runner instead, one per job
         if isinstance(job, FlinkPythonJob):
             argv += _target_options(job, env) + _python_options(job, env, write_pyflink_spec(job, env, "cluster", job_id))
         else:
@@ -543,7 +571,9 @@ class FlinkCliController:
 
     async def stop(self, handle: FlinkJobHandle, job: Any, env: JobRuntimeEnv, mode: str) -> None:
         flink = os.path.join(flink_home(env), "bin", "flink")
+        found: dict[str, str] = {}
         for job_id in reversed(handle.job_ids):  # the first job last: its savepoint is the last one logged
+            before = len(_read(handle.log_path))
             if mode == "stop":
                 argv = [flink, "stop", *_target_options(job, env), *job.flink_stop_args]
                 if job.savepoint_dir:
@@ -552,9 +582,12 @@ class FlinkCliController:
             else:
                 argv = [flink, "cancel", *_target_options(job, env), job_id]
             await self._run(argv, job, env, "stop")
-        said = re.findall(r"Savepoint completed\. Path: (\S+)", _read(handle.log_path))
-        if said:
-            handle.savepoint_path = said[-1]
+            said = re.findall(r"Savepoint completed\. Path: (\S+)", _read(handle.log_path)[before:])
+            if said:
+                found[job_id] = said[-1]
+        if found:
+            handle.savepoint_paths = [found.get(job_id) for job_id in handle.job_ids]
+            handle.savepoint_path = found.get(handle.job_id, handle.savepoint_path)
 
     async def _run(self, argv: list[str], job: Any, env: JobRuntimeEnv, what: str) -> int | None:
         extra = dict(job.env) if job is not None else {}
@@ -684,6 +717,7 @@ class FlinkJobController(JobController):
         handle.stopped = bool(handle_record.get("stopped", False))
         handle.job_ids = [str(j) for j in handle_record.get("job_ids") or [job_id]]
         handle.savepoint_path = handle_record.get("savepoint_path")
+        handle.savepoint_paths = list(handle_record.get("savepoint_paths") or [])
         return handle
 
 
