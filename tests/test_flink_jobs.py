@@ -457,8 +457,14 @@ def restored_from(url: str, job_id: str) -> str | None:
     return ((answer.get("latest") or {}).get("restored") or {}).get("external_path")
 
 
-@pytest.mark.parametrize("shared_files", [True, False])
-async def test_each_job_of_a_program_resumes_from_its_own_savepoint(loader, cluster: str, tmp_path: Path, shared_files: bool) -> None:  # noqa: F811
+@pytest.mark.parametrize(("shared_files", "submit_via"), [(True, "rest"), (False, "rest"), (True, "cli")])
+async def test_each_job_of_a_program_resumes_from_its_own_savepoint(
+    loader,
+    cluster: str,  # noqa: F811
+    tmp_path: Path,
+    shared_files: bool,
+    submit_via: str,
+) -> None:
     import anyio
     import httpx
 
@@ -466,7 +472,7 @@ async def test_each_job_of_a_program_resumes_from_its_own_savepoint(loader, clus
     from aiflowd.plugins.flink.controller import FlinkJobController
 
     write(tmp_path / "wf" / "wf.py", TWO_STREAMS)
-    write(tmp_path / "wf" / "wf.yaml", "j:\n  job_type: flink\n  properties: {stop_mode: stop}\n")
+    write(tmp_path / "wf" / "wf.yaml", f"j:\n  job_type: flink\n  properties: {{stop_mode: stop, submit_via: {submit_via}}}\n")
     job = loader.load(str(tmp_path / "wf")).jobs["j"]
     controller = FlinkJobController()
     flink = {"rest_url": cluster, "shared_files": shared_files}
