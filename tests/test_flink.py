@@ -469,19 +469,24 @@ async def test_yaml_processor_reference_for_a_flink_python_node(loader, cluster:
     assert csv_numbers(out) == [7, 8]
 
 
-async def test_a_python_job_that_fails_to_compile_for_rest_names_its_cause(loader, cluster: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("shared_files", "said"),
+    [
+        (True, "the cluster refused the job: ValidationException"),  # in the JobManager
+        (False, "the job's program failed to submit (exit status 1): ValidationException"),  # compiled here
+    ],
+)
+async def test_a_python_job_refused_through_rest_names_its_cause(
+    loader, cluster: str, tmp_path: Path, shared_files: bool, said: str
+) -> None:
     path = write(
         tmp_path / "mismatch.yaml",
         "x:\n  job_type: flink\n  sql: \"CREATE TABLE o (n INT) WITH ('connector'='blackhole'); INSERT INTO o SELECT 'text'\"\n",
     )
-    execution, runs = await run_execution(
-        loader, path, tmp_path, settings={"flink": {"rest_url": cluster}, "instance_id": os.urandom(8).hex()}
-    )
+    flink = {"rest_url": cluster, "shared_files": shared_files}
+    execution, runs = await run_execution(loader, path, tmp_path, settings={"flink": flink, "instance_id": os.urandom(8).hex()})
     assert execution.status.value == "FAILED"
-    assert runs[0].message.startswith(
-        "submission failed: RuntimeError: the job's program failed to submit (exit status 1):"
-        " ValidationException: Column types of query result and sink"
-    )
+    assert runs[0].message.startswith(f"submission failed: RuntimeError: {said}: Column types of query result and sink")
     assert "Traceback" in Path(runs[0].env.log_path).read_text()
 
 
