@@ -510,3 +510,40 @@ async def test_each_job_of_a_program_resumes_from_its_own_savepoint(
         assert [restored_from(cluster, j) for j in second.job_ids] == paths  # type: ignore[attr-defined]
     finally:
         await controller.stop_job(second, second_env)
+
+
+OWN_ENV = """
+from ai_flow_plugins.job_plugins.flink import FlinkEnv, set_flink_env
+from ai_flow_plugins.job_plugins.flink.flink_processor import FlinkPythonProcessor
+from aiflowd import job_config, user_define_operation
+
+
+class OwnEnv(FlinkEnv):
+    def create_env(self):
+        raise AssertionError("never called when compiled on the daemon's side")
+
+
+set_flink_env(OwnEnv())
+
+
+class Nothing(FlinkPythonProcessor):
+    def process(self, ctx, inputs):
+        return []
+
+
+with job_config("j"):
+    user_define_operation(processor=Nothing())
+"""
+
+
+async def test_an_own_flink_env_is_refused_when_compiled_on_the_daemons_side(loader, tmp_path: Path) -> None:
+    write(tmp_path / "wf" / "wf.py", OWN_ENV)
+    write(tmp_path / "wf" / "wf.yaml", "j:\n  job_type: flink\n")
+    flink = {"rest_url": "http://127.0.0.1:9", "shared_files": False}  # refused before any cluster is asked
+    execution, runs = await run_execution(loader, tmp_path / "wf", tmp_path, settings={"flink": flink, "instance_id": "x"})
+    assert execution.status.value == "FAILED"
+    assert runs[0].message == (
+        "submission failed: RuntimeError: the job's program failed to submit (exit status 1): RuntimeError:"
+        " OwnEnv.create_env() makes its own environments, which cannot be sent to the cluster from the daemon's side"
+        " (flink.shared_files: false); use FlinkBatchEnv or FlinkStreamEnv, or submit_via: cli"
+    )

@@ -409,6 +409,11 @@ def run(spec: dict[str, Any]) -> None:
     settings["python.files"] = python_files  # modules for the UDF workers (flink run's -pyfs)
     custom = chosen_env(list(processors.values()))
     if custom is not None and custom.mode is None:  # a FlinkEnv of the user's own
+        if spec["mode"] == "remote":
+            raise RuntimeError(
+                f"{type(custom).__name__}.create_env() makes its own environments, which cannot be sent to the cluster"
+                " from the daemon's side (flink.shared_files: false); use FlinkBatchEnv or FlinkStreamEnv, or submit_via: cli"
+            )
         stream_env, table_env, shared = custom.create_env()
     else:
         configuration = Configuration()
