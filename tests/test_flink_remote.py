@@ -9,10 +9,11 @@ names a path of the daemon's. Outputs go to a folder anyone may write, the one t
 sides share (as a remote cluster and its client would share a bucket). Such a cluster needs
 ``flink.shared_files: false``; with the default, the JobManager is refused the daemon's files.
 
-Python UDFs are not covered here: their workers run on the TaskManager with an interpreter
-that has pyflink, and the only one on this host lives in the project's environment, which
-``nobody`` cannot read where the checkout is private (as in CI). The programs below use the
-Table API without Python functions, which need no interpreter on the cluster's side.
+A Python UDF from a module of the workflow folder runs there too, shipped as an artifact
+of the job: its workers need an interpreter with pyflink that the cluster's user can run,
+here the system's Python with this environment's packages. Where that user cannot read
+them (a private checkout, as in CI) that test is skipped and says why; the other programs
+use the Table API without Python functions, which needs no interpreter on the cluster.
 """
 
 from __future__ import annotations
@@ -201,3 +202,73 @@ def test_sql_and_python_jobs_reach_a_cluster_that_reads_nothing_of_the_daemons(
     # Written by the cluster's user: the jobs ran there, not in a MiniCluster of the daemon's side.
     written = [f for f in (shared_out / "by_sql").rglob("*") if f.is_file() and not f.name.startswith(".")]
     assert written and all(f.stat().st_uid == pwd.getpwnam(USER).pw_uid for f in written)
+
+
+UDF_MODULE = """
+from pyflink.table.udf import udf
+
+
+@udf(result_type="BIGINT")
+def triple(n):
+    return n * 3
+"""
+
+UDF_PROGRAM = """
+from aiflowd import FlinkSqlProcessor, job_config, user_define_operation
+
+from udfs import triple  # the workflow folder's module: it reaches the UDF workers as an artifact of the job
+
+
+class Tripled(FlinkSqlProcessor):
+    def udf_list(self, ctx):
+        return [("triple", triple)]
+
+    def sql_statements(self, ctx):
+        return [
+            "CREATE TABLE o (n BIGINT) WITH ('connector'='filesystem','path'='{out}/udf','format'='csv')",
+            "INSERT INTO o SELECT triple(n) FROM (VALUES (1), (2)) AS t(n)",
+        ]
+
+
+with job_config("udf"):
+    user_define_operation(processor=Tripled())
+"""
+
+
+def test_a_python_udf_of_the_workflow_folder_runs_on_a_cluster_that_cannot_read_it(
+    foreign_cluster: str, shared_out: Path, tmp_path: Path
+) -> None:
+    import sysconfig
+
+    import pyflink
+
+    # The UDF workers run as the cluster's user with an interpreter that has pyflink: the
+    # system's Python of this version with this environment's packages, where that user can
+    # read them (not in a private checkout, as in CI; nor a Python installed in root's home).
+    system_python = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    packages = Path(sysconfig.get_paths()["purelib"])
+    if not (user_can("-x", system_python) and user_can("-r", Path(pyflink.__file__))):
+        pytest.skip(f"{USER} cannot run {system_python} with pyflink from {packages}, which Python UDF workers need")
+    wrapper = shared_out / "python-for-udfs"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={packages} exec {system_python} "$@"\n')
+    wrapper.chmod(0o755)
+    wf = tmp_path / "udf_wf"
+    write(wf / "udfs.py", UDF_MODULE)
+    write(wf / "udf_wf.py", UDF_PROGRAM.format(out=shared_out))
+    write(
+        wf / "udf_wf.yaml",
+        f"udf:\n  job_type: flink\n  properties: {{execution_mode: batch, flink_run_args: [-Dpython.executable={wrapper}]}}\n",
+    )
+    assert not user_can("-r", wf / "udfs.py")
+    config = write(tmp_path / "remote.yaml", "flink:\n  shared_files: false\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "aiflowd.cli.aiflowd", "--config", str(config), "run-once", str(wf)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=cli_env(**{FLINK_REST_URL_VARIABLE: foreign_cluster}),
+        timeout=400,
+        preexec_fn=lambda: os.umask(0),  # the client-made staging folder, open to the cluster's user
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert csv_numbers(shared_out / "udf") == [3, 6]
