@@ -26,7 +26,7 @@ SOCKET_NAME = "aiflowd.sock"
 DEFAULT_FLINK_REST_URL = "http://127.0.0.1:8081"
 FLINK_REST_URL_VARIABLE = "AIFLOWD_FLINK_REST_URL"
 #: The keys of the ``flink`` section, each read by the flink job type; any other is a typo.
-FLINK_KEYS = ("rest_url", "flink_home", "java_home", "conf_dir", "stop_timeout", "unreachable_timeout", "on_daemon_stop")
+FLINK_KEYS = ("rest_url", "flink_home", "java_home", "conf_dir", "stop_timeout", "unreachable_timeout", "on_daemon_stop", "shared_files")
 #: The keys of the ``http`` section (the read-only status pages and metrics; off without it).
 HTTP_KEYS = ("listen", "refresh")
 #: How often the status pages reload themselves, unless ``http.refresh`` says otherwise.
@@ -250,6 +250,11 @@ def _flink_section(value: Any, base: str, env: Mapping[str, str], doc: Any, prob
                 flink[key] = item
             else:
                 where(key, f"must be keep or stop; got {item!r}")
+        elif key == "shared_files":
+            if isinstance(item, bool):
+                flink[key] = item
+            else:
+                where(key, f"must be true or false; got {item!r}")
         elif key in ("stop_timeout", "unreachable_timeout"):
             try:
                 flink[key] = parse_duration(item)

@@ -133,6 +133,8 @@ class WorkflowEntry:
     unrecovered: list[dict[str, Any]] = field(default_factory=list)
     #: Savepoints the jobs of a stopped older version left, for the new version to start from.
     restore: dict[str, str] = field(default_factory=dict)
+    #: For a job that ran several Flink jobs: each one's savepoint, in the order they started.
+    restore_each: dict[str, list[str | None]] = field(default_factory=dict)
     #: What the version's several-event triggers (start/stop on events) have seen so far.
     trigger_memory: scheduler.EventMemory = field(default_factory=scheduler.EventMemory)
 
@@ -1005,6 +1007,7 @@ class Engine:
         entry = self.workflows.get(execution.workflow)
         if entry is not None and job in entry.restore:
             run.env.restore_savepoint = entry.restore.pop(job)
+            run.env.restore_savepoints = entry.restore_each.pop(job, None)
             reason = f"{reason}, from savepoint {run.env.restore_savepoint}"
             run.reason = reason
         run.id = self.store.create_job_execution(
@@ -1208,6 +1211,9 @@ class Engine:
         entry = self.workflows.get(execution.workflow)
         if savepoint and execution.stop_reason == CHANGED and entry is not None:
             entry.restore[run.job] = str(savepoint)
+            each = (outcome.handle_record or {}).get("savepoint_paths")
+            if isinstance(each, list) and len(each) > 1:
+                entry.restore_each[run.job] = [None if p is None else str(p) for p in each]
         state = execution.states[run.job]
         if execution.stop_reason is None:
             decisions: list[scheduler.Decision]

@@ -134,6 +134,10 @@ class JobRuntimeEnv:
         if self.reporter is not None:
             self.reporter(condition, detail, subject, since)
 
+    #: One savepoint per Flink job, in the order the program started them (None: that job
+    #: left none), when the job was several; ``restore_savepoint`` is the first of them.
+    restore_savepoints: list[str | None] | None = None
+
     @property
     def workflow_name(self) -> str:
         return self.job_execution_info.workflow_name

@@ -5,7 +5,13 @@ the project's cluster (scripts/flink-cluster.sh start). Target: REST at least 10
 faster than the CLI. Also: a workflow file dropped into the watched folder -> its Flink
 job RUNNING on the cluster, through a real daemon.
 
-Usage: python -m benchmarks.flink_submit [--rounds 5]
+And the same for a SQL job (an unbounded datagen -> blackhole INSERT), three ways: REST with
+the program run inside the JobManager (``flink.shared_files: true``, the default), REST
+with the program compiled on the daemon's side and its job graph sent by Flink's REST
+client (``shared_files: false``), and the CLI (``flink run -py``). ``--sql-only`` measures
+only that.
+
+Usage: python -m benchmarks.flink_submit [--rounds 5] [--sql-only]
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import pyflink
 
 from aiflowd.model import JobConfig
 from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
-from aiflowd.plugins.flink import FlinkJavaJob, flink_options
+from aiflowd.plugins.flink import FlinkJavaJob, FlinkPythonJob, flink_options
 from aiflowd.plugins.flink.controller import FlinkJobController
 from benchmarks.daemon_process import BenchDaemon
 
@@ -67,6 +73,34 @@ async def submit_to_running(controller: FlinkJobController, jar: Path, root: Pat
     return took
 
 
+SQL = """\
+CREATE TABLE src (n BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '10');
+CREATE TABLE snk (n BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO snk SELECT n FROM src;
+"""
+
+
+async def sql_submit_to_running(controller: FlinkJobController, root: Path, via: str, i: int) -> float:
+    """A streaming SQL job: ``submit_job`` -> RUNNING on the cluster."""
+    options = flink_options({"run_mode": "cluster", "submit_via": "cli" if via == "cli" else "rest"})
+    statements = [s.strip() for s in SQL.split(";") if s.strip()]
+    node = {"node_id": "q", "name": "q", "output_num": 0, "inputs": [], "kind": "sql_statements"}
+    node.update({"statements": statements, "class": "sql", "script": SQL})
+    job = FlinkPythonJob(JobConfig("sql", "flink"), [node], options)
+    info = JobExecutionInfo("bench", "sql", "1", f"sql.{via}.{i}.{time.time_ns()}")
+    work = root / "sqlwork" / f"{via}{i}"
+    (root / "sqlwf").mkdir(exist_ok=True)
+    flink = {"rest_url": REST, "shared_files": via != "remote"}
+    env = JobRuntimeEnv(str(work), str(root / "logs" / f"sql{via}{i}.log"), str(root / "sqlwf"), info, {"flink": flink})
+    started = time.perf_counter()
+    handle = await controller.submit_job(job, env)
+    while state(handle.job_id) != "RUNNING":  # type: ignore[attr-defined]
+        await asyncio.sleep(0.005)
+    took = time.perf_counter() - started
+    await controller.stop_job(handle, env)
+    return took
+
+
 def drop_to_running(jar: Path, root: Path, drops: int) -> list[float]:
     daemon = BenchDaemon(root / "daemon", f"flink: {{rest_url: '{REST}'}}\n")
     daemon.start()
@@ -95,6 +129,24 @@ def drop_to_running(jar: Path, root: Path, drops: int) -> list[float]:
     return samples
 
 
+async def sql_main(rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        controller = FlinkJobController()
+        samples: dict[str, list[float]] = {"rest": [], "remote": [], "cli": []}
+        for i in range(rounds):  # interleaved: a change in the machine's load weighs on all three alike
+            for via, taken in samples.items():
+                taken.append(await sql_submit_to_running(controller, root, via, i))
+    print(f"a streaming SQL job, submit_job -> RUNNING on the cluster, median of {rounds}")
+    names = {
+        "rest": "REST, in the JobManager (shared_files: true)",
+        "remote": "REST, compiled here (shared_files: false)",
+        "cli": "CLI (flink run -d -py)",
+    }
+    for via, taken in samples.items():
+        print(f"  {names[via]:<45}: {statistics.median(taken) * 1000:7.1f} ms  (all: {', '.join(f'{x * 1000:.0f}' for x in taken)})")
+
+
 async def main(rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -115,4 +167,8 @@ async def main(rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
-    asyncio.run(main(parser.parse_args().rounds))
+    parser.add_argument("--sql-only", action="store_true", help="only the SQL job, both ways")
+    arguments = parser.parse_args()
+    if not arguments.sql_only:
+        asyncio.run(main(arguments.rounds))
+    asyncio.run(sql_main(arguments.rounds))

@@ -28,6 +28,12 @@ another cluster's), and waits for a free task slot until a deadline
 the deadline passes, it stops what it started and says why, quoting the log. It prints
 the REST URL on success. ``$AIFLOWD_FLINK_SETTINGS`` (a YAML mapping) adds or overrides
 Flink settings.
+
+``$AIFLOWD_FLINK_USER`` runs the JVMs as that user (the script must run as root): a
+cluster that shares no folder with whoever submits to it, as a remote one would. That
+user may not be able to read the distribution inside the Python environment, so it is
+linked (or copied) into ``dist/`` of the work folder, made readable to all; the work
+folder's ``conf``, ``log``, ``pid``, ``tmp`` and ``savepoints`` become that user's.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ import fcntl
 import glob
 import json
 import os
+import pwd
 import re
+import shutil
 import secrets
 import signal
 import socket
@@ -83,6 +91,8 @@ class Cluster:
     ports: dict[str, int]
     start_timeout: float
     extra_settings: dict[str, Any] = field(default_factory=dict)
+    #: The user the JVMs run as (``$AIFLOWD_FLINK_USER``); None: the script's own.
+    user: str | None = None
 
     @property
     def url(self) -> str:
@@ -129,7 +139,13 @@ def from_environment(env: dict[str, str]) -> Cluster:
     if not isinstance(extra, dict):
         raise ClusterError("$AIFLOWD_FLINK_SETTINGS must be a YAML mapping of Flink settings")
     workdir = Path(env.get("AIFLOWD_FLINK_WORKDIR") or REPO / ".flink").resolve()
-    return Cluster(workdir, ports, timeout, extra)
+    user = env.get("AIFLOWD_FLINK_USER") or None
+    if user is not None:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise ClusterError(f"$AIFLOWD_FLINK_USER names no user of this host: {user!r}") from None
+    return Cluster(workdir, ports, timeout, extra, user)
 
 
 # --- processes -------------------------------------------------------------------------
@@ -313,6 +329,60 @@ def java17() -> str:
     raise ClusterError("Flink needs Java 17 and none was found (set JAVA_HOME to a JDK 17)")
 
 
+DIST_PARTS = ("bin", "conf", "lib", "opt", "plugins")
+
+
+def as_user(cluster: Cluster) -> list[str]:
+    """The command prefix that runs a program as the cluster's user (nothing without one)."""
+    if cluster.user is None:
+        return []
+    entry = pwd.getpwnam(cluster.user)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--"]
+
+
+def shared_distribution(cluster: Cluster, home: Path) -> Path:
+    """The distribution as the cluster's user can read it: ``dist/`` of the work folder, made once.
+
+    Hard links where the file system allows (instant, no space), else copies; a marker
+    names the source, so a work folder keeps its copy until the distribution changes.
+    """
+    dist = cluster.workdir / "dist"
+    marker = dist / ".source"
+    if marker.exists() and marker.read_text() == str(home):
+        return dist
+    shutil.rmtree(dist, ignore_errors=True)
+    for part in DIST_PARTS:
+        if (home / part).is_dir():
+            try:
+                shutil.copytree(home / part, dist / part, copy_function=os.link, symlinks=True)
+            except OSError:  # another file system: copy
+                shutil.rmtree(dist / part, ignore_errors=True)
+                shutil.copytree(home / part, dist / part, symlinks=True)
+    for path in [dist, *dist.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+        elif path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o004 == 0:
+            # A link shares its mode with the original: a copy, opened up, leaves the original as it was.
+            path.unlink()
+            shutil.copy2(home / path.relative_to(dist), path)
+            path.chmod(path.stat().st_mode | 0o044 | (0o011 if path.stat().st_mode & 0o100 else 0))
+    marker.write_text(str(home))
+    return dist
+
+
+def hand_over(cluster: Cluster, home: Path) -> None:
+    """Give the cluster's user its folders, and check it can reach them and the distribution."""
+    assert cluster.user is not None
+    entry = pwd.getpwnam(cluster.user)
+    cluster.workdir.chmod(0o755)
+    for sub in ("conf", "log", "pid", "tmp", "savepoints"):
+        for path in [cluster.workdir / sub, *(cluster.workdir / sub).rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    probe = [*as_user(cluster), "sh", "-c", 'test -w "$1" && test -r "$2"', "-", str(cluster.workdir / "log"), str(home / "lib")]
+    if subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True).returncode != 0:
+        raise ClusterError(f"user {cluster.user} cannot reach {cluster.workdir} (every folder above it must be open to it: mode 0755)")
+
+
 def write_config(cluster: Cluster, home: Path, token: str) -> None:
     workdir = cluster.workdir
     for sub in ("conf", "log", "pid", "tmp", "savepoints"):
@@ -407,7 +477,13 @@ def start(cluster: Cluster) -> str:
     home = flink_home()
     token = secrets.token_hex(8)
     cluster.workdir.mkdir(parents=True, exist_ok=True)
+    if cluster.user is not None:
+        if os.geteuid() != 0:
+            raise ClusterError(f"$AIFLOWD_FLINK_USER ({cluster.user}) needs the script to run as root")
+        home = shared_distribution(cluster, home)
     write_config(cluster, home, token)
+    if cluster.user is not None:
+        hand_over(cluster, home)
     cluster.token_file.write_text(token + "\n")
     env = dict(os.environ)
     env.update(
@@ -423,7 +499,7 @@ def start(cluster: Cluster) -> str:
         log = cluster.log(role)
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [str(home / "bin" / f"{role}.sh"), "start-foreground", *args],
+                [*as_user(cluster), str(home / "bin" / f"{role}.sh"), "start-foreground", *args],
                 env=env,
                 cwd=cluster.workdir,
                 stdin=subprocess.DEVNULL,

@@ -69,14 +69,25 @@ def test_control_timeouts(tmp_path: Path) -> None:
 def test_flink_rest_url_is_always_set_from_the_file_the_environment_or_the_default(tmp_path: Path) -> None:
     assert load_config(None, environ={}).flink == {"rest_url": "http://127.0.0.1:8081"}
     assert load_config(None, environ={"AIFLOWD_FLINK_REST_URL": "http://127.0.0.1:9000/"}).flink["rest_url"] == "http://127.0.0.1:9000"
-    path = write(tmp_path / "c.yaml", "flink:\n  rest_url: https://flink.example:8443/\n  stop_timeout: 5m\n  conf_dir: conf\n")
+    path = write(
+        tmp_path / "c.yaml",
+        "flink:\n  rest_url: https://flink.example:8443/\n  stop_timeout: 5m\n  conf_dir: conf\n  shared_files: false\n",
+    )
     config = load_config(str(path), environ={"AIFLOWD_FLINK_REST_URL": "http://127.0.0.1:9000"})  # the file wins
-    assert config.flink == {"rest_url": "https://flink.example:8443", "stop_timeout": 300.0, "conf_dir": str(tmp_path / "conf")}
+    assert config.flink == {
+        "rest_url": "https://flink.example:8443",
+        "stop_timeout": 300.0,
+        "conf_dir": str(tmp_path / "conf"),
+        "shared_files": False,
+    }
     assert config.job_settings()["flink"]["rest_url"] == "https://flink.example:8443"
 
 
 def test_bad_flink_settings_are_located(tmp_path: Path) -> None:
-    path = write(tmp_path / "c.yaml", "flink:\n  rest_url: localhost:8081\n  resturl: http://x\n  stop_timeout: soon\n  java_home: 17\n")
+    path = write(
+        tmp_path / "c.yaml",
+        "flink:\n  rest_url: localhost:8081\n  resturl: http://x\n  stop_timeout: soon\n  java_home: 17\n  shared_files: 'no'\n",
+    )
     with pytest.raises(LoadError) as info:
         load_config(str(path), environ={})
     assert [str(p) for p in info.value.problems][:3] == [
@@ -85,6 +96,7 @@ def test_bad_flink_settings_are_located(tmp_path: Path) -> None:
         f"{path}:4:3: flink.stop_timeout: {info.value.problems[2].message}",
     ]
     assert str(info.value.problems[3]) == f"{path}:5:3: flink.java_home: must be a path"
+    assert str(info.value.problems[4]) == f"{path}:6:3: flink.shared_files: must be true or false; got 'no'"
     with pytest.raises(LoadError) as info:
         load_config(None, environ={"AIFLOWD_FLINK_REST_URL": "127.0.0.1:8081"})
     assert str(info.value).startswith("$AIFLOWD_FLINK_REST_URL: flink.rest_url: must be an http:// or https:// URL")

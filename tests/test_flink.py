@@ -335,6 +335,52 @@ def test_changed_workflow_restarts_a_streaming_job_from_its_savepoint(daemon: Da
     daemon.wait_jobs("evolving", lambda rows: rows[0]["status"] == "KILLED", timeout=60)
 
 
+TWO_STREAMS = """
+from aiflowd import FlinkPythonProcessor, job_config, user_define_operation
+
+class TwoStreams(FlinkPythonProcessor):
+    def process(self, ctx, inputs):
+        t = ctx.table_env
+        t.execute_sql("CREATE TABLE src (n BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '5')")
+        t.execute_sql("CREATE TABLE snk (n BIGINT) WITH ('connector' = 'blackhole')")
+        t.execute_sql("INSERT INTO snk SELECT n FROM src")
+        t.execute_sql("INSERT INTO snk SELECT n + 1 FROM src")
+        return []
+
+with job_config("two"):
+    user_define_operation(processor=TwoStreams())
+"""
+
+
+def test_a_changed_workflow_resumes_each_job_of_a_program_from_its_own_savepoint(daemon: Daemon, cluster: str) -> None:
+    folder = daemon.workflows / "two_streams"
+    write(folder / "two_streams.py", TWO_STREAMS)
+    write(folder / "two_streams.yaml", "two:\n  job_type: flink\n  properties: {stop_mode: stop}\n")
+    daemon.wait_jobs("two_streams", lambda rows: rows and rows[0]["status"] == "RUNNING", timeout=120)
+    wait_for(lambda: "and 1 more" in daemon.ctl("job", "logs", "two_streams", "two").stdout, timeout=60)
+    old_ids = flink_ids(daemon.ctl("job", "logs", "two_streams", "two").stdout)
+    wait_for(lambda: all(rest(f"/jobs/{j}")["state"] == "RUNNING" for j in old_ids), timeout=60)
+    (folder / "NOTES.txt").write_text("a new asset makes a new version\n")
+    rows = daemon.wait_jobs("two_streams", lambda rows: len(rows) == 2 and rows[0]["status"] == "RUNNING", timeout=120)
+    assert (rows[1]["status"], rows[1]["message"]) == ("KILLED", "workflow changed")
+    wait_for(lambda: "and 1 more" in daemon.ctl("job", "logs", "two_streams", "two").stdout, timeout=60)
+    new_ids = flink_ids(daemon.ctl("job", "logs", "two_streams", "two").stdout)
+    wait_for(lambda: all(rest(f"/jobs/{j}")["state"] == "RUNNING" for j in new_ids), timeout=60)
+    restored = [rest(f"/jobs/{j}/checkpoints")["latest"]["restored"]["external_path"] for j in new_ids]
+    # Each job from a savepoint of its own: the old first job's for the first, the second's for the second.
+    assert restored[0] != restored[1]
+    assert all(f"savepoint-{old[:6]}-" in path for old, path in zip(old_ids, restored, strict=True)), (old_ids, restored)
+    daemon.ctl("workflow", "stop-execution", "two_streams")
+    daemon.wait_jobs("two_streams", lambda rows: rows[0]["status"] == "KILLED", timeout=60)
+
+
+def flink_ids(log: str) -> list[str]:
+    """The Flink job ids of the last submission a job's log notes ("submitted Flink job A and 1 more (B)")."""
+    line = [x for x in log.splitlines() if "submitted Flink job" in x][-1]
+    first = line.split("submitted Flink job ")[1].split()[0]
+    return [first, *line.split(" more (")[1].split(")")[0].split(", ")]
+
+
 EXAMPLES = REPO / "examples" / "workflows"
 
 
@@ -423,18 +469,24 @@ async def test_yaml_processor_reference_for_a_flink_python_node(loader, cluster:
     assert csv_numbers(out) == [7, 8]
 
 
-async def test_a_python_job_refused_through_rest_names_its_cause(loader, cluster: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("shared_files", "said"),
+    [
+        (True, "the cluster refused the job: ValidationException"),  # in the JobManager
+        (False, "the job's program failed to submit (exit status 1): ValidationException"),  # compiled here
+    ],
+)
+async def test_a_python_job_refused_through_rest_names_its_cause(
+    loader, cluster: str, tmp_path: Path, shared_files: bool, said: str
+) -> None:
     path = write(
         tmp_path / "mismatch.yaml",
         "x:\n  job_type: flink\n  sql: \"CREATE TABLE o (n INT) WITH ('connector'='blackhole'); INSERT INTO o SELECT 'text'\"\n",
     )
-    execution, runs = await run_execution(
-        loader, path, tmp_path, settings={"flink": {"rest_url": cluster}, "instance_id": os.urandom(8).hex()}
-    )
+    flink = {"rest_url": cluster, "shared_files": shared_files}
+    execution, runs = await run_execution(loader, path, tmp_path, settings={"flink": flink, "instance_id": os.urandom(8).hex()})
     assert execution.status.value == "FAILED"
-    assert runs[0].message.startswith(
-        "submission failed: RuntimeError: the cluster refused the job: ValidationException: Column types of query result and sink"
-    )
+    assert runs[0].message.startswith(f"submission failed: RuntimeError: {said}: Column types of query result and sink")
     assert "Traceback" in Path(runs[0].env.log_path).read_text()
 
 

@@ -288,3 +288,60 @@ def test_start_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> 
     assert result.returncode == 1
     assert result.stderr.startswith(f"flink-cluster: port {base + 1} (rpc) is taken by another process (pid {os.getpid()}: ")
     assert not (tmp_path / "w" / "log").exists()  # nothing was started
+
+
+def test_an_unknown_cluster_user_is_one_clear_line() -> None:
+    module = cluster_module()
+    with pytest.raises(module.ClusterError) as info:
+        module.from_environment({"AIFLOWD_FLINK_USER": "no-such-user-here"})
+    assert str(info.value) == "$AIFLOWD_FLINK_USER names no user of this host: 'no-such-user-here'"
+
+
+def test_the_distribution_for_another_user_is_linked_once_and_the_original_left_as_it_was(tmp_path: Path) -> None:
+    module = cluster_module()
+    home = tmp_path / "home"
+    (home / "bin").mkdir(parents=True)
+    (home / "lib").mkdir()
+    (home / "python_sources").mkdir()  # not part of what a cluster runs from
+    (home / "bin" / "jobmanager.sh").write_text("#!/bin/sh\n")
+    (home / "bin" / "jobmanager.sh").chmod(0o755)
+    (home / "lib" / "flink-dist.jar").write_text("jar")
+    (home / "lib" / "secret.jar").write_text("private")
+    (home / "lib" / "secret.jar").chmod(0o600)
+    cluster = module.from_environment({"AIFLOWD_FLINK_WORKDIR": str(tmp_path / "w")})
+    dist = module.shared_distribution(cluster, home)
+    assert sorted(p.name for p in dist.iterdir() if not p.name.startswith(".")) == ["bin", "lib"]
+    assert (dist / "lib" / "flink-dist.jar").stat().st_ino == (home / "lib" / "flink-dist.jar").stat().st_ino  # a link
+    assert (dist / "lib" / "secret.jar").stat().st_mode & 0o777 == 0o644  # a copy, opened up ...
+    assert (home / "lib" / "secret.jar").stat().st_mode & 0o777 == 0o600  # ... the original as it was
+    assert (dist / "bin" / "jobmanager.sh").stat().st_mode & 0o111
+    assert module.shared_distribution(cluster, home) == dist  # the same source: kept, not made again
+    assert (dist / "lib" / "flink-dist.jar").stat().st_ino == (home / "lib" / "flink-dist.jar").stat().st_ino
+
+
+@pytest.mark.flink
+def test_a_cluster_user_that_cannot_reach_the_work_folder_is_told_so_before_any_jvm_starts(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("running a cluster as another user needs root")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    try:
+        import pwd
+
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' on this host")
+    hidden = tmp_path / "private"  # pytest's temporary folders are root's alone (0700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLINK_")}
+    env.update(
+        AIFLOWD_PYTHON=sys.executable,
+        AIFLOWD_FLINK_WORKDIR=str(hidden / "w"),
+        FLINK_PORT_BASE=str(free_port_block()),
+        AIFLOWD_FLINK_USER="nobody",
+    )
+    result = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"flink-cluster: user nobody cannot reach {hidden / 'w'} (every folder above it must be open to it: mode 0755)"
+    )
+    assert not (hidden / "w" / "log" / "jobmanager.out").exists()  # nothing was started

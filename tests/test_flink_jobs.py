@@ -430,3 +430,120 @@ async def test_many_tracked_jobs_cost_one_overview_call_per_poll(loader, cluster
     await run_execution(loader, folder, tmp_path, settings=settings(cluster), during=during)
     # One overview call per poll interval at most, for the 51 handles together (the engine's own included).
     assert calls["execution-result"] == 0 and 1 <= calls["overview"] <= elapsed[0] / POLL_INTERVAL + 2, (calls, elapsed)
+
+
+TWO_STREAMS = """
+from aiflowd import FlinkPythonProcessor, job_config, user_define_operation
+
+class TwoStreams(FlinkPythonProcessor):
+    def process(self, ctx, inputs):
+        t = ctx.table_env
+        t.execute_sql("CREATE TABLE src (n BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '5')")
+        t.execute_sql("CREATE TABLE snk (n BIGINT) WITH ('connector' = 'blackhole')")
+        t.execute_sql("INSERT INTO snk SELECT n FROM src")
+        t.execute_sql("INSERT INTO snk SELECT n + 1 FROM src /* the second job */")
+        return []
+
+with job_config("j"):
+    user_define_operation(processor=TwoStreams())
+"""
+
+
+def restored_from(url: str, job_id: str) -> str | None:
+    """The savepoint a running job restored its state from, as the cluster reports it."""
+    import httpx
+
+    answer = httpx.get(f"{url}/jobs/{job_id}/checkpoints", timeout=10).json()
+    return ((answer.get("latest") or {}).get("restored") or {}).get("external_path")
+
+
+@pytest.mark.parametrize(("shared_files", "submit_via"), [(True, "rest"), (False, "rest"), (True, "cli")])
+async def test_each_job_of_a_program_resumes_from_its_own_savepoint(
+    loader,
+    cluster: str,  # noqa: F811
+    tmp_path: Path,
+    shared_files: bool,
+    submit_via: str,
+) -> None:
+    import anyio
+    import httpx
+
+    from aiflowd.plugin_interface import JobExecutionInfo, JobRuntimeEnv
+    from aiflowd.plugins.flink.controller import FlinkJobController
+
+    write(tmp_path / "wf" / "wf.py", TWO_STREAMS)
+    write(tmp_path / "wf" / "wf.yaml", f"j:\n  job_type: flink\n  properties: {{stop_mode: stop, submit_via: {submit_via}}}\n")
+    job = loader.load(str(tmp_path / "wf")).jobs["j"]
+    controller = FlinkJobController()
+    flink = {"rest_url": cluster, "shared_files": shared_files}
+    instance = os.urandom(8).hex()
+
+    def env(run: int, **restore: object) -> JobRuntimeEnv:
+        info = JobExecutionInfo("wf", "j", str(run), f"{run}.j.1")
+        return JobRuntimeEnv(
+            str(tmp_path / f"work{run}"),
+            str(tmp_path / f"j{run}.log"),
+            str(tmp_path / "wf"),
+            info,
+            {"flink": flink, "instance_id": instance},
+            **restore,
+        )  # type: ignore[arg-type]
+
+    async def all_running(job_ids: list[str]) -> None:
+        with anyio.fail_after(120):
+            while not all(httpx.get(f"{cluster}/jobs/{j}", timeout=10).json().get("state") == "RUNNING" for j in job_ids):
+                await anyio.sleep(0.2)
+
+    first_env = env(1)
+    first = await controller.submit_job(job, first_env)
+    assert len(first.job_ids) == 2  # type: ignore[attr-defined]
+    await all_running(first.job_ids)  # type: ignore[attr-defined]
+    await controller.stop_job(first, first_env)
+    paths = first.savepoint_paths  # type: ignore[attr-defined]
+    assert len(paths) == 2 and all(paths) and paths[0] != paths[1], Path(first_env.log_path).read_text()[-2000:]
+    assert first.savepoint_path == paths[0]  # type: ignore[attr-defined]
+
+    second_env = env(2, restore_savepoint=paths[0], restore_savepoints=paths)
+    second = await controller.submit_job(job, second_env)
+    try:
+        await all_running(second.job_ids)  # type: ignore[attr-defined]
+        assert [restored_from(cluster, j) for j in second.job_ids] == paths  # type: ignore[attr-defined]
+    finally:
+        await controller.stop_job(second, second_env)
+
+
+OWN_ENV = """
+from ai_flow_plugins.job_plugins.flink import FlinkEnv, set_flink_env
+from ai_flow_plugins.job_plugins.flink.flink_processor import FlinkPythonProcessor
+from aiflowd import job_config, user_define_operation
+
+
+class OwnEnv(FlinkEnv):
+    def create_env(self):
+        raise AssertionError("never called when compiled on the daemon's side")
+
+
+set_flink_env(OwnEnv())
+
+
+class Nothing(FlinkPythonProcessor):
+    def process(self, ctx, inputs):
+        return []
+
+
+with job_config("j"):
+    user_define_operation(processor=Nothing())
+"""
+
+
+async def test_an_own_flink_env_is_refused_when_compiled_on_the_daemons_side(loader, tmp_path: Path) -> None:
+    write(tmp_path / "wf" / "wf.py", OWN_ENV)
+    write(tmp_path / "wf" / "wf.yaml", "j:\n  job_type: flink\n")
+    flink = {"rest_url": "http://127.0.0.1:9", "shared_files": False}  # refused before any cluster is asked
+    execution, runs = await run_execution(loader, tmp_path / "wf", tmp_path, settings={"flink": flink, "instance_id": "x"})
+    assert execution.status.value == "FAILED"
+    assert runs[0].message == (
+        "submission failed: RuntimeError: the job's program failed to submit (exit status 1): RuntimeError:"
+        " OwnEnv.create_env() makes its own environments, which cannot be sent to the cluster from the daemon's side"
+        " (flink.shared_files: false); use FlinkBatchEnv or FlinkStreamEnv, or submit_via: cli"
+    )

@@ -11,8 +11,10 @@ Every Flink job the nodes start, through whatever API (``execute_sql``, a statem
 ``Table.execute_insert``, DataStream ``execute``/``execute_async``), is captured here: the
 first gets the id aiflowd chose, each next one an id derived from it. In local mode
 (a MiniCluster in this process) the runner waits for every job and fails when one fails;
-on a cluster (``flink run -d -py`` or the REST API's Python driver) it writes the jobs' ids
-to ``flink-jobs.json`` in the working folder, for aiflowd to track, and ends. Nodes that
+on a cluster (``flink run -d -py``, Flink's Python driver in the JobManager, or
+submitting over REST itself in mode ``remote``) it
+writes the jobs' ids to ``flink-jobs.json`` in the working folder, for aiflowd to track,
+and ends. Nodes that
 start no job at all are an error, never a finished job with no output.
 
 Usage: python -m aiflowd.runners.flink_job JOB.json   (or as the -py file of flink run)
@@ -90,7 +92,7 @@ def derived_job_id(base: str, index: int) -> str:
 
 
 class SkippedJob:
-    """Stands for a job this run does not submit (another REST run submits it): nothing to wait for."""
+    """Stands for a job this run does not submit (another run in the JobManager submits it): nothing to wait for."""
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -112,17 +114,26 @@ class JobCapture:
     """Every Flink job the run starts: its id, what started it, and how to wait for it.
 
     Installed by patching the PyFlink classes in this process (the runner's own process),
-    so that a processor's own table or stream environment is captured too. Flink's REST
-    API runs one job per program run: there ``only`` names the one job (by its index)
-    this run submits, the others are counted (their calls return a :class:`SkippedJob`),
-    and aiflowd runs the program again for each of them.
+    so that a processor's own table or stream environment is captured too. ``savepoints``
+    gives the job started ``i``-th the savepoint at index ``i`` to start from (None, or
+    past its end: none), set just before the job is submitted; None leaves the client's
+    own setting (``flink run -s``) to every job.
+
+    Under Flink's Python driver in the JobManager, the run request runs one job per
+    program run: there ``only`` names the one job (by its index) this run submits, the
+    others are counted (their calls return a :class:`SkippedJob`), and aiflowd runs the
+    program again for each of them.
     """
 
-    def __init__(self, base_id: str, mode: str, working_dir: str, only: int | None = None) -> None:
+    def __init__(
+        self, base_id: str, mode: str, working_dir: str, savepoints: list[str | None] | None = None, only: int | None = None
+    ) -> None:
         self.base_id = base_id
         self.mode = mode
         self.working_dir = working_dir
         self.only = only
+        #: None: the client's own setting stands for every job (``flink run -s``); a list: per job.
+        self.savepoints = None if savepoints is None else list(savepoints)
         self.jobs: list[tuple[str, str, Callable[[], Any]]] = []
 
     def next_id(self) -> str:
@@ -137,6 +148,26 @@ class JobCapture:
         if self.mode != "local":
             self.write()
         return SkippedJob(job_id)
+
+    def next_savepoint(self) -> str | None:
+        index = len(self.jobs)
+        return self.savepoints[index] if self.savepoints is not None and index < len(self.savepoints) else None
+
+    def place_savepoint(self, *j_configurations: Any) -> None:
+        """The next job's savepoint, in each Java configuration it may be read from (removed where it has none)."""
+        if self.savepoints is None:
+            return
+        from pyflink.java_gateway import get_gateway
+
+        option = get_gateway().jvm.org.apache.flink.configuration.StateRecoveryOptions.SAVEPOINT_PATH
+        savepoint = self.next_savepoint()
+        for j_configuration in j_configurations:
+            if savepoint is None:
+                j_configuration.removeConfig(option)
+            else:
+                j_configuration.setString(option.key(), savepoint)
+        if savepoint is not None:
+            print(f"aiflowd: Flink job {self.next_id()} starts from savepoint {savepoint}", flush=True)
 
     def started(self, job_id: str, what: str, wait: Callable[[], Any]) -> None:
         self.jobs.append((job_id, what, wait))
@@ -164,8 +195,11 @@ class JobCapture:
                 described = what(self, args)
                 if described is not None and capture.skips_next():
                     return capture.skip(described)
-                config = t_env_of(self).get_config()
+                t_env = t_env_of(self)
+                config = t_env.get_config()
                 config.set(JOB_ID_KEY, capture.next_id())
+                if described is not None:
+                    capture.place_savepoint(config.get_configuration()._j_configuration, *_env_configurations(t_env))
                 result = original(self, *args, **kwargs)
                 client = result.get_job_client()
                 if client is not None:
@@ -189,6 +223,7 @@ class JobCapture:
                 conf = Configuration()
                 conf.set_string(JOB_ID_KEY, capture.next_id())
                 self.configure(conf)
+                capture.place_savepoint(*_stream_configurations(self._j_stream_execution_environment))
                 result = _original(self, *args, **kwargs)
                 job_id = str(result.get_job_id())
                 if _name == "execute":  # blocks until the end in local mode; returns at once when detached
@@ -207,6 +242,20 @@ class JobCapture:
             for job_id, what, wait in self.jobs:
                 wait()
                 print(f"aiflowd: Flink job {job_id} ({what}) ended", flush=True)
+
+
+def _stream_configurations(j_stream_env: Any) -> list[Any]:
+    """The stream environment's own configuration (a job's savepoint is read from it), when it is one."""
+    j_configuration = j_stream_env.getConfiguration()
+    return [j_configuration] if j_configuration.getClass().getSimpleName() == "Configuration" else []
+
+
+def _env_configurations(t_env: Any) -> list[Any]:
+    """Under a table environment: its stream environment's configuration (the table config falls back to it)."""
+    try:
+        return _stream_configurations(t_env._j_tenv.execEnv())
+    except Exception:  # noqa: BLE001 - a plain TableEnvironment has no stream environment to look at
+        return []
 
 
 def _job_statement(statement: Any) -> str | None:
@@ -295,6 +344,37 @@ def run_script(script: str, table_env: Any, workflow_dir: str, initial: dict[str
             statement_set.execute()
 
 
+def remote_settings(spec: dict[str, Any], settings: dict[str, str]) -> dict[str, str]:
+    """Submitting from this process to the cluster at ``spec["rest_url"]``, as ``flink run -d`` does.
+
+    Flink's REST client uploads the job graph, its jars and its artifacts (``python.files``)
+    itself, so the cluster never reads a file of the daemon's. The ``flink-python`` jar
+    goes with the job (as ``flink run -py`` sends it): a session cluster's TaskManagers
+    need it for Python UDFs and do not have it in ``lib/``.
+    """
+    from urllib.parse import urlsplit
+
+    from pyflink.find_flink_home import _find_flink_home
+
+    url = urlsplit(spec["rest_url"])
+    remote = {
+        "execution.target": "remote",
+        "rest.address": url.hostname or "127.0.0.1",
+        "rest.port": str(url.port or 8081),
+        "execution.attached": "false",  # DataStream execute() returns once the job is submitted
+    }
+    opt = os.path.join(_find_flink_home(), "opt")
+    jars = [f"file://{os.path.join(opt, f)}" for f in sorted(os.listdir(opt)) if f.startswith("flink-python") and f.endswith(".jar")]
+    given = [j for j in str(settings.get("pipeline.jars", "")).split(";") if j]
+    remote["pipeline.jars"] = ";".join(given + jars[-1:])
+    # UDF workers on the TaskManagers: the job's interpreter, as flink run -pyexec names it
+    # (a cluster on another host needs -D python.executable=... in flink_run_args).
+    remote["python.executable"] = str(settings.get("python.executable") or sys.executable)
+    if spec.get("allow_non_restored_state"):
+        remote["execution.savepoint.ignore-unclaimed-state"] = "true"
+    return remote
+
+
 def run(spec: dict[str, Any]) -> None:
     sys.path.insert(0, spec["workflow_dir"])
     from pyflink.common import Configuration
@@ -312,9 +392,11 @@ def run(spec: dict[str, Any]) -> None:
             processors[node["node_id"]] = SqlStatementsProcessor(node["statements"], script=node.get("script"))
         else:
             processors[node["node_id"]] = pickle.loads(base64.b64decode(node["payload"]))
-    capture = JobCapture(spec["job_id"], spec["mode"], spec["working_dir"], spec.get("only_job"))
+    capture = JobCapture(spec["job_id"], spec["mode"], spec["working_dir"], spec.get("savepoints"), spec.get("only_job"))
     capture.install()
     settings = {"pipeline.name": spec["name"], "execution.runtime-mode": initial_mode(spec, list(processors.values()))}
+    if spec.get("parallelism"):  # as flink run -p: the session's default, which a script's RESET returns to
+        settings["parallelism.default"] = str(spec["parallelism"])
     settings.update(spec.get("flink_config") or {})
     python_files = spec.get("python_files") or spec["workflow_dir"]
     if aiflow_style(list(processors.values())):
@@ -322,15 +404,30 @@ def run(spec: dict[str, Any]) -> None:
     if spec["mode"] == "local":
         settings["python.executable"] = sys.executable  # UDF workers: this interpreter, which has pyflink
         settings["rest.bind-port"] = "0"
+    elif spec["mode"] == "remote":
+        settings.update(remote_settings(spec, settings))
     settings["python.files"] = python_files  # modules for the UDF workers (flink run's -pyfs)
     custom = chosen_env(list(processors.values()))
     if custom is not None and custom.mode is None:  # a FlinkEnv of the user's own
+        if spec["mode"] == "remote":
+            raise RuntimeError(
+                f"{type(custom).__name__}.create_env() makes its own environments, which cannot be sent to the cluster"
+                " from the daemon's side (flink.shared_files: false); use FlinkBatchEnv or FlinkStreamEnv, or submit_via: cli"
+            )
         stream_env, table_env, shared = custom.create_env()
     else:
         configuration = Configuration()
         for key, value in settings.items():
             configuration.set_string(key, value)
-        stream_env = StreamExecutionEnvironment.get_execution_environment(configuration)
+        if spec["mode"] == "remote":
+            # get_execution_environment would make a local environment (no client context here),
+            # which forces execution.target to local: the environment is made for the remote target.
+            from pyflink.java_gateway import get_gateway
+
+            j_class = get_gateway().jvm.org.apache.flink.streaming.api.environment.StreamExecutionEnvironment
+            stream_env = StreamExecutionEnvironment(j_class(configuration._j_configuration))
+        else:
+            stream_env = StreamExecutionEnvironment.get_execution_environment(configuration)
         if spec.get("parallelism"):
             stream_env.set_parallelism(int(spec["parallelism"]))
         table_env = StreamTableEnvironment.create(stream_env)

@@ -133,6 +133,8 @@ class FlinkJobHandle(JobHandle):
         self.log_path = log_path
         self.stopped = False
         self.savepoint_path: str | None = None
+        #: Each Flink job's savepoint after a stop with savepoint, in job_ids' order (None: none taken).
+        self.savepoint_paths: list[str | None] = []
         self.final: dict[str, Any] | None = None
         #: Every Flink job of this aiflowd job (a Python or SQL program may start several); job_id is the first.
         self.job_ids: list[str] = [job_id]
@@ -180,20 +182,23 @@ class LocalFlinkController(SubprocessController):
         return Command(argv, extra)
 
 
-RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "runners", "flink_job.py")
 PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
+RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "runners", "flink_job.py")
 
 
 def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_id: str, only_job: int | None = None) -> str:
-    """The runner's instructions, in the execution's working folder (the JobManager reads it there for REST).
+    """The runner's instructions, in the execution's working folder (the JobManager reads it there for REST with shared files).
 
-    ``only_job``: the index of the one Flink job this run of the program submits (REST runs
-    one job per program run); None: every job.
+    ``mode``: ``local`` (a MiniCluster in the runner's process), ``remote`` (the runner
+    submits to ``flink.rest_url`` over REST from the daemon's side) or ``cluster`` (under
+    ``flink run -py``, or Flink's Python driver in the JobManager, which chose the cluster).
+    ``only_job``: the index of the one Flink job this run of the program submits (the
+    JobManager's run request runs one job per program run); None: every job.
     """
     os.makedirs(env.working_dir, exist_ok=True)
     if only_job in (None, 0):  # what an earlier attempt's runner left says nothing about this one
         for name in os.listdir(env.working_dir):
-            if name.startswith("flink-jobs") and name.endswith(".json"):
+            if (name.startswith("flink-jobs") and name.endswith(".json")) or name == "runner-error.txt":
                 os.unlink(os.path.join(env.working_dir, name))
     info = env.job_execution_info
     spec = {
@@ -218,10 +223,24 @@ def write_pyflink_spec(job: FlinkPythonJob, env: JobRuntimeEnv, mode: str, job_i
         "nodes": job.nodes,
         "only_job": only_job,
     }
+    if mode == "remote":  # the runner submits from the daemon's host over REST (see FlinkRestController.submit)
+        spec["rest_url"] = rest_url(env)
+        spec["savepoints"] = savepoints_to_restore(job, env)
+        spec["allow_non_restored_state"] = bool(job.run_settings.get("allow_non_restored_state"))
+    elif mode == "cluster" and only_job is None and env.restore_savepoints:  # flink run -py: one savepoint per job
+        spec["savepoints"] = list(env.restore_savepoints)
     path = os.path.join(env.working_dir, "flink-job.json" if not only_job else f"flink-job-{only_job}.json")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(spec, fh)
     return path
+
+
+def savepoints_to_restore(job: FlinkJob, env: JobRuntimeEnv) -> list[str | None]:
+    """Each Flink job's savepoint, in the order the program starts them: the one a stop left for each, else ``-s`` for the first."""
+    if env.restore_savepoints:
+        return list(env.restore_savepoints)
+    first = env.restore_savepoint or job.run_settings.get("savepoint_path")
+    return [first] if first else []
 
 
 def _python_files(job: FlinkPythonJob, env: JobRuntimeEnv) -> str:
@@ -309,37 +328,92 @@ class FlinkRestController:
         self._overviews: dict[str, _Overview] = {}  # rest url -> its last job overview
 
     async def submit(self, job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
-        """A jar through REST; Python and SQL as the runner under Flink's Python driver, in the JobManager.
-
-        The REST API runs one job per program run, so a Python or SQL job whose program
-        starts several Flink jobs is run once per job: the first run counts them (in the
-        working folder), each further run submits the next one.
-        """
+        """A jar through the run request; Python and SQL in the JobManager, or compiled here (``flink.shared_files: false``)."""
         if not isinstance(job, FlinkPythonJob):
             await self._run(job.jar, job.entry_class, job.args, job, env, handle, handle.job_id)
             handle.job_ids = [handle.job_id]
             return
+        if flink_settings(env).get("shared_files", True):
+            await self._submit_in_jobmanager(job, env, handle)
+        else:
+            await self._submit_from_here(job, env, handle)
+
+    async def _submit_in_jobmanager(self, job: FlinkPythonJob, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
+        """The runner under Flink's Python driver, in the JobManager, which reads the spec and the workflow folder.
+
+        The run request runs one job per program run, so a program that starts several
+        Flink jobs is run once per job: the first run counts them (in the working folder),
+        each further run submits the next one.
+        """
         jar = _python_driver_jar(env)
         index = 0
         while True:
             spec = write_pyflink_spec(job, env, "cluster", handle.job_id, only_job=index)
             job_id = derived_job_id(handle.job_id, index)
-            await self._run(jar, PYTHON_DRIVER, ["-py", RUNNER, "-pyfs", _python_files(job, env), spec], job, env, handle, job_id)
+            saved = savepoints_to_restore(job, env)
+            savepoint = saved[index] if index < len(saved) else None
+            args = ["-py", RUNNER, "-pyfs", _python_files(job, env), spec]
+            await self._run(jar, PYTHON_DRIVER, args, job, env, handle, job_id, savepoint)
             ids = _json_list(os.path.join(env.working_dir, f"flink-jobs-{index}.json")) or [job_id]
             handle.job_ids = ids
             index += 1
             if index >= len(ids):
                 return
 
+    async def _submit_from_here(self, job: FlinkPythonJob, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
+        """Compile the program in a child process of the daemon; Flink's REST client there submits every job.
+
+        The runner (mode ``remote``) sets ``execution.target: remote`` and the cluster's
+        address: the job graphs, jars and the workflow folder's modules (``python.files``)
+        travel over REST, so the cluster reads no file of the daemon's. The runner writes
+        the ids of the jobs it started to ``flink-jobs.json``; a failed run cancels those
+        it had submitted, so a failed submission leaves nothing running.
+        """
+        spec = write_pyflink_spec(job, env, "remote", handle.job_id)
+        python = job.python_executable or sys.executable
+        extra = dict(job.env)
+        extra.update(aiflowd_import_path(python, env.working_dir, extra.get("PYTHONPATH")))
+        extra.update({"JAVA_HOME": java_home(env), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+        saved = job.run_settings.get("parallelism", job.parallelism)
+        _note(
+            env.log_path,
+            f"submitting to {handle.rest_url} from the daemon's host: job id {handle.job_id}"
+            + (f", parallelism {saved}" if saved else "")
+            + (f", from savepoint {env.restore_savepoint}" if env.restore_savepoint else ""),
+        )
+        # The daemon's own interpreter runs the runner's file: the aiflowd it belongs to, whatever else is installed.
+        runner = [RUNNER] if python == sys.executable else ["-m", "aiflowd.runners.flink_job"]
+        code = await _run_process([python, *runner, spec], extra, env, "submit")
+        ids = _json_list(os.path.join(env.working_dir, JOBS_FILE))
+        if code == 0 and ids:
+            handle.job_ids = ids
+            return
+        if ids:
+            handle.job_ids = ids
+            await self.cancel(handle)
+            _note(env.log_path, f"cancelled the Flink jobs this failed submission had started: {', '.join(ids)}")
+        cause = _read(os.path.join(env.working_dir, "runner-error.txt"))
+        raise RuntimeError(f"the job's program failed to submit (exit status {code}): {_cause_line(cause) or 'see the job log'}")
+
     async def _run(
-        self, jar: str, entry_class: str | None, args: list[str], job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle, job_id: str
+        self,
+        jar: str,
+        entry_class: str | None,
+        args: list[str],
+        job: Any,
+        env: JobRuntimeEnv,
+        handle: FlinkJobHandle,
+        job_id: str,
+        savepoint: str | None = None,
     ) -> None:
+        """One run request; ``savepoint``: the job's own (a program's later job), else the first job's."""
         given = job.run_settings  # flink_run_args, translated at load time
         body: dict[str, Any] = {"entryClass": given.get("entry_class", entry_class), "programArgsList": args, "jobId": job_id}
         parallelism = given.get("parallelism", job.parallelism)
         if parallelism:
             body["parallelism"] = parallelism
-        savepoint = env.restore_savepoint or (given.get("savepoint_path") if job_id == handle.job_id else None)
+        if savepoint is None and job_id == handle.job_id:
+            savepoint = env.restore_savepoint or given.get("savepoint_path")
         if savepoint:
             body["savepointPath"] = savepoint
         if given.get("allow_non_restored_state"):
@@ -491,12 +565,16 @@ class FlinkRestController:
                 await client.patch(f"/jobs/{job_id}", params={"mode": "cancel"})
 
     async def stop_with_savepoint(self, handle: FlinkJobHandle, directory: str | None) -> None:
-        """Stop each job with a savepoint; the first job's savepoint is the one a restart resumes from."""
+        """Stop each job with a savepoint, each recorded for its job; a restart resumes each job from its own."""
         first = handle.savepoint_path
+        found: dict[str, str] = {}
         for job_id in reversed(handle.job_ids):
+            handle.savepoint_path = None
             await self._stop_one(handle, job_id, directory)
-            first = handle.savepoint_path if job_id == handle.job_id else first
-        handle.savepoint_path = first
+            if handle.savepoint_path:
+                found[job_id] = handle.savepoint_path
+        handle.savepoint_paths = [found.get(job_id) for job_id in handle.job_ids]
+        handle.savepoint_path = found.get(handle.job_id, first)
 
     async def _stop_one(self, handle: FlinkJobHandle, job_id: str, directory: str | None) -> None:
         async with httpx.AsyncClient(base_url=handle.rest_url, timeout=HTTP_TIMEOUT) as client:
@@ -555,8 +633,8 @@ class FlinkCliController:
     async def submit(self, job: Any, env: JobRuntimeEnv, job_id: str) -> list[str]:
         """Run ``flink run -d``; the ids of the Flink jobs it started (a Python program may start several)."""
         argv = [os.path.join(flink_home(env), "bin", "flink"), "run", "-d", f"-D$internal.pipeline.job-id={job_id}"]
-        if env.restore_savepoint:
-            argv += ["-s", env.restore_savepoint]
+        if env.restore_savepoint and not (isinstance(job, FlinkPythonJob) and env.restore_savepoints):
+            argv += ["-s", env.restore_savepoint]  # a program's several savepoints go to the runner instead, one per job
         if isinstance(job, FlinkPythonJob):
             argv += _target_options(job, env) + _python_options(job, env, write_pyflink_spec(job, env, "cluster", job_id))
         else:
@@ -570,7 +648,9 @@ class FlinkCliController:
 
     async def stop(self, handle: FlinkJobHandle, job: Any, env: JobRuntimeEnv, mode: str) -> None:
         flink = os.path.join(flink_home(env), "bin", "flink")
+        found: dict[str, str] = {}
         for job_id in reversed(handle.job_ids):  # the first job last: its savepoint is the last one logged
+            before = len(_read(handle.log_path))
             if mode == "stop":
                 argv = [flink, "stop", *_target_options(job, env), *job.flink_stop_args]
                 if job.savepoint_dir:
@@ -579,29 +659,37 @@ class FlinkCliController:
             else:
                 argv = [flink, "cancel", *_target_options(job, env), job_id]
             await self._run(argv, job, env, "stop")
-        said = re.findall(r"Savepoint completed\. Path: (\S+)", _read(handle.log_path))
-        if said:
-            handle.savepoint_path = said[-1]
+            said = re.findall(r"Savepoint completed\. Path: (\S+)", _read(handle.log_path)[before:])
+            if said:
+                found[job_id] = said[-1]
+        if found:
+            handle.savepoint_paths = [found.get(job_id) for job_id in handle.job_ids]
+            handle.savepoint_path = found.get(handle.job_id, handle.savepoint_path)
 
     async def _run(self, argv: list[str], job: Any, env: JobRuntimeEnv, what: str) -> int | None:
-        os.makedirs(env.working_dir, exist_ok=True)
         extra = dict(job.env) if job is not None else {}
         extra.update({"JAVA_HOME": java_home(env), "FLINK_LOG_DIR": env.working_dir, "FLINK_IDENT_STRING": "aiflowd"})
         conf_dir = flink_settings(env).get("conf_dir")
         if conf_dir:
             extra["FLINK_CONF_DIR"] = str(conf_dir)
-        group = ProcessGroup.spawn(
-            argv,
-            env=job_environment(env, extra),
-            cwd=env.working_dir,
-            log_path=env.log_path,
-            status_path=os.path.join(env.working_dir, f"flink-{what}.status"),
-        )
-        try:
-            return await group.wait()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await group.terminate(5.0)
+        return await _run_process(argv, extra, env, what)
+
+
+async def _run_process(argv: list[str], extra: dict[str, str], env: JobRuntimeEnv, what: str) -> int | None:
+    """Run a client program to its end, its output in the job's log; it never outlives the call."""
+    os.makedirs(env.working_dir, exist_ok=True)
+    group = ProcessGroup.spawn(
+        argv,
+        env=job_environment(env, extra),
+        cwd=env.working_dir,
+        log_path=env.log_path,
+        status_path=os.path.join(env.working_dir, f"flink-{what}.status"),
+    )
+    try:
+        return await group.wait()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await group.terminate(5.0)
 
 
 class FlinkJobController(JobController):
@@ -710,6 +798,7 @@ class FlinkJobController(JobController):
         handle.stopped = bool(handle_record.get("stopped", False))
         handle.job_ids = [str(j) for j in handle_record.get("job_ids") or [job_id]]
         handle.savepoint_path = handle_record.get("savepoint_path")
+        handle.savepoint_paths = list(handle_record.get("savepoint_paths") or [])
         return handle
 
 
