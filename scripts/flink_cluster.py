@@ -45,8 +45,8 @@ import json
 import os
 import pwd
 import re
-import shutil
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
