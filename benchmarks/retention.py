@@ -43,7 +43,10 @@ def build(path: Path, executions: int, jobs: int, now: float) -> None:
         rows.append((n, f"wf{n % 10}", "v1", "FINISHED", "periodic", None, ended - 5, ended))
         for j in range(jobs):
             job_rows.append((n * jobs + j, n, f"wf{n % 10}", f"job{j}", "bash", 1, "FINISHED", ended - 5, ended - 5, ended, 0, "", ""))
-    db.executemany("INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.executemany(
+        "INSERT INTO executions (id, workflow, version, status, trigger, only_job, started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
     db.executemany(
         "INSERT INTO job_executions (id, execution_id, workflow, job, job_type, attempt, status, created_at, started_at, "
         "ended_at, exit_code, log_path, working_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
