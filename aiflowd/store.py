@@ -490,36 +490,29 @@ class Store:
         (used,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM executions").fetchone()
         return int(used)
 
-    def expired_executions(self, ended_before: float, limit: int) -> list[int]:
-        """Up to ``limit`` finished executions that ended before ``ended_before``, oldest first.
+    def delete_expired_executions(self, ended_before: float, limit: int) -> tuple[int, list[str]]:
+        """Delete up to ``limit`` finished executions that ended before ``ended_before`` (the oldest) with their job executions.
 
         Each workflow's latest execution is never among them: ``aiflowctl workflow show``
-        lists it as the workflow's last run however long ago that was.
+        lists it as the workflow's last run however long ago that was. One transaction of
+        its own; returns how many went, and the exit-status files their job executions had
+        recorded (for the caller to remove once this is committed). Raises
+        ``StoreUnavailable`` when the engine has writes waiting or the delete fails
+        (nothing is deleted then).
         """
-        rows = self.db.execute(EXPIRED_EXECUTIONS, (ended_before, limit)).fetchall()
-        return [int(row[0]) for row in rows]
+        ids = [int(row[0]) for row in self.db.execute(EXPIRED_EXECUTIONS, (ended_before, limit))]
+        return len(ids), self._delete_job_rows("execution_id", ids, "DELETE FROM executions WHERE id IN ({marks}) AND status != 'RUNNING'")
 
-    def delete_executions(self, ids: list[int]) -> list[str]:
-        """Delete finished executions with their job executions, in one transaction of its own.
-
-        Returns the exit-status files their job executions had recorded (for the caller to
-        remove once this is committed). Raises ``StoreUnavailable`` when the engine has
-        writes waiting or the delete fails (nothing is deleted then).
-        """
-        return self._delete_job_rows("execution_id", ids, "DELETE FROM executions WHERE id IN ({marks}) AND status != 'RUNNING'")
-
-    def expired_job_executions(self, ended_before: float, limit: int) -> list[int]:
-        """Up to ``limit`` finished job executions of executions still open that ended before ``ended_before``.
+    def delete_expired_job_executions(self, ended_before: float, limit: int) -> tuple[int, list[str]]:
+        """Delete up to ``limit`` finished job executions of executions still open that ended before ``ended_before``.
 
         An execution open for events may live for months, one job execution per event.
         Per job, the latest start that was not a retry and what followed it are kept: a
         restarted daemon rebuilds the job's attempt, retries left and status from them.
+        Returns and raises as ``delete_expired_executions``.
         """
-        return [int(row[0]) for row in self.db.execute(EXPIRED_JOB_EXECUTIONS, (ended_before, limit)).fetchall()]
-
-    def delete_job_executions(self, ids: list[int]) -> list[str]:
-        """Delete finished job executions in one transaction of its own; their exit-status files (as ``delete_executions``)."""
-        return self._delete_job_rows("id", ids, None)
+        ids = [int(row[0]) for row in self.db.execute(EXPIRED_JOB_EXECUTIONS, (ended_before, limit))]
+        return len(ids), self._delete_job_rows("id", ids, None)
 
     def busy_paths(self) -> set[str]:
         """The logs and working folders of job executions not finished: never deleted, however old."""
