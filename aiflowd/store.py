@@ -143,28 +143,6 @@ EXPIRED_JOB_EXECUTIONS = (
 )
 EXPIRED_EVENTS = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)"
 
-JOB_EXECUTION_COLUMNS = (
-    "id",
-    "execution_id",
-    "workflow",
-    "job",
-    "job_type",
-    "attempt",
-    "status",
-    "reason",
-    "kind",
-    "created_at",
-    "started_at",
-    "ended_at",
-    "exit_code",
-    "message",
-    "log_path",
-    "working_dir",
-    "handle",
-    "condition",
-    "condition_since",
-)
-
 
 #: Tables whose row ids the store hands out itself (see the module docstring).
 _ID_TABLES = ("executions", "job_executions", "events")
