@@ -571,12 +571,11 @@ def _add_kind(db: sqlite3.Connection) -> None:
 
 
 def _statements(script: str) -> list[str]:
-    """The statements of a script of DDL (no ``;`` inside a statement), comments left to SQLite."""
-    return [part.strip() for part in script.split(";") if part.strip() and not _only_comments(part)]
+    """The statements of a script of DDL (no ``;`` inside one; comments are SQLite's to skip).
 
-
-def _only_comments(sql: str) -> bool:
-    return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
+    Not ``executescript``: it commits first, which would end the migration's transaction.
+    """
+    return [part for part in script.split(";") if part.strip()]
 
 
 def _execution_row(row: sqlite3.Row) -> dict[str, Any]:
