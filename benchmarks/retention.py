@@ -18,6 +18,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -64,15 +65,16 @@ async def ticker(pauses: list[float], done: anyio.Event) -> None:
         pauses.append(time.perf_counter() - began - TICK)
 
 
-async def measure(work: object) -> tuple[float, list[float]]:
+async def measure(work: Callable[[], Awaitable[object] | None]) -> tuple[float, list[float]]:
+    """How long ``work`` took (awaited if it is a coroutine function), and the loop's pauses meanwhile."""
     pauses: list[float] = []
     done = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker, pauses, done)
         await anyio.sleep(0.05)  # the ticker runs
         began = time.perf_counter()
-        result = work()  # type: ignore[operator]
-        if hasattr(result, "__await__"):
+        result = work()
+        if result is not None:
             await result
         else:
             await anyio.sleep(0)
