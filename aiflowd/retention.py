@@ -27,6 +27,7 @@ import contextlib
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,41 +142,25 @@ class Retention:
 
     async def _delete_rows(self, before: float, report: RetentionReport) -> None:
         """Finished executions (with their job executions) and events older than ``before``, batch by batch."""
-        while True:
-            began = anyio.current_time()
-            ids = self.store.expired_executions(before, self.batch_size)
-            paths = self.store.delete_executions(ids)
-            self._timed(report, began)
-            report.executions += len(ids)
-            if paths:
-                report.status_files += await anyio.to_thread.run_sync(_remove_files, paths)
-            await anyio.lowlevel.checkpoint()  # the rest of the daemon runs between two batches
-            if len(ids) < self.batch_size:
-                break
-        while True:  # the job executions of executions open for months (one per event, say)
-            began = anyio.current_time()
-            ids = self.store.expired_job_executions(before, self.batch_size)
-            paths = self.store.delete_job_executions(ids)
-            self._timed(report, began)
-            report.job_executions += len(ids)
-            if paths:
-                report.status_files += await anyio.to_thread.run_sync(_remove_files, paths)
-            await anyio.lowlevel.checkpoint()
-            if len(ids) < self.batch_size:
-                break
-        while True:
-            began = anyio.current_time()
-            deleted = self.store.delete_events(before, self.batch_size)
-            self._timed(report, began)
-            report.events += deleted
-            await anyio.lowlevel.checkpoint()
-            if deleted < self.batch_size:
-                break
+        report.executions = await self._in_batches(self.store.delete_expired_executions, before, report)
+        # the job executions of executions open for months (one per event, say)
+        report.job_executions = await self._in_batches(self.store.delete_expired_job_executions, before, report)
+        report.events = await self._in_batches(lambda cutoff, limit: (self.store.delete_events(cutoff, limit), []), before, report)
 
-    @staticmethod
-    def _timed(report: RetentionReport, began: float) -> None:
-        report.batches += 1
-        report.longest_batch = max(report.longest_batch, anyio.current_time() - began)
+    async def _in_batches(self, delete: Callable[[float, int], tuple[int, list[str]]], before: float, report: RetentionReport) -> int:
+        """Call ``delete`` (how many rows went, and the exit-status files they had) until a batch is not full; how many in all."""
+        deleted = 0
+        while True:
+            began = anyio.current_time()
+            count, status_files = delete(before, self.batch_size)
+            report.batches += 1
+            report.longest_batch = max(report.longest_batch, anyio.current_time() - began)
+            deleted += count
+            if status_files:
+                report.status_files += await anyio.to_thread.run_sync(_remove_files, status_files)
+            await anyio.lowlevel.checkpoint()  # the rest of the daemon runs between two batches
+            if count < self.batch_size:
+                return deleted
 
     async def _delete_files(self, root: str, before: float, busy: Busy, report: RetentionReport, *, whole: bool) -> int:
         """Under ``root``/WORKFLOW/EXECUTION: folders (``whole``) or single files older than ``before``.

@@ -143,28 +143,6 @@ EXPIRED_JOB_EXECUTIONS = (
 )
 EXPIRED_EVENTS = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)"
 
-JOB_EXECUTION_COLUMNS = (
-    "id",
-    "execution_id",
-    "workflow",
-    "job",
-    "job_type",
-    "attempt",
-    "status",
-    "reason",
-    "kind",
-    "created_at",
-    "started_at",
-    "ended_at",
-    "exit_code",
-    "message",
-    "log_path",
-    "working_dir",
-    "handle",
-    "condition",
-    "condition_since",
-)
-
 
 #: Tables whose row ids the store hands out itself (see the module docstring).
 _ID_TABLES = ("executions", "job_executions", "events")
@@ -490,36 +468,29 @@ class Store:
         (used,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM executions").fetchone()
         return int(used)
 
-    def expired_executions(self, ended_before: float, limit: int) -> list[int]:
-        """Up to ``limit`` finished executions that ended before ``ended_before``, oldest first.
+    def delete_expired_executions(self, ended_before: float, limit: int) -> tuple[int, list[str]]:
+        """Delete up to ``limit`` finished executions that ended before ``ended_before`` (the oldest) with their job executions.
 
         Each workflow's latest execution is never among them: ``aiflowctl workflow show``
-        lists it as the workflow's last run however long ago that was.
+        lists it as the workflow's last run however long ago that was. One transaction of
+        its own; returns how many went, and the exit-status files their job executions had
+        recorded (for the caller to remove once this is committed). Raises
+        ``StoreUnavailable`` when the engine has writes waiting or the delete fails
+        (nothing is deleted then).
         """
-        rows = self.db.execute(EXPIRED_EXECUTIONS, (ended_before, limit)).fetchall()
-        return [int(row[0]) for row in rows]
+        ids = [int(row[0]) for row in self.db.execute(EXPIRED_EXECUTIONS, (ended_before, limit))]
+        return len(ids), self._delete_job_rows("execution_id", ids, "DELETE FROM executions WHERE id IN ({marks}) AND status != 'RUNNING'")
 
-    def delete_executions(self, ids: list[int]) -> list[str]:
-        """Delete finished executions with their job executions, in one transaction of its own.
-
-        Returns the exit-status files their job executions had recorded (for the caller to
-        remove once this is committed). Raises ``StoreUnavailable`` when the engine has
-        writes waiting or the delete fails (nothing is deleted then).
-        """
-        return self._delete_job_rows("execution_id", ids, "DELETE FROM executions WHERE id IN ({marks}) AND status != 'RUNNING'")
-
-    def expired_job_executions(self, ended_before: float, limit: int) -> list[int]:
-        """Up to ``limit`` finished job executions of executions still open that ended before ``ended_before``.
+    def delete_expired_job_executions(self, ended_before: float, limit: int) -> tuple[int, list[str]]:
+        """Delete up to ``limit`` finished job executions of executions still open that ended before ``ended_before``.
 
         An execution open for events may live for months, one job execution per event.
         Per job, the latest start that was not a retry and what followed it are kept: a
         restarted daemon rebuilds the job's attempt, retries left and status from them.
+        Returns and raises as ``delete_expired_executions``.
         """
-        return [int(row[0]) for row in self.db.execute(EXPIRED_JOB_EXECUTIONS, (ended_before, limit)).fetchall()]
-
-    def delete_job_executions(self, ids: list[int]) -> list[str]:
-        """Delete finished job executions in one transaction of its own; their exit-status files (as ``delete_executions``)."""
-        return self._delete_job_rows("id", ids, None)
+        ids = [int(row[0]) for row in self.db.execute(EXPIRED_JOB_EXECUTIONS, (ended_before, limit))]
+        return len(ids), self._delete_job_rows("id", ids, None)
 
     def busy_paths(self) -> set[str]:
         """The logs and working folders of job executions not finished: never deleted, however old."""
@@ -600,12 +571,11 @@ def _add_kind(db: sqlite3.Connection) -> None:
 
 
 def _statements(script: str) -> list[str]:
-    """The statements of a script of DDL (no ``;`` inside a statement), comments left to SQLite."""
-    return [part.strip() for part in script.split(";") if part.strip() and not _only_comments(part)]
+    """The statements of a script of DDL (no ``;`` inside one; comments are SQLite's to skip).
 
-
-def _only_comments(sql: str) -> bool:
-    return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
+    Not ``executescript``: it commits first, which would end the migration's transaction.
+    """
+    return [part for part in script.split(";") if part.strip()]
 
 
 def _execution_row(row: sqlite3.Row) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -43,7 +44,10 @@ def build(path: Path, executions: int, jobs: int, now: float) -> None:
         rows.append((n, f"wf{n % 10}", "v1", "FINISHED", "periodic", None, ended - 5, ended))
         for j in range(jobs):
             job_rows.append((n * jobs + j, n, f"wf{n % 10}", f"job{j}", "bash", 1, "FINISHED", ended - 5, ended - 5, ended, 0, "", ""))
-    db.executemany("INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.executemany(
+        "INSERT INTO executions (id, workflow, version, status, trigger, only_job, started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
     db.executemany(
         "INSERT INTO job_executions (id, execution_id, workflow, job, job_type, attempt, status, created_at, started_at, "
         "ended_at, exit_code, log_path, working_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -61,15 +65,16 @@ async def ticker(pauses: list[float], done: anyio.Event) -> None:
         pauses.append(time.perf_counter() - began - TICK)
 
 
-async def measure(work: object) -> tuple[float, list[float]]:
+async def measure(work: Callable[[], Awaitable[object] | None]) -> tuple[float, list[float]]:
+    """How long ``work`` took (awaited if it is a coroutine function), and the loop's pauses meanwhile."""
     pauses: list[float] = []
     done = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker, pauses, done)
         await anyio.sleep(0.05)  # the ticker runs
         began = time.perf_counter()
-        result = work()  # type: ignore[operator]
-        if hasattr(result, "__await__"):
+        result = work()
+        if result is not None:
             await result
         else:
             await anyio.sleep(0)

@@ -13,8 +13,9 @@ import pytest
 from aiflowd import store as store_module
 from aiflowd.store import EXPIRED_EVENTS, EXPIRED_EXECUTIONS, EXPIRED_JOB_EXECUTIONS, SCHEMA_VERSION, SchemaTooNew, Store
 
-# The schema exactly as aiflowd created it before the schema had a version (user_version 0):
-# a literal copy, so that a change to today's SCHEMA cannot change what this test migrates.
+# The schema exactly as aiflowd created it before the schema had a version (user_version 0).
+# A literal copy on purpose, not ``store.SCHEMA``: it is the frozen past that the migrations
+# must bring forward, so it never follows later edits of SCHEMA (do not "deduplicate" it).
 PRE_VERSIONING_DDL = """
 CREATE TABLE IF NOT EXISTS workflows (
     name TEXT PRIMARY KEY,
