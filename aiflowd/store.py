@@ -503,10 +503,10 @@ class Store:
         self._own_transaction()
         marks = ", ".join("?" for _ in ids)
         try:
-            handles = self.db.execute(
-                f"SELECT handle FROM job_executions WHERE {column} IN ({marks}) AND handle LIKE '%status_path%'", ids
-            ).fetchall()
-            self.db.execute(f"DELETE FROM job_executions WHERE {column} IN ({marks}) AND status NOT IN ('INIT', 'RUNNING')", ids)
+            # The same rows both times: an unfinished job's row stays, and so does its status file.
+            finished = f"{column} IN ({marks}) AND status NOT IN ('INIT', 'RUNNING')"
+            handles = self.db.execute(f"SELECT handle FROM job_executions WHERE {finished} AND handle LIKE '%status_path%'", ids).fetchall()
+            self.db.execute(f"DELETE FROM job_executions WHERE {finished}", ids)
             if then is not None:
                 self.db.execute(then.format(marks=marks), ids)
             self.db.commit()
