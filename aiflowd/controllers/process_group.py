@@ -495,7 +495,7 @@ def _import_root() -> str:
 _CHANGE_MARGIN_NS = 1_000_000_000
 
 
-def changed_files(files: Sequence[Sequence[Any]], started_ns: int = 0) -> list[str]:
+def changed_files(files: Sequence[Sequence[Any]], started_ns: int) -> list[str]:
     """Those of ``files`` (as ``reaper.module_files`` gives them) that differ on disk now, or
     changed (their inode's change time, which no copy keeps) around ``started_ns``, the
     fork server's start."""
