@@ -18,7 +18,7 @@ Three measurements, each with its references taken in the same run:
 
 Usage: python -m benchmarks.warm_start compile [--rounds 20]
        python -m benchmarks.warm_start launch [--jobs 300] [--concurrency 8] [--rounds 3]
-       python -m benchmarks.warm_start many [--workflows 10000]
+       python -m benchmarks.warm_start many [--workflows 10000] [--config 'max_parallel_loads: 4\\n...']
 """
 
 from __future__ import annotations
@@ -312,7 +312,7 @@ if __name__ == "__main__":
     launch.add_argument("--rounds", type=int, default=3)
     many_parser = sub.add_parser("many")
     many_parser.add_argument("--workflows", type=int, default=10_000)
-    many_parser.add_argument("--config", default="", help="extra lines for the daemon's config")
+    many_parser.add_argument("--config", default="", help="extra lines for the daemon's config, \\n between them")
     args = parser.parse_args()
     if args.what == "compile":
         compile_cost(args.rounds)

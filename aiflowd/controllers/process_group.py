@@ -82,7 +82,9 @@ _TREE_POLL = 0.005
 SERVICE_MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
-_environment: tuple[dict[bytes, bytes], dict[str, str]] | None = None
+#: ``os.environ``'s variables as CPython keeps them (encoded) when last looked at, and what
+#: ``helper_environment`` made of them.
+_environment: tuple[dict[bytes, bytes], dict[str, str]] = ({}, {})
 
 
 def helper_environment() -> dict[str, str]:
@@ -93,13 +95,10 @@ def helper_environment() -> dict[str, str]:
     daemon's CPU while it loaded thousands of definitions.
     """
     global _environment
-    raw = getattr(os.environ, "_data", None)
-    cached = _environment
-    if cached is None or not isinstance(raw, dict) or cached[0] != raw:
-        cached = (dict(raw) if isinstance(raw, dict) else {}, {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES})
-        if isinstance(raw, dict):
-            _environment = cached
-    return dict(cached[1])
+    raw: dict[bytes, bytes] = os.environ._data  # type: ignore[attr-defined]  # CPython's own, always a dict on POSIX
+    if raw != _environment[0]:
+        _environment = (dict(raw), {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES})
+    return dict(_environment[1])
 
 
 def process_start_time(pid: int) -> int | None:
@@ -496,7 +495,7 @@ def _import_root() -> str:
 _CHANGE_MARGIN_NS = 1_000_000_000
 
 
-def changed_files(files: Sequence[Sequence[Any]], started_ns: int = 0) -> list[str]:
+def changed_files(files: Sequence[Sequence[Any]], started_ns: int) -> list[str]:
     """Those of ``files`` (as ``reaper.module_files`` gives them) that differ on disk now, or
     changed (their inode's change time, which no copy keeps) around ``started_ns``, the
     fork server's start."""
