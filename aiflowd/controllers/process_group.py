@@ -453,6 +453,9 @@ _WARM_NEUTRAL = frozenset({"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"})
 _CMDLINE_ROOM = " " * 4096
 #: How often, at most, the fork server's code is compared with the files on disk.
 _CODE_CHECK_INTERVAL = 1.0
+#: How long a spawner that could not start is left alone before the next try: meanwhile
+#: its requests go the slow way (cold); a half-written upgrade is over in far less.
+_RETRY_AFTER = 5.0
 
 
 def warm_module(argv: Sequence[str], env: Mapping[str, str], *, pythonpath: bool = False) -> str | None:
@@ -530,7 +533,8 @@ class _Spawner:
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._retired: list[subprocess.Popen[bytes]] = []
-        self._broken = False
+        #: Until when (monotonic) a spawner that could not start is not tried again.
+        self._retry_at = 0.0
         self.mode = ""
         #: The files of the modules the running fork server imported, as it saw them.
         self._code: list[list[Any]] = []
@@ -592,7 +596,7 @@ class _Spawner:
             return True
 
     def _connect(self) -> socket.socket | None:
-        if self._sock is not None or self._broken:
+        if self._sock is not None or time.monotonic() < self._retry_at:
             return self._sock
         self._retired = [p for p in self._retired if p.poll() is None]
         self._code, self._started_ns = [], time.time_ns()
@@ -614,20 +618,24 @@ class _Spawner:
                     pass_fds=[theirs.fileno()],
                     start_new_session=True,  # a Ctrl-C to our terminal is for us to handle
                 )
-        except OSError:
-            self._broken = True  # the slow path (preexec_fn, cold) still works
+        except OSError as err:
+            self._give_up_for_now(err)  # the slow path (preexec_fn, cold) still works
             return None
         self._sock = ours
         if self.mode:
             # Its first message, once it has imported what it preloads: the files of its code.
             try:
                 hello, _ = receive_message(ours)
-            except (OSError, EOFError):
+            except (OSError, EOFError) as err:
                 self._close()
-                self._broken = True  # it could not start: everything goes the slow way, cold
+                self._give_up_for_now(err)  # it could not start: the slow way, cold, for a while
                 return None
             self._code, self._checked = list(hello.get("modules", [])), time.monotonic()
         return ours
+
+    def _give_up_for_now(self, err: BaseException) -> None:
+        self._retry_at = time.monotonic() + _RETRY_AFTER
+        log.warning("job spawner could not start: jobs start the slow way for a while", error=repr(err), retry_in=_RETRY_AFTER)
 
     def _retire(self) -> None:
         """Let go of the spawner without waiting: it ends once its running compiles have."""

@@ -727,3 +727,22 @@ def test_a_cancelled_warm_compile_is_killed_with_what_it_started(tmp_path: Path,
     assert results[0].cancelled and results[0].returncode is None
     assert not pid_alive(helper)
     assert carrying(marker) == []
+
+
+def test_a_fork_server_that_could_not_start_is_tried_again_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork server that dies before its first message (a half-written upgrade) is not given up for good."""
+    dies = tmp_path / "dies.py"
+    dies.write_text("raise SystemExit(1)\n")
+    spawner = process_group._Spawner()
+    spawner.mode = "warm"
+    monkeypatch.setattr(process_group, "REAPER", str(dies))
+    assert spawner._connect() is None  # meanwhile: the slow way
+    monkeypatch.setattr(process_group, "REAPER", REAPER)
+    assert spawner._connect() is None  # not tried again at once
+    monkeypatch.setattr(process_group, "_RETRY_AFTER", 0.0)
+    spawner._retry_at = 0.0  # the wait is over
+    try:
+        assert spawner._connect() is not None
+        assert spawner._code  # its first message arrived: a working fork server
+    finally:
+        spawner._close()
