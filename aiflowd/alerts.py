@@ -386,9 +386,9 @@ class Alerts:
 
     async def _run(self, hook: Hook, facts: JobFacts) -> str:
         """Run a command hook to its end or its time limit; its output (tail)."""
-        from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, HelperCancel, run_helper
+        from aiflowd.controllers.process_group import HelperCancel, helper_environment, run_helper
 
-        env = {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES}
+        env = helper_environment()
         env.update(self.environment)
         env.update(facts.environment())
         argv = ["/bin/sh", "-c", hook.command] if isinstance(hook.command, str) else list(hook.command or ())
