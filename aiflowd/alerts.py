@@ -31,6 +31,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from aiflowd.model import Hook, Status, parse_duration
+from aiflowd.supervision import Backoff
 from aiflowd.workflows.errors import suggest
 
 if TYPE_CHECKING:
@@ -432,7 +433,7 @@ class Alerts:
         body = facts.body(await anyio.to_thread.run_sync(log_tail, facts.log))
         headers = {"User-Agent": "aiflowd", **dict(hook.headers)}
         attempts = 1 + hook.retries
-        pause = hook.backoff
+        pauses = Backoff(hook.backoff, BACKOFF_MAX)
         problem = ""
         async with contextlib.AsyncExitStack() as stack:
             if self._serving:
@@ -459,9 +460,8 @@ class Alerts:
                         hook=facts.hook,
                         target=describe(hook),
                         attempt=attempt,
-                        pause=pause,
+                        pause=pauses.next,
                         error=problem,
                     )
-                    await anyio.sleep(pause)
-                    pause = min(BACKOFF_MAX, pause * 2) if pause else 0.0
+                    await pauses.wait()
         raise HookFailed(f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}: {problem}")
