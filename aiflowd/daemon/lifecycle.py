@@ -93,7 +93,7 @@ class Daemon:
         self.alerts: Alerts
         self.folder: WorkflowFolder
         self.server: ControlServer | None = None
-        self.retention: Retention | None = None
+        self.retention: Retention
         self.stopping = anyio.Event()
         self.store: Store | None = None
         self.watcher: FolderWatcher | None = None
@@ -255,7 +255,6 @@ class Daemon:
             tg.start_soon(
                 self._http, partial(supervise, "http", partial(serve_http, app, config.http["listen"], self._http_stop), self.restarts)
             )
-        assert self.retention is not None
         tg.start_soon(supervise, "retention", self.retention.run, self.restarts)
         if self.manager.watchdog_interval:
             tg.start_soon(supervise, "watchdog", partial(self._watchdog, self.manager.watchdog_interval), self.restarts)
@@ -387,8 +386,7 @@ class Daemon:
         self.engine.settings.update({k: v for k, v in new.job_settings().items() if k != "run_dir"})
         self.engine.limiter.total_tokens = new.max_concurrent_jobs
         self.alerts.hooks = new.hooks
-        if self.retention is not None:
-            self.retention.settings = dict(new.retention)  # the interval counts from the next pass on
+        self.retention.settings = dict(new.retention)  # the interval counts from the next pass on
         if self.server is not None:
             self.server.idle_timeout = new.control_idle_timeout
             self.server.request_timeout = new.control_request_timeout
