@@ -65,6 +65,8 @@ SHUTDOWN_SLACK = 5.0
 HTTP_CLOSE_WAIT = 3.0
 #: How long shutdown waits for the hooks still queued (after the jobs have stopped).
 HOOKS_DRAIN = 5.0
+#: The config keys a reload cannot apply: a changed one is kept and named as needing a restart.
+RESTART_KEYS = ("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group", "http", "max_concurrent_hooks")
 #: The file in the state dir whose lock says "a daemon serves this state".
 LOCK_NAME = "aiflowd.lock"
 
@@ -370,14 +372,7 @@ class Daemon:
             problems = [str(p) for p in err.problems]
             log.error("reload refused: the config has errors", problems=problems)
             raise ReloadRefused(problems) from err
-        fixed = [
-            key
-            for key in (
-                *("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group"),
-                *("http", "max_concurrent_hooks"),
-            )
-            if getattr(new, key) != getattr(self.config, key)
-        ]
+        fixed = [key for key in RESTART_KEYS if getattr(new, key) != getattr(self.config, key)]
         errors = self.loader.registry.discover(new.plugin_modules, new.plugin_paths, entry_points=True)
         for error in errors:
             log.error("plugin failed", module=error.module, error=error.message)
