@@ -400,11 +400,10 @@ def print_human(command: str, result: Any) -> None:
             print("restarts: " + ", ".join(f"{part} {n}" for part, n in result["restarts"].items()))
         if result.get("errors_contained"):
             print(f"errors contained: {result['errors_contained']} (see the daemon's log)")
-        if hooks := result.get("hooks"):
-            if any(hooks.values()):
-                failed = f", {hooks['failed']} failed (see the daemon's log)" if hooks["failed"] else ""
-                dropped = f", {hooks['dropped']} dropped (too many waiting)" if hooks["dropped"] else ""
-                print(f"hooks: {hooks['sent']} sent{failed}{dropped}, {hooks['pending']} pending")
+        if (hooks := result.get("hooks")) and any(hooks.values()):
+            failed = f", {hooks['failed']} failed (see the daemon's log)" if hooks["failed"] else ""
+            dropped = f", {hooks['dropped']} dropped (too many waiting)" if hooks["dropped"] else ""
+            print(f"hooks: {hooks['sent']} sent{failed}{dropped}, {hooks['pending']} pending")
         if (retention := result.get("retention")) and retention.get("last_pass"):
             last = retention["last_pass"]
             print(
