@@ -31,6 +31,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from aiflowd.model import Hook, Status, parse_duration
+from aiflowd.supervision import Backoff
 from aiflowd.workflows.errors import suggest
 
 if TYPE_CHECKING:
@@ -386,9 +387,9 @@ class Alerts:
 
     async def _run(self, hook: Hook, facts: JobFacts) -> str:
         """Run a command hook to its end or its time limit; its output (tail)."""
-        from aiflowd.controllers.process_group import SERVICE_MANAGER_VARIABLES, HelperCancel, run_helper
+        from aiflowd.controllers.process_group import HelperCancel, helper_environment, run_helper
 
-        env = {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES}
+        env = helper_environment()
         env.update(self.environment)
         env.update(facts.environment())
         argv = ["/bin/sh", "-c", hook.command] if isinstance(hook.command, str) else list(hook.command or ())
@@ -432,7 +433,7 @@ class Alerts:
         body = facts.body(await anyio.to_thread.run_sync(log_tail, facts.log))
         headers = {"User-Agent": "aiflowd", **dict(hook.headers)}
         attempts = 1 + hook.retries
-        pause = hook.backoff
+        pauses = Backoff(hook.backoff, BACKOFF_MAX)
         problem = ""
         async with contextlib.AsyncExitStack() as stack:
             if self._serving:
@@ -459,9 +460,8 @@ class Alerts:
                         hook=facts.hook,
                         target=describe(hook),
                         attempt=attempt,
-                        pause=pause,
+                        pause=pauses.next,
                         error=problem,
                     )
-                    await anyio.sleep(pause)
-                    pause = min(BACKOFF_MAX, pause * 2) if pause else 0.0
+                    await pauses.wait()
         raise HookFailed(f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}: {problem}")

@@ -17,7 +17,7 @@ from typing import Any
 from aiflowd.alerts import DEFAULT_MAX_CONCURRENT, HOOK_EVENTS, parse_hooks
 from aiflowd.model import Hook, parse_duration
 from aiflowd.workflows.errors import LoadError, Problem, suggest
-from aiflowd.workflows.yamlfile import read_yaml
+from aiflowd.workflows.yamlfile import YamlDocument, format_path, read_yaml
 
 SOCKET_NAME = "aiflowd.sock"
 #: Where scripts/flink-cluster.sh serves by default. ``$AIFLOWD_FLINK_REST_URL`` (which
@@ -125,7 +125,7 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
                 problems.append(doc.problem((key,), f"unknown key ({suggest(key, _KEYS)})"))
 
     def where(key: str, message: str) -> None:
-        problems.append(doc.problem((key,), message) if doc else Problem("<defaults>", 0, 0, key, message))
+        problems.append(_problem(doc, (key,), message))
 
     def path_of(key: str, default: str) -> str:
         value = data.get(key)
@@ -170,15 +170,9 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
                 where(key, f"must be a whole number >= 1, got {value!r}")
             else:
                 setattr(config, key, value)
-    if doc is not None:
-        located = doc
-
-        def report(at: tuple[Any, ...], message: str) -> None:
-            problems.append(located.problem(at, message))
-
-        for key in HOOK_EVENTS:
-            if data.get(key) is not None:
-                config.hooks[key] = parse_hooks(data[key], (key,), report, cwd=base)
+    for key in HOOK_EVENTS:
+        if data.get(key) is not None:
+            config.hooks[key] = parse_hooks(data[key], (key,), lambda at, message: problems.append(_problem(doc, at, message)), cwd=base)
     if data.get("max_parallel_loads") is not None:
         value = data["max_parallel_loads"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -207,6 +201,13 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
     return config
 
 
+def _problem(doc: YamlDocument | None, path: tuple[Any, ...], message: str) -> Problem:
+    """A problem at ``path``: located in the config file, or of the defaults when there is none."""
+    if doc is not None:
+        return doc.problem(path, message)
+    return Problem("<defaults>", 0, 0, format_path(path), message)
+
+
 def _rest_url_problem(url: object) -> str | None:
     if not isinstance(url, str):
         return f"must be the cluster's REST URL, like {DEFAULT_FLINK_REST_URL}; got {url!r}"
@@ -224,11 +225,7 @@ def _flink_section(value: Any, base: str, env: Mapping[str, str], doc: Any, prob
     """The ``flink`` section, checked, with ``rest_url`` always set: the one place every part reads it from."""
 
     def where(key: str | None, message: str) -> None:
-        path = ("flink",) if key is None else ("flink", key)
-        if doc is not None:
-            problems.append(doc.problem(path, message))
-        else:
-            problems.append(Problem("<defaults>", 0, 0, ".".join(path), message))
+        problems.append(_problem(doc, ("flink",) if key is None else ("flink", key), message))
 
     if value is None:
         value = {}
@@ -277,8 +274,7 @@ def _http_section(value: Any, base: str, doc: Any, problems: list[Problem]) -> d
     """The ``http`` section, checked: ``listen`` (``HOST:PORT``, or a Unix socket path) and ``refresh``."""
 
     def where(key: str | None, message: str) -> None:
-        path = ("http",) if key is None else ("http", key)
-        problems.append(doc.problem(path, message) if doc is not None else Problem("<defaults>", 0, 0, ".".join(path), message))
+        problems.append(_problem(doc, ("http",) if key is None else ("http", key), message))
 
     if value is None:
         return {}
@@ -315,8 +311,7 @@ def _retention_section(value: Any, doc: Any, problems: list[Problem]) -> dict[st
     """The ``retention`` section: a duration per kind of old data (``0``/``never``: kept), and ``interval``."""
 
     def where(key: str | None, message: str) -> None:
-        path = ("retention",) if key is None else ("retention", key)
-        problems.append(doc.problem(path, message) if doc is not None else Problem("<defaults>", 0, 0, ".".join(path), message))
+        problems.append(_problem(doc, ("retention",) if key is None else ("retention", key), message))
 
     retention = dict(DEFAULT_RETENTION)
     if value is None:

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -401,11 +400,10 @@ def print_human(command: str, result: Any) -> None:
             print("restarts: " + ", ".join(f"{part} {n}" for part, n in result["restarts"].items()))
         if result.get("errors_contained"):
             print(f"errors contained: {result['errors_contained']} (see the daemon's log)")
-        if hooks := result.get("hooks"):
-            if any(hooks.values()):
-                failed = f", {hooks['failed']} failed (see the daemon's log)" if hooks["failed"] else ""
-                dropped = f", {hooks['dropped']} dropped (too many waiting)" if hooks["dropped"] else ""
-                print(f"hooks: {hooks['sent']} sent{failed}{dropped}, {hooks['pending']} pending")
+        if (hooks := result.get("hooks")) and any(hooks.values()):
+            failed = f", {hooks['failed']} failed (see the daemon's log)" if hooks["failed"] else ""
+            dropped = f", {hooks['dropped']} dropped (too many waiting)" if hooks["dropped"] else ""
+            print(f"hooks: {hooks['sent']} sent{failed}{dropped}, {hooks['pending']} pending")
         if (retention := result.get("retention")) and retention.get("last_pass"):
             last = retention["last_pass"]
             print(
@@ -423,7 +421,7 @@ def print_human(command: str, result: Any) -> None:
             limit = result.get("max_active_executions")
             overlap = f"{result['on_overlap']}, at most {limit} active" if limit else result["on_overlap"]
             if result.get("queued_slot"):
-                overlap += f"; a slot waits: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(result['queued_slot']))}"
+                overlap += f"; a slot waits: {_when(result['queued_slot'])}"
             if result.get("skipped_starts"):
                 overlap += f"; {result['skipped_starts']} starts skipped"
             print(f"{'overlap:':<9} {overlap}")
@@ -457,13 +455,20 @@ def print_human(command: str, result: Any) -> None:
 def _times(row: dict[str, Any], keys: tuple[str, ...] = ("started_at", "ended_at")) -> dict[str, Any]:
     row = dict(row)
     if row.get("status_since"):  # running with a condition: "UNREACHABLE since 2026-01-02 03:04:05"
-        row["status"] = f"{row['status']} since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(row['status_since']))}"
+        row["status"] = f"{row['status']} since {_when(row['status_since'])}"
     for key in keys:
         if row.get(key):
-            row[key] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row[key]))
+            row[key] = _when(row[key])
     if row.get("duration") is not None:
         row["duration"] = _duration(row["duration"])
     return row
+
+
+def _when(stamp: float) -> str:
+    """``2026-01-02 03:04:05``, local time: as the status page writes it."""
+    from aiflowd.web.pages import when
+
+    return when(stamp)
 
 
 def _duration(seconds: float) -> str:

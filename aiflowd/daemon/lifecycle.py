@@ -65,6 +65,8 @@ SHUTDOWN_SLACK = 5.0
 HTTP_CLOSE_WAIT = 3.0
 #: How long shutdown waits for the hooks still queued (after the jobs have stopped).
 HOOKS_DRAIN = 5.0
+#: The config keys a reload cannot apply: a changed one is kept and named as needing a restart.
+RESTART_KEYS = ("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group", "http", "max_concurrent_hooks")
 #: The file in the state dir whose lock says "a daemon serves this state".
 LOCK_NAME = "aiflowd.lock"
 
@@ -93,7 +95,7 @@ class Daemon:
         self.alerts: Alerts
         self.folder: WorkflowFolder
         self.server: ControlServer | None = None
-        self.retention: Retention | None = None
+        self.retention: Retention
         self.stopping = anyio.Event()
         self.store: Store | None = None
         self.watcher: FolderWatcher | None = None
@@ -255,7 +257,6 @@ class Daemon:
             tg.start_soon(
                 self._http, partial(supervise, "http", partial(serve_http, app, config.http["listen"], self._http_stop), self.restarts)
             )
-        assert self.retention is not None
         tg.start_soon(supervise, "retention", self.retention.run, self.restarts)
         if self.manager.watchdog_interval:
             tg.start_soon(supervise, "watchdog", partial(self._watchdog, self.manager.watchdog_interval), self.restarts)
@@ -371,14 +372,7 @@ class Daemon:
             problems = [str(p) for p in err.problems]
             log.error("reload refused: the config has errors", problems=problems)
             raise ReloadRefused(problems) from err
-        fixed = [
-            key
-            for key in (
-                *("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group"),
-                *("http", "max_concurrent_hooks"),
-            )
-            if getattr(new, key) != getattr(self.config, key)
-        ]
+        fixed = [key for key in RESTART_KEYS if getattr(new, key) != getattr(self.config, key)]
         errors = self.loader.registry.discover(new.plugin_modules, new.plugin_paths, entry_points=True)
         for error in errors:
             log.error("plugin failed", module=error.module, error=error.message)
@@ -387,8 +381,7 @@ class Daemon:
         self.engine.settings.update({k: v for k, v in new.job_settings().items() if k != "run_dir"})
         self.engine.limiter.total_tokens = new.max_concurrent_jobs
         self.alerts.hooks = new.hooks
-        if self.retention is not None:
-            self.retention.settings = dict(new.retention)  # the interval counts from the next pass on
+        self.retention.settings = dict(new.retention)  # the interval counts from the next pass on
         if self.server is not None:
             self.server.idle_timeout = new.control_idle_timeout
             self.server.request_timeout = new.control_request_timeout

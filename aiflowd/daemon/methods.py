@@ -108,7 +108,7 @@ class ControlMethods:
                 "restarts": self.daemon.restarts.snapshot(),
                 "errors_contained": engine.contained_errors,
                 "hooks": engine.alerts.snapshot() if engine.alerts is not None else None,
-                "retention": self.daemon.retention.status() if self.daemon.retention is not None else None,
+                "retention": self.daemon.retention.status(),
             }
 
         return await self._ask(status)
