@@ -442,6 +442,13 @@ def test_reload_with_sighup_and_aiflowctl_and_a_bad_config(daemon: Daemon) -> No
     assert daemon.json("status")["pid"] == daemon.process.pid  # still serving, old config
 
 
+def test_a_reload_names_the_settings_it_cannot_apply(daemon: Daemon) -> None:
+    daemon.write_config("max_parallel_loads: 1\nwarm_start: false\n")
+    answer = daemon.json("reload")
+    # The compile slots are made at start; warm_start applies to compiles and jobs at once.
+    assert answer["reloaded"] and answer["needs_restart"] == ["max_parallel_loads"]
+
+
 def test_unreachable_daemon_exit_code(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "aiflowd.cli.aiflowctl", "--socket", str(tmp_path / "none.sock"), "status"],

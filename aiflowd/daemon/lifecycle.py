@@ -66,7 +66,17 @@ HTTP_CLOSE_WAIT = 3.0
 #: How long shutdown waits for the hooks still queued (after the jobs have stopped).
 HOOKS_DRAIN = 5.0
 #: The config keys a reload cannot apply: a changed one is kept and named as needing a restart.
-RESTART_KEYS = ("workflows_dir", "state_dir", "log_dir", "control_socket", "run_dir", "control_group", "http", "max_concurrent_hooks")
+RESTART_KEYS = (
+    "workflows_dir",
+    "state_dir",
+    "log_dir",
+    "control_socket",
+    "run_dir",
+    "control_group",
+    "http",
+    "max_concurrent_hooks",
+    "max_parallel_loads",  # the compile slots are made once, at start
+)
 #: The file in the state dir whose lock says "a daemon serves this state".
 LOCK_NAME = "aiflowd.lock"
 
@@ -378,6 +388,7 @@ class Daemon:
             log.error("plugin failed", module=error.module, error=error.message)
         self.loader.settings.compile_timeout = new.compile_timeout
         self.loader.settings.plugin_paths = list(new.plugin_paths)
+        self.loader.settings.warm_start = new.warm_start  # compiles as the jobs (job_settings) do
         self.engine.settings.update({k: v for k, v in new.job_settings().items() if k != "run_dir"})
         self.engine.limiter.total_tokens = new.max_concurrent_jobs
         self.alerts.hooks = new.hooks
