@@ -781,33 +781,40 @@ class Engine:
         starts beside the active ones up to ``max_active_executions``, then queues.
         """
         assert entry.loaded is not None
-        workflow = entry.loaded.workflow
-        active = len(self.active_executions(entry.name))
         if self._room_for_tick(entry):
             entry.queued_tick = None  # an older queued slot is coalesced into this one
             self._record_tick(entry.name, "", slot)
             self._start_execution(entry, _trigger(slot))
-        elif workflow.on_overlap == OverlapPolicy.SKIP:
+        elif entry.loaded.workflow.on_overlap == OverlapPolicy.SKIP:
             self._skip_tick(entry, "", slot)
         else:
             if entry.queued_tick is not None:
                 log.info("queued periodic slot coalesced into a later one", workflow=entry.name, slot=_trigger(entry.queued_tick))
             entry.queued_tick = slot
+            active = len(self.active_executions(entry.name))
             log.info("periodic slot queued until the active execution ends", workflow=entry.name, slot=_trigger(slot), active=active)
 
     def _room_for_tick(self, entry: WorkflowEntry) -> bool:
         """Whether a workflow-level slot may start an execution now, under ``on_overlap`` and the limit."""
         assert entry.loaded is not None
-        workflow = entry.loaded.workflow
         active = len(self.active_executions(entry.name))
-        limit = workflow.max_active_executions
-        return (active == 0 or workflow.on_overlap == OverlapPolicy.ALLOW) and (limit is None or active < limit)
+        return (active == 0 or entry.loaded.workflow.on_overlap == OverlapPolicy.ALLOW) and not self._at_limit(entry, active)
+
+    def _at_limit(self, entry: WorkflowEntry, active: int) -> bool:
+        """Whether ``active`` executions of the workflow reach its ``max_active_executions``."""
+        assert entry.loaded is not None
+        limit = entry.loaded.workflow.max_active_executions
+        return limit is not None and active >= limit
+
+    def _count_skipped(self, entry: WorkflowEntry) -> None:
+        """Count a start not made because executions were active: the workflow's count, and the daemon's (never reset)."""
+        entry.skipped_starts += 1
+        self.skipped_starts += 1
 
     def _skip_tick(self, entry: WorkflowEntry, job: str, slot: float) -> None:
         """Drop a slot that came while its execution (or job) was active: recorded as fired, logged, counted."""
         self._record_tick(entry.name, job, slot)
-        entry.skipped_starts += 1
-        self.skipped_starts += 1
+        self._count_skipped(entry)
         log.info("periodic slot skipped: still active (on_overlap: skip)", workflow=entry.name, job=job or None, slot=_trigger(slot))
 
     def _start_queued_tick(self, workflow: str) -> None:
@@ -852,8 +859,7 @@ class Engine:
             checked = check_params(params)
         except ValueError as err:
             raise EngineError(str(err)) from None
-        limit, active = entry.loaded.workflow.max_active_executions, len(self.active_executions(workflow))
-        if limit is not None and active >= limit:
+        if self._at_limit(entry, active := len(self.active_executions(workflow))):
             raise EngineError(
                 f"workflow '{workflow}' has {active} active execution{'s' if active > 1 else ''}, its max_active_executions:"
                 f" wait for one to end, or stop one (aiflowctl workflow stop-execution {workflow})"
@@ -1284,10 +1290,8 @@ class Engine:
                 for execution in [e for e in self.executions.values() if e.workflow == entry.name and e.stop_reason is None]:
                     self._stop_execution(execution, f"stopped on {why}")
             if workflow.start_on_events and scheduler.triggers_met(workflow.start_on_events, event, entry.trigger_memory, "start"):
-                limit, active = workflow.max_active_executions, len(self.active_executions(entry.name))
-                if limit is not None and active >= limit:
-                    entry.skipped_starts += 1
-                    self.skipped_starts += 1
+                if self._at_limit(entry, active := len(self.active_executions(entry.name))):
+                    self._count_skipped(entry)
                     log.info("event trigger skipped: max_active_executions reached", workflow=entry.name, event=why, active=active)
                     continue
                 self._start_execution(entry, why, event=event)
