@@ -22,6 +22,7 @@ others. ``run-once`` drives the same engine with an in-memory store.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import math
 import os
@@ -881,7 +882,7 @@ class Engine:
             self._end(older)  # an idle execution waiting for events gives way to the new one
         params = params or {}
         execution_id = self.store.create_execution(
-            workflow.name, workflow.version, trigger, only_job, params=params, event=_event_record(event)
+            workflow.name, workflow.version, trigger, only_job, params=params, event=None if event is None else dataclasses.asdict(event)
         )
         execution = ExecutionRun(execution_id, workflow.name, entry.loaded, trigger, only_job, params=params, event=event)
         execution.states = {job: scheduler.JobState() for job in workflow.jobs}
@@ -1424,20 +1425,6 @@ def _job_variables(execution: ExecutionRun, job: str) -> dict[str, str]:
             }
         )
     return variables
-
-
-def _event_record(event: Event | None) -> dict[str, Any] | None:
-    """An event as an execution's record keeps it (JSON)."""
-    if event is None:
-        return None
-    return {
-        "key": event.key,
-        "value": event.value,
-        "event_type": event.event_type,
-        "namespace": event.namespace,
-        "sender": event.sender,
-        "time": event.time,
-    }
 
 
 def _event_from_record(record: dict[str, Any] | None) -> Event | None:
