@@ -70,6 +70,7 @@ from aiflowd.model import (
     PeriodicConfig,
     Status,
     check_params,
+    event_variables,
 )
 from aiflowd.plugin_interface import Job, JobController, JobExecutionInfo, JobHandle, JobRuntimeEnv, PluginRegistry
 from aiflowd.store import Store, StoreUnavailable
@@ -1415,15 +1416,7 @@ def _job_variables(execution: ExecutionRun, job: str) -> dict[str, str]:
     variables = {PARAM_PREFIX + name: value for name, value in execution.params.items()}
     event = execution.job_events.get(job) or execution.event
     if event is not None:
-        variables.update(
-            {
-                "AIFLOWD_EVENT_KEY": event.key,
-                "AIFLOWD_EVENT_VALUE": event.value,
-                "AIFLOWD_EVENT_TYPE": event.event_type,
-                "AIFLOWD_EVENT_NAMESPACE": event.namespace,
-                "AIFLOWD_EVENT_SENDER": event.sender,
-            }
-        )
+        variables.update(event_variables(event))
     return variables
 
 
