@@ -353,7 +353,8 @@ def event_from_variables(environ: Mapping[str, str]) -> Event | None:
     """The event ``event_variables`` put in a job's environment, if one did."""
     if "AIFLOWD_EVENT_KEY" not in environ:
         return None
-    return Event(**{attr: environ.get(name, "") for name, attr in _EVENT_VARIABLES.items()})
+    fields: dict[str, Any] = {attr: environ.get(name, "") for name, attr in _EVENT_VARIABLES.items()}
+    return Event(**fields)
 
 
 def check_params(params: object) -> dict[str, str]:
