@@ -22,6 +22,7 @@ others. ``run-once`` drives the same engine with an in-memory store.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import math
 import os
@@ -69,6 +70,7 @@ from aiflowd.model import (
     PeriodicConfig,
     Status,
     check_params,
+    event_variables,
 )
 from aiflowd.plugin_interface import Job, JobController, JobExecutionInfo, JobHandle, JobRuntimeEnv, PluginRegistry
 from aiflowd.store import Store, StoreUnavailable
@@ -781,33 +783,40 @@ class Engine:
         starts beside the active ones up to ``max_active_executions``, then queues.
         """
         assert entry.loaded is not None
-        workflow = entry.loaded.workflow
-        active = len(self.active_executions(entry.name))
         if self._room_for_tick(entry):
             entry.queued_tick = None  # an older queued slot is coalesced into this one
             self._record_tick(entry.name, "", slot)
             self._start_execution(entry, _trigger(slot))
-        elif workflow.on_overlap == OverlapPolicy.SKIP:
+        elif entry.loaded.workflow.on_overlap == OverlapPolicy.SKIP:
             self._skip_tick(entry, "", slot)
         else:
             if entry.queued_tick is not None:
                 log.info("queued periodic slot coalesced into a later one", workflow=entry.name, slot=_trigger(entry.queued_tick))
             entry.queued_tick = slot
+            active = len(self.active_executions(entry.name))
             log.info("periodic slot queued until the active execution ends", workflow=entry.name, slot=_trigger(slot), active=active)
 
     def _room_for_tick(self, entry: WorkflowEntry) -> bool:
         """Whether a workflow-level slot may start an execution now, under ``on_overlap`` and the limit."""
         assert entry.loaded is not None
-        workflow = entry.loaded.workflow
         active = len(self.active_executions(entry.name))
-        limit = workflow.max_active_executions
-        return (active == 0 or workflow.on_overlap == OverlapPolicy.ALLOW) and (limit is None or active < limit)
+        return (active == 0 or entry.loaded.workflow.on_overlap == OverlapPolicy.ALLOW) and not self._at_limit(entry, active)
+
+    def _at_limit(self, entry: WorkflowEntry, active: int) -> bool:
+        """Whether ``active`` executions of the workflow reach its ``max_active_executions``."""
+        assert entry.loaded is not None
+        limit = entry.loaded.workflow.max_active_executions
+        return limit is not None and active >= limit
+
+    def _count_skipped(self, entry: WorkflowEntry) -> None:
+        """Count a start not made because executions were active: the workflow's count, and the daemon's (never reset)."""
+        entry.skipped_starts += 1
+        self.skipped_starts += 1
 
     def _skip_tick(self, entry: WorkflowEntry, job: str, slot: float) -> None:
         """Drop a slot that came while its execution (or job) was active: recorded as fired, logged, counted."""
         self._record_tick(entry.name, job, slot)
-        entry.skipped_starts += 1
-        self.skipped_starts += 1
+        self._count_skipped(entry)
         log.info("periodic slot skipped: still active (on_overlap: skip)", workflow=entry.name, job=job or None, slot=_trigger(slot))
 
     def _start_queued_tick(self, workflow: str) -> None:
@@ -852,8 +861,7 @@ class Engine:
             checked = check_params(params)
         except ValueError as err:
             raise EngineError(str(err)) from None
-        limit, active = entry.loaded.workflow.max_active_executions, len(self.active_executions(workflow))
-        if limit is not None and active >= limit:
+        if self._at_limit(entry, active := len(self.active_executions(workflow))):
             raise EngineError(
                 f"workflow '{workflow}' has {active} active execution{'s' if active > 1 else ''}, its max_active_executions:"
                 f" wait for one to end, or stop one (aiflowctl workflow stop-execution {workflow})"
@@ -875,7 +883,7 @@ class Engine:
             self._end(older)  # an idle execution waiting for events gives way to the new one
         params = params or {}
         execution_id = self.store.create_execution(
-            workflow.name, workflow.version, trigger, only_job, params=params, event=_event_record(event)
+            workflow.name, workflow.version, trigger, only_job, params=params, event=None if event is None else dataclasses.asdict(event)
         )
         execution = ExecutionRun(execution_id, workflow.name, entry.loaded, trigger, only_job, params=params, event=event)
         execution.states = {job: scheduler.JobState() for job in workflow.jobs}
@@ -1284,10 +1292,8 @@ class Engine:
                 for execution in [e for e in self.executions.values() if e.workflow == entry.name and e.stop_reason is None]:
                     self._stop_execution(execution, f"stopped on {why}")
             if workflow.start_on_events and scheduler.triggers_met(workflow.start_on_events, event, entry.trigger_memory, "start"):
-                limit, active = workflow.max_active_executions, len(self.active_executions(entry.name))
-                if limit is not None and active >= limit:
-                    entry.skipped_starts += 1
-                    self.skipped_starts += 1
+                if self._at_limit(entry, active := len(self.active_executions(entry.name))):
+                    self._count_skipped(entry)
                     log.info("event trigger skipped: max_active_executions reached", workflow=entry.name, event=why, active=active)
                     continue
                 self._start_execution(entry, why, event=event)
@@ -1410,30 +1416,8 @@ def _job_variables(execution: ExecutionRun, job: str) -> dict[str, str]:
     variables = {PARAM_PREFIX + name: value for name, value in execution.params.items()}
     event = execution.job_events.get(job) or execution.event
     if event is not None:
-        variables.update(
-            {
-                "AIFLOWD_EVENT_KEY": event.key,
-                "AIFLOWD_EVENT_VALUE": event.value,
-                "AIFLOWD_EVENT_TYPE": event.event_type,
-                "AIFLOWD_EVENT_NAMESPACE": event.namespace,
-                "AIFLOWD_EVENT_SENDER": event.sender,
-            }
-        )
+        variables.update(event_variables(event))
     return variables
-
-
-def _event_record(event: Event | None) -> dict[str, Any] | None:
-    """An event as an execution's record keeps it (JSON)."""
-    if event is None:
-        return None
-    return {
-        "key": event.key,
-        "value": event.value,
-        "event_type": event.event_type,
-        "namespace": event.namespace,
-        "sender": event.sender,
-        "time": event.time,
-    }
 
 
 def _event_from_record(record: dict[str, Any] | None) -> Event | None:

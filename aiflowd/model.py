@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -332,6 +333,28 @@ class ProcessorRef:
 
 #: Prefix of the environment variable an execution parameter reaches its jobs as: ``AIFLOWD_PARAM_K``.
 PARAM_PREFIX = "AIFLOWD_PARAM_"
+
+#: The environment variables the event that started a job reaches it as, and the fields they carry.
+_EVENT_VARIABLES = {
+    "AIFLOWD_EVENT_KEY": "key",
+    "AIFLOWD_EVENT_VALUE": "value",
+    "AIFLOWD_EVENT_TYPE": "event_type",
+    "AIFLOWD_EVENT_NAMESPACE": "namespace",
+    "AIFLOWD_EVENT_SENDER": "sender",
+}
+
+
+def event_variables(event: Event) -> dict[str, str]:
+    """The event that started a job, as that job's environment variables (``AIFLOWD_EVENT_KEY``, ...)."""
+    return {name: getattr(event, attr) for name, attr in _EVENT_VARIABLES.items()}
+
+
+def event_from_variables(environ: Mapping[str, str]) -> Event | None:
+    """The event ``event_variables`` put in a job's environment, if one did."""
+    if "AIFLOWD_EVENT_KEY" not in environ:
+        return None
+    fields: dict[str, Any] = {attr: environ.get(name, "") for name, attr in _EVENT_VARIABLES.items()}
+    return Event(**fields)
 
 
 def check_params(params: object) -> dict[str, str]:

@@ -115,6 +115,9 @@ class JobRuntimeEnv:
     #: A savepoint the job should start from: its previous version's, when a changed
     #: workflow restarted it (controllers that know savepoints honour it).
     restore_savepoint: str | None = None
+    #: One savepoint per Flink job, in the order the program started them (None: that job
+    #: left none), when the job was several; ``restore_savepoint`` is the first of them.
+    restore_savepoints: list[str | None] | None = None
     #: Environment variables the execution gives its jobs: its parameters (``AIFLOWD_PARAM_*``)
     #: and the event that started the job (``AIFLOWD_EVENT_*``). Process controllers set them.
     variables: dict[str, str] = field(default_factory=dict)
@@ -133,10 +136,6 @@ class JobRuntimeEnv:
         """
         if self.reporter is not None:
             self.reporter(condition, detail, subject, since)
-
-    #: One savepoint per Flink job, in the order the program started them (None: that job
-    #: left none), when the job was several; ``restore_savepoint`` is the first of them.
-    restore_savepoints: list[str | None] | None = None
 
     @property
     def workflow_name(self) -> str:

@@ -400,15 +400,11 @@ class _Load:
             else:
                 workflow.dependencies = value
         elif key == "on_change":
-            try:
-                workflow.on_change = ChangePolicy(value)
-            except ValueError:
-                self.problem((key,), f"must be one of restart, wait, ignore; got {value!r}")
+            if (change := self.choice((key,), value, ChangePolicy)) is not None:
+                workflow.on_change = change
         elif key == "max_active_executions":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                self.problem((key,), f"must be a whole number >= 1, got {value!r}")
-            else:
-                workflow.max_active_executions = value
+            if (limit := self.whole_number((key,), value, 1)) is not None:
+                workflow.max_active_executions = limit
         elif key == "on_overlap":
             if (policy := self.choice((key,), value, OverlapPolicy)) is not None:
                 workflow.on_overlap = policy
@@ -436,6 +432,13 @@ class _Load:
         self.problem(path, f"{message} ({close})" if close.startswith("did") else message)
         return None
 
+    def whole_number(self, path: Path, value: Any, minimum: int) -> int | None:
+        """A whole number (not a bool) of at least ``minimum``, or None with one problem."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.problem(path, f"must be a whole number >= {minimum}, got {value!r}")
+            return None
+        return value
+
     def job_config(self, name: str, job: dict[str, Any]) -> JobConfig:
         known = JOB_KEYS | PROCESSOR_KEYS | self.type_keys(job)
         for key in job:
@@ -459,12 +462,8 @@ class _Load:
             config.properties = properties
         if "periodic_config" in job:
             config.periodic_config = self.periodic_config((name, "periodic_config"), job["periodic_config"])
-        if "retries" in job:
-            retries = job["retries"]
-            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-                self.problem((name, "retries"), f"must be a whole number >= 0, got {retries!r}")
-            else:
-                config.retries = retries
+        if "retries" in job and (retries := self.whole_number((name, "retries"), job["retries"], 0)) is not None:
+            config.retries = retries
         if "retry_backoff" in job and (backoff := self.choice((name, "retry_backoff"), job["retry_backoff"], RetryBackoff)) is not None:
             config.retry_backoff = backoff
         for key in ("retry_delay", "retry_max_delay", "timeout", "job_label_report_interval"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from aiflowd.model import PARAM_PREFIX, AISubGraph, Event, JobConfig, ProcessorRef
+from aiflowd.model import PARAM_PREFIX, AISubGraph, Event, JobConfig, ProcessorRef, event_from_variables
 from aiflowd.plugin_interface import (
     Job,
     JobController,
@@ -52,13 +52,7 @@ class ExecutionContext:
     @property
     def event(self) -> Event | None:
         """The event that started this job (its event rule's, or its execution's trigger), if one did."""
-        if "AIFLOWD_EVENT_KEY" not in os.environ:
-            return None
-
-        def get(name: str) -> str:
-            return os.environ.get(f"AIFLOWD_EVENT_{name}", "")
-
-        return Event(get("KEY"), get("VALUE"), event_type=get("TYPE"), namespace=get("NAMESPACE"), sender=get("SENDER"))
+        return event_from_variables(os.environ)
 
     @property
     def node_type(self) -> str:
