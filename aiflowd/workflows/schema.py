@@ -68,7 +68,10 @@ GENERIC_KEYS: dict[str, dict[str, Any]] = {
     "workflow.dependencies": {"type": "object", "description": "free-form, kept for AIFlow compatibility"},
     "workflow.on_change": {
         "enum": [p.value for p in ChangePolicy],
-        "description": "what a new version does to a running execution: restart (default), wait or ignore",
+        "description": (
+            "what a new version does to a running execution: restart (the default of a workflow started by"
+            " file changes), wait (the default of one on a timer or events) or ignore"
+        ),
     },
     "workflow.max_active_executions": {
         "type": "integer",
