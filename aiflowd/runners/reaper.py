@@ -179,17 +179,17 @@ class _Hurry:
 def has_children() -> bool:
     """Whether any thread of this process has a child (zombies included); True when it cannot tell.
 
-    One small read per thread, where ``live_descendants`` reads all of /proc: a subreaper
-    with no child has no descendant left, since each orphan below it becomes its child.
+    One system call (a wait that reaps nothing), where ``live_descendants`` reads all of
+    /proc: a subreaper with no child has no descendant left, since each orphan below it
+    becomes its child. A wait covers the children of every thread of the process.
     """
     try:
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/children", "rb") as fh:
-                if fh.read().strip():
-                    return True
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
     except OSError:
         return True
-    return False
+    return True
 
 
 def reap_descendants(grace: float) -> None:
@@ -219,8 +219,17 @@ def reap_descendants(grace: float) -> None:
 
 
 def _record(status_file: str, rc: int) -> None:
-    with contextlib.suppress(OSError), open(status_file, "w", encoding="ascii") as fh:
-        fh.write(f"{rc}\n")
+    """Write ``rc`` to the status file.
+
+    With bare descriptors: in a fork of the fork server a text-mode ``open`` builds a
+    codec and three stream objects, each a copied page (~1.3 ms a job, 300 page faults).
+    """
+    with contextlib.suppress(OSError):
+        fd = os.open(status_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            os.write(fd, b"%d\n" % rc)
+        finally:
+            os.close(fd)
 
 
 def reap(status_file: str, rc: int, grace: float) -> int:
