@@ -547,3 +547,19 @@ async def test_an_own_flink_env_is_refused_when_compiled_on_the_daemons_side(loa
         " OwnEnv.create_env() makes its own environments, which cannot be sent to the cluster from the daemon's side"
         " (flink.shared_files: false); use FlinkBatchEnv or FlinkStreamEnv, or submit_via: cli"
     )
+
+
+async def test_sql_jobs_of_one_workflow_submitted_at_once_all_run(loader, cluster: str, tmp_path: Path) -> None:  # noqa: F811
+    """Jobs with no rule between them start together; SQL, like PyFlink, runs under Flink's Python driver in the JobManager."""
+    out, count = tmp_path / "out", 3
+    jobs = "".join(
+        f"j{i}:\n  job_type: flink\n  properties: {{execution_mode: batch}}\n  sql: |\n"
+        f"    CREATE TABLE t{i} (n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}/t{i}', 'format' = 'csv');\n"
+        f"    INSERT INTO t{i} VALUES ({i}), ({i * 10});\n"
+        for i in range(count)
+    )
+    write(tmp_path / "wf" / "wf.yaml", jobs)
+    execution, runs = await run_execution(loader, tmp_path / "wf", tmp_path, settings=settings(cluster))
+    logs = "\n".join(Path(run.env.log_path).read_text()[-2000:] for run in runs)
+    assert execution.status.value == "FINISHED", logs
+    assert [numbers(out / f"t{i}") for i in range(count)] == [[i, i * 10] for i in range(count)]

@@ -326,6 +326,8 @@ class FlinkRestController:
         self.clock: Clock = clock or SystemClock()
         self._uploaded: dict[tuple[str, str], str] = {}  # (rest url, jar hash) -> jar id
         self._overviews: dict[str, _Overview] = {}  # rest url -> its last job overview
+        #: rest url -> held over each Python-driver run request to that cluster (see ``_submit_in_jobmanager``).
+        self._driver_turns: dict[str, anyio.Lock] = {}
 
     async def submit(self, job: Any, env: JobRuntimeEnv, handle: FlinkJobHandle) -> None:
         """A jar through the run request; Python and SQL in the JobManager, or compiled here (``flink.shared_files: false``)."""
@@ -344,8 +346,14 @@ class FlinkRestController:
         The run request runs one job per program run, so a program that starts several
         Flink jobs is run once per job: the first run counts them (in the working folder),
         each further run submits the next one.
+
+        One run request at a time per cluster: the JobManager runs the Python driver of
+        concurrent requests against shared state, and all but one fail ("No jobs included
+        in application", "Failed to execute sql"). A request ends once its job is
+        submitted, so the wait is the other programs' compile, not their run.
         """
         jar = _python_driver_jar(env)
+        turn = self._driver_turns.setdefault(handle.rest_url, anyio.Lock())
         index = 0
         while True:
             spec = write_pyflink_spec(job, env, "cluster", handle.job_id, only_job=index)
@@ -353,7 +361,8 @@ class FlinkRestController:
             saved = savepoints_to_restore(job, env)
             savepoint = saved[index] if index < len(saved) else None
             args = ["-py", RUNNER, "-pyfs", _python_files(job, env), spec]
-            await self._run(jar, PYTHON_DRIVER, args, job, env, handle, job_id, savepoint)
+            async with turn:
+                await self._run(jar, PYTHON_DRIVER, args, job, env, handle, job_id, savepoint)
             ids = _json_list(os.path.join(env.working_dir, f"flink-jobs-{index}.json")) or [job_id]
             handle.job_ids = ids
             index += 1
