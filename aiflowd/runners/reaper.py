@@ -412,6 +412,7 @@ _PRELOADED = (
     "aiflowd.plugins.bash",
     "aiflowd.plugins.flink",
     "aiflowd.compat",
+    "atexit",  # run at each child's end
     *WARM_MODULES,
 )
 #: Descriptors of the spawner a forked child must not keep (its socket, its wake-up pipe, status pipes).
