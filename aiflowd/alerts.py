@@ -217,7 +217,7 @@ class JobFacts:
         """A webhook's JSON: the facts, the log's tail, and a ``text`` chat receivers show as is."""
         exit_code = "" if self.exit_code is None else f", exit {self.exit_code}"
         said = f": {self.message}" if self.message else ""
-        where = f"execution {self.execution}, attempt {self.attempt}"
+        where = f"execution {self.execution}, attempt {self.attempt}" + ("; it will be retried" if self.hook == "on_retry" else "")
         text = f"aiflowd: job {self.workflow}.{self.job} {self.status}{exit_code} ({where}){said}"
         return {**dataclasses.asdict(self), "log_tail": log_tail, "text": text}
 

@@ -214,6 +214,8 @@ async def test_a_webhook_gets_the_facts_as_json(receiver: Receiver, tmp_path: Pa
     assert body["text"] == "aiflowd: job wf.job FAILED, exit 3 (execution 7, attempt 2): exit 3"
     assert receiver.headers[0]["X-Token"] == "t1"
     assert alerts.counts.sent == 1
+    assert await alerts.deliver(Hook(webhook=receiver.url, timeout=5), dataclasses.replace(facts, hook="on_retry"))
+    assert receiver.bodies[1]["text"] == "aiflowd: job wf.job FAILED, exit 3 (execution 7, attempt 2; it will be retried): exit 3"
 
 
 async def test_a_refused_webhook_is_retried_then_given_up_with_one_line(tmp_path: Path) -> None:
