@@ -61,6 +61,7 @@ from aiflowd.inbox import (
 from aiflowd.model import (
     JOB_STATUS_CHANGED,
     PARAM_PREFIX,
+    AllEventsCondition,
     ChangePolicy,
     Event,
     EventCondition,
@@ -611,8 +612,13 @@ class Engine:
                 self._recover_execution(row)
         if previous_version == version and old is not None:
             return None  # the same content again: nothing to do
-        if previous_version != version:
+        if previous_version == version:  # the version a previous daemon served: what its triggers had seen
+            if any(isinstance(c, AllEventsCondition) for c in (*result.workflow.start_on_events, *result.workflow.stop_on_events)):
+                entry.trigger_memory = scheduler.EventMemory.from_json(self.store.event_memory(_memory_scope(name), version))
+        else:
             entry.trigger_memory = scheduler.EventMemory()  # a new version's triggers count afresh
+            if previous_version is not None:
+                self.store.forget_event_memory(_memory_scope(name))
             log.info("workflow loaded", workflow=name, version=version)
             if result.warnings:
                 log.warning("workflow loaded with warnings", workflow=name, warnings=[str(w) for w in result.warnings])
@@ -654,7 +660,9 @@ class Engine:
         unrecovered, entry.unrecovered = entry.unrecovered, []
         for row in unrecovered:
             self.store.end_execution(row["id"], Status.KILLED.value)
+            self.store.forget_event_memory(_memory_scope(row["id"]))
             self._reattach_orphans(row)
+        self.store.forget_event_memory(_memory_scope(name))
         if entry.timers is not None:
             entry.timers.cancel()
         entry.status = RETIRED
@@ -957,6 +965,9 @@ class Engine:
     def _rules(self, execution: ExecutionRun, event: Event) -> list[scheduler.Decision]:
         """What the execution's rules ask for on ``event``, but for the jobs whose scheduling is held."""
         decisions = scheduler.on_event(execution.loaded.workflow, execution.states, event, execution.memory)
+        if execution.memory.changed:  # stored as it changes: a restart forgets nothing a rule has seen
+            execution.memory.changed = False
+            self.store.save_event_memory(_memory_scope(execution.id), execution.memory.to_json())
         return [d for d in decisions if d.job not in execution.held] if execution.held else decisions
 
     def hold_job_rules(self, execution_id: int, job: str, held: bool) -> None:
@@ -1253,6 +1264,8 @@ class Engine:
         status = scheduler.execution_status(execution.states, stopped=execution.stop_reason is not None)
         execution.status = status
         self.store.end_execution(execution.id, status.value)
+        if execution.memory.to_json():
+            self.store.forget_event_memory(_memory_scope(execution.id))
         del self.executions[execution.id]
         execution.ended.set()
         log.info("execution ended", workflow=execution.workflow, execution=execution.id, status=status.value)
@@ -1297,6 +1310,9 @@ class Engine:
                     log.info("event trigger skipped: max_active_executions reached", workflow=entry.name, event=why, active=active)
                     continue
                 self._start_execution(entry, why, event=event)
+            if entry.trigger_memory.changed:
+                entry.trigger_memory.changed = False
+                self.store.save_event_memory(_memory_scope(entry.name), entry.trigger_memory.to_json(), entry.version)
 
     # -- recovery --------------------------------------------------------------------
 
@@ -1315,6 +1331,7 @@ class Engine:
         entry = self.workflows.get(row["workflow"])
         if entry is None or entry.status == RETIRED:  # its workflow is gone: its jobs are found only to be stopped
             self.store.end_execution(row["id"], Status.KILLED.value)
+            self.store.forget_event_memory(_memory_scope(row["id"]))
             self._reattach_orphans(row)
             return
         if entry.loaded is None:
@@ -1325,6 +1342,7 @@ class Engine:
             return
         execution = ExecutionRun(row["id"], row["workflow"], entry.loaded, row["trigger"], row["only_job"])
         execution.params, execution.event = dict(row.get("params") or {}), _event_from_record(row.get("event"))
+        execution.memory = scheduler.EventMemory.from_json(self.store.event_memory(_memory_scope(execution.id)))
         execution.states = {job: scheduler.JobState() for job in entry.loaded.workflow.jobs}
         self.executions[execution.id] = execution
         ended_at: dict[str, float] = {}
@@ -1418,6 +1436,11 @@ def _job_variables(execution: ExecutionRun, job: str) -> dict[str, str]:
     if event is not None:
         variables.update(event_variables(event))
     return variables
+
+
+def _memory_scope(owner: int | str) -> str:
+    """Where what several-event conditions have seen is stored: an execution's job rules, a workflow's triggers."""
+    return f"execution {owner}" if isinstance(owner, int) else f"workflow {owner}"
 
 
 def _event_from_record(record: dict[str, Any] | None) -> Event | None:

@@ -22,6 +22,7 @@ import datetime
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiflowd.model import (
     ANY,
@@ -80,10 +81,20 @@ class EventMemory:
     """Which events of each several-event condition have been seen (see ``AllEventsCondition``).
 
     Keyed by the condition's place (a rule's index, a trigger's); owned by the caller, one
-    per execution for job rules, one per workflow version for its triggers.
+    per execution for job rules, one per workflow version for its triggers. ``changed``
+    tells the caller that what was seen differs since it last stored it (and reset it).
     """
 
     seen: dict[Hashable, set[int]] = field(default_factory=dict)
+    changed: bool = False
+
+    def to_json(self) -> list[list[Any]]:
+        """What was seen as JSON: ``[[key as a list, [indexes]], ...]`` (keys are tuples of str and int)."""
+        return [[list(key) if isinstance(key, tuple) else key, sorted(seen)] for key, seen in self.seen.items() if seen]
+
+    @classmethod
+    def from_json(cls, data: list[list[Any]]) -> EventMemory:
+        return cls({tuple(key) if isinstance(key, list) else key: set(seen) for key, seen in data})
 
 
 def condition_met(condition: Condition, event: Event, memory: EventMemory | None = None, key: Hashable = None) -> bool:
@@ -102,10 +113,15 @@ def condition_met(condition: Condition, event: Event, memory: EventMemory | None
         return False
     memory = memory if memory is not None else EventMemory()
     seen = memory.seen.setdefault(key, set())
-    seen |= matched
+    if not matched <= seen:
+        memory.changed = True
+        seen |= matched
     if len(seen) < len(condition.events):
         return False
-    memory.seen[key] = {i for i in seen if condition.repeated[i]}  # ONCE events must come again
+    kept = {i for i in seen if condition.repeated[i]}  # ONCE events must come again
+    if kept != seen:
+        memory.changed = True
+    memory.seen[key] = kept
     return True
 
 

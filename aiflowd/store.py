@@ -125,6 +125,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE job_executions ADD COLUMN condition TEXT",
         "ALTER TABLE job_executions ADD COLUMN condition_since REAL",
     ),
+    (
+        # What the several-event conditions have seen, so that a restart forgets none of it:
+        # scope 'execution ID' (its job rules) or 'workflow NAME' (its triggers, for one version).
+        "CREATE TABLE IF NOT EXISTS event_memory (scope TEXT PRIMARY KEY, version TEXT, seen TEXT NOT NULL)",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -452,6 +457,28 @@ class Store:
             "INSERT INTO ticks VALUES (?, ?, ?) ON CONFLICT (workflow, job) DO UPDATE SET fired_for = excluded.fired_for",
             (workflow, job, fired_for),
         )
+
+    # -- what several-event conditions have seen ---------------------------------------
+
+    def save_event_memory(self, scope: str, seen: list[Any], version: str | None = None) -> None:
+        """Store what a scope's several-event conditions have seen (``EventMemory.to_json``); nothing seen: forget it."""
+        if not seen:
+            self.forget_event_memory(scope)
+            return
+        self._write(
+            "INSERT INTO event_memory VALUES (?, ?, ?) ON CONFLICT (scope) DO UPDATE SET version = excluded.version, seen = excluded.seen",
+            (scope, version, json.dumps(seen)),
+        )
+
+    def event_memory(self, scope: str, version: str | None = None) -> list[Any]:
+        """What was stored for ``scope`` (for ``version``, when one was given), else []."""
+        row = self.db.execute("SELECT version, seen FROM event_memory WHERE scope = ?", (scope,)).fetchone()
+        if row is None or row[0] != version:
+            return []
+        return list(json.loads(row[1]))
+
+    def forget_event_memory(self, scope: str) -> None:
+        self._write("DELETE FROM event_memory WHERE scope = ?", (scope,))
 
     # -- retention -------------------------------------------------------------------
 

@@ -203,6 +203,51 @@ def test_kill_9_mid_run_then_restart(daemon: Daemon, tmp_path: Path) -> None:
     assert execution["status"] == "FAILED"
 
 
+def test_what_several_event_conditions_saw_survives_a_kill_9(daemon: Daemon) -> None:
+    """One event of two before the daemon dies, the other after: the rule and the trigger fire all the same."""
+    daemon.write_workflow(
+        "pair.yaml",
+        """
+        watch:
+          job_type: bash
+          bash_command: sleep 300
+        both:
+          job_type: bash
+          bash_command: echo both
+          action_on_events:
+            - condition: all
+              events: [{event_key: a}, {event_key: b}]
+              action: START
+        """,
+    )
+    daemon.write_workflow(
+        "batch.yaml",
+        """
+        start_new_workflow_execution_on_events:
+          - condition: all
+            events: [{event_key: x}, {event_key: y}]
+        job:
+          job_type: bash
+          bash_command: echo batch
+        """,
+    )
+    daemon.wait_jobs("pair", lambda rows: statuses(rows) == [("watch", "RUNNING")])
+    wait_for(lambda: daemon.known("batch"))
+    daemon.ctl("event", "send", "a", "1")
+    daemon.ctl("event", "send", "x", "1")
+    wait_for(lambda: [e["key"] for e in daemon.json("event", "list")] == ["a", "x"])
+    daemon.kill9()
+    daemon.start()
+    daemon.ctl("event", "send", "b", "1")
+    daemon.ctl("event", "send", "y", "1")
+    rows = daemon.wait_jobs("pair", lambda rows: ("both", "FINISHED") in statuses(rows))
+    assert next(r for r in rows if r["job"] == "both")["reason"] == "all of 2 events, the last b=1"
+    daemon.wait_jobs("batch", lambda rows: statuses(rows) == [("job", "FINISHED")])
+    [execution] = daemon.json("workflow", "list-executions", "batch")
+    assert execution["trigger"] == "event y=1"
+    daemon.ctl("workflow", "stop-execution", "pair")
+
+
 def _pid_of(daemon: Daemon, job: str) -> int:
     import sqlite3
 

@@ -147,3 +147,20 @@ def test_cron_slots_in_a_time_zone() -> None:
     assert scheduler.next_slot(hourly, t - 9000, now=t, anchor=t) == t - 1800
     every_5s = PeriodicConfig(cron="* * * * *", cron_seconds="*/5", timezone="UTC")
     assert scheduler.next_slot(every_5s, None, now=t + 1, anchor=t) == t + 5
+
+
+def test_event_memory_says_when_it_changed_and_survives_json() -> None:
+    """The engine stores the memory only when it changed: an event that teaches it nothing costs no write."""
+    from aiflowd.model import AllEventsCondition
+
+    condition = AllEventsCondition((EventCondition("a"), EventCondition("b"), EventCondition("c")), (False, False, True))
+    memory = scheduler.EventMemory()
+    assert not scheduler.condition_met(condition, Event("zzz", "1"), memory, ("rule", 0)) and not memory.changed
+    assert not scheduler.condition_met(condition, Event("a", "1"), memory, ("rule", 0)) and memory.changed
+    memory.changed = False
+    assert not scheduler.condition_met(condition, Event("a", "1"), memory, ("rule", 0)) and not memory.changed  # seen already
+    assert not scheduler.condition_met(condition, Event("c", "1"), memory, ("rule", 0))
+    restored = scheduler.EventMemory.from_json(memory.to_json())
+    assert restored.seen == {("rule", 0): {0, 2}} and not restored.changed
+    assert scheduler.condition_met(condition, Event("b", "1"), restored, ("rule", 0)) and restored.changed
+    assert restored.to_json() == [[["rule", 0], [2]]]  # the REPEATED event stays seen; the ONCE ones are used up
