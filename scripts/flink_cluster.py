@@ -344,11 +344,14 @@ def shared_distribution(cluster: Cluster, home: Path) -> Path:
     """The distribution as the cluster's user can read it: ``dist/`` of the work folder, made once.
 
     Hard links where the file system allows (instant, no space), else copies; a marker
-    names the source, so a work folder keeps its copy until the distribution changes.
+    names the source and its jars (name, size, time), so a work folder keeps its copy
+    until the distribution changes: moved, or upgraded in place (``pip install -U``).
     """
     dist = cluster.workdir / "dist"
     marker = dist / ".source"
-    if marker.exists() and marker.read_text() == str(home):
+    jars = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in (home / "lib").glob("*.jar"))
+    source = "\n".join([str(home), *(f"{name} {size} {mtime}" for name, size, mtime in jars)])
+    if marker.exists() and marker.read_text() == source:
         return dist
     shutil.rmtree(dist, ignore_errors=True)
     for part in DIST_PARTS:
@@ -366,7 +369,7 @@ def shared_distribution(cluster: Cluster, home: Path) -> Path:
             path.unlink()
             shutil.copy2(home / path.relative_to(dist), path)
             path.chmod(path.stat().st_mode | 0o044 | (0o011 if path.stat().st_mode & 0o100 else 0))
-    marker.write_text(str(home))
+    marker.write_text(source)
     return dist
 
 

@@ -317,6 +317,11 @@ def test_the_distribution_for_another_user_is_linked_once_and_the_original_left_
     assert (dist / "bin" / "jobmanager.sh").stat().st_mode & 0o111
     assert module.shared_distribution(cluster, home) == dist  # the same source: kept, not made again
     assert (dist / "lib" / "flink-dist.jar").stat().st_ino == (home / "lib" / "flink-dist.jar").stat().st_ino
+    # Upgraded in place (pip replaces the files): the copy is made again from the new ones.
+    (home / "lib" / "flink-dist.jar").unlink()
+    (home / "lib" / "flink-dist.jar").write_text("jar, next release")
+    assert module.shared_distribution(cluster, home) == dist
+    assert (dist / "lib" / "flink-dist.jar").read_text() == "jar, next release"
 
 
 @pytest.mark.flink
