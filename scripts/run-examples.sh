@@ -46,11 +46,12 @@ if [[ $no_flink == 0 ]]; then
   scripts/setup.sh --flink
 else
   scripts/setup.sh
-  # The same state (and control socket) as examples/aiflowd.yaml, serving links to the others.
+  # The same state (and control socket) as examples/aiflowd.yaml, serving copies of the others,
+  # made afresh at each start: the daemon reads no link that leaves its watched folder.
   served=.aiflowd/examples-without-flink
   rm -rf "$served" && mkdir -p "$served/workflows"
   for workflow in examples/workflows/*; do
-    [[ "$(basename "$workflow")" == flink* ]] || ln -s "../../../$workflow" "$served/workflows/"
+    [[ "$(basename "$workflow")" == flink* ]] || cp -R "$workflow" "$served/workflows/"
   done
   printf 'workflows_dir: workflows\nstate_dir: ..\nstop_grace_period: 5s\n' > "$served/aiflowd.yaml"
   config="$served/aiflowd.yaml"
