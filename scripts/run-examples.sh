@@ -2,9 +2,11 @@
 # Serves examples/workflows with aiflowd in the foreground (Ctrl-C stops it and its jobs),
 # with the project's Flink cluster for the Flink examples (stopped again on exit).
 # Without Java 17 the Flink examples are skipped (one line says so) and the others served.
-# Each example runs once when the daemon finds it; try, from another terminal:
+# Each example runs once when the daemon finds it (periodic_demo then every minute); try,
+# from another terminal:
 #   .venv/bin/aiflowctl --config examples/aiflowd.yaml workflow list
 #   .venv/bin/aiflowctl --config examples/aiflowd.yaml job logs python_demo job_1
+#   .venv/bin/aiflowctl --config examples/aiflowd.yaml job logs event_demo deploy
 #   .venv/bin/aiflowctl --config examples/aiflowd.yaml event send model_updated v1
 # With --once, runs each example once with 'aiflowd run-once' instead, and exits.
 # With --no-flink, skips the Flink examples even with Java 17 (and installs no Flink).
@@ -44,11 +46,12 @@ if [[ $no_flink == 0 ]]; then
   scripts/setup.sh --flink
 else
   scripts/setup.sh
-  # The same state (and control socket) as examples/aiflowd.yaml, serving links to the others.
+  # The same state (and control socket) as examples/aiflowd.yaml, serving copies of the others,
+  # made afresh at each start: the daemon reads no link that leaves its watched folder.
   served=.aiflowd/examples-without-flink
   rm -rf "$served" && mkdir -p "$served/workflows"
   for workflow in examples/workflows/*; do
-    [[ "$(basename "$workflow")" == flink* ]] || ln -s "../../../$workflow" "$served/workflows/"
+    [[ "$(basename "$workflow")" == flink* ]] || cp -R "$workflow" "$served/workflows/"
   done
   printf 'workflows_dir: workflows\nstate_dir: ..\nstop_grace_period: 5s\n' > "$served/aiflowd.yaml"
   config="$served/aiflowd.yaml"

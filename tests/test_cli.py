@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from aiflowd.scheduler import next_slot
+from aiflowd.workflows.loader import WorkflowLoader
+
 from .conftest import REPO, cli_env, pid_alive, wait_for, write
+from .daemon_harness import Daemon
 
 EXAMPLES = REPO / "examples" / "workflows"
 
@@ -27,13 +33,20 @@ def aiflowctl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-EXPECTED_LOGS = {
+#: Lines of the job logs run-once prints for each example; a pattern matches a whole line.
+EXPECTED_LOGS: dict[str, list[str | re.Pattern[str]]] = {
     "bash_demo": ["hello", "world"],
     "bash_demo_yaml.yaml": ["hello", "world"],
     "python_demo": ["Hello World!"],
     "python_demo_yaml": ["Hello World! from job_1", "Goodbye! from job_2"],
     "dataedge_demo": ["train=8 test=2 mean_train=3.5", "evaluating the model"],
+    "periodic_demo.yaml": [re.compile(r"tick at \d\d:\d\d:\d\d"), "tock, after tick"],
+    # run-once has no control socket, so the event 'train' would send reaches no daemon:
+    # 'train' says so and 'deploy' does not start. The daemon test below runs the real thing.
+    "event_demo": ["trained model-1", "no daemon to send model_trained=model-1 to: 'deploy' starts only when a daemon runs this workflow"],
 }
+#: Jobs of an example that run-once does not start (every other job must start).
+NOT_STARTED_BY_RUN_ONCE = {"event_demo": ["deploy"]}
 
 
 def example_names() -> list[str]:
@@ -50,9 +63,77 @@ def test_example_runs_once(name: str, tmp_path: Path) -> None:
     result = aiflowd("run-once", str(EXAMPLES / name), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     for line in EXPECTED_LOGS[name]:
-        assert f"    {line}\n" in result.stdout
+        pattern = line.pattern if isinstance(line, re.Pattern) else re.escape(line)
+        assert re.search(rf"^    {pattern}$", result.stdout, re.MULTILINE), f"{line!r} not in\n{result.stdout}"
+    not_started = NOT_STARTED_BY_RUN_ONCE.get(name, [])
+    assert re.findall(r"^  (\S+) +not started \(its rules did not fire\)$", result.stdout, re.MULTILINE) == not_started
     assert "FINISHED" in result.stdout.splitlines()[-1]
     assert not list(EXAMPLES.rglob("__pycache__")), "running an example must not write into the workflow folder"
+
+
+def serve_example(daemon: Daemon, name: str) -> None:
+    """Copy an example into the daemon's watched folder in one step (a rename), as a user would drop it there.
+
+    A copy: an example must not depend on where the checkout is (``aiflowd init --examples`` copies them too).
+    """
+    staged = daemon.root / "staged" / name
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    if (EXAMPLES / name).is_dir():
+        shutil.copytree(EXAMPLES / name, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    else:
+        shutil.copyfile(EXAMPLES / name, staged)
+    staged.rename(daemon.workflows / name)
+
+
+def test_event_demo_in_a_daemon_starts_deploy_on_the_event_train_sends(daemon: Daemon) -> None:
+    serve_example(daemon, "event_demo")
+
+    def finished(job: str, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [row for row in rows if row["job"] == job and row["status"] == "FINISHED"]
+
+    rows = daemon.wait_jobs("event_demo", lambda rows: finished("train", rows) and finished("deploy", rows))
+    [train], [deploy] = finished("train", rows), finished("deploy", rows)
+    assert (train["reason"], deploy["reason"]) == ("execution started", "event model_trained=model-1")
+    assert deploy["execution_id"] == train["execution_id"]
+    assert daemon.ctl("job", "logs", "event_demo", "train").stdout == "trained model-1\nsent model_trained=model-1\n"
+    assert daemon.ctl("job", "logs", "event_demo", "deploy").stdout == "deploying model-1 (model_trained from train)\n"
+
+    # What its YAML offers to try. The execution stays open for the rule: an event sent by hand starts deploy again.
+    daemon.ctl("event", "send", "model_trained", "model-2")
+    rows = daemon.wait_jobs("event_demo", lambda rows: len(finished("deploy", rows)) == 2)
+    assert {row["execution_id"] for row in rows} == {train["execution_id"]}
+    assert finished("deploy", rows)[0]["reason"] == "event model_trained=model-2"
+    assert daemon.ctl("job", "logs", "event_demo", "deploy").stdout == "deploying model-2 (model_trained from aiflowctl)\n"
+    # A new execution ends the open one, and runs both jobs again.
+    again = int(daemon.ctl("workflow", "start-execution", "event_demo").stdout.strip().removeprefix("execution_id="))
+    rows = daemon.wait_jobs("event_demo", lambda rows: len([row for row in finished("deploy", rows) if row["execution_id"] == again]) == 1)
+    assert [row["reason"] for row in rows if row["execution_id"] == again] == ["event model_trained=model-1", "execution started"]
+    executions = [(e["id"], e["status"]) for e in daemon.json("workflow", "list-executions", "event_demo")]
+    assert executions == [(again, "RUNNING"), (train["execution_id"], "FINISHED")]  # the new one open for its rule
+
+
+def test_periodic_demo_in_a_daemon_runs_on_its_timer(daemon: Daemon) -> None:
+    serve_example(daemon, "periodic_demo.yaml")
+    daemon.wait_jobs("periodic_demo", lambda rows: len(rows) == 2 and all(row["status"] == "FINISHED" for row in rows))
+    [execution] = daemon.json("workflow", "list-executions", "periodic_demo")
+    assert execution["trigger"].startswith("periodic "), execution  # the timer's first slot, not the file's arrival
+    assert re.fullmatch(r"tick at \d\d:\d\d:\d\d\n", daemon.ctl("job", "logs", "periodic_demo", "tick").stdout)
+    assert daemon.ctl("job", "logs", "periodic_demo", "tock").stdout == "tock, after tick\n"
+
+    # The next slot is a minute away (see the test below); a request runs the workflow meanwhile.
+    daemon.ctl("workflow", "start-execution", "periodic_demo")
+    daemon.wait_jobs("periodic_demo", lambda rows: len(rows) == 4 and all(row["status"] == "FINISHED" for row in rows))
+    assert [e["trigger"] for e in daemon.json("workflow", "list-executions", "periodic_demo")] == ["manual", execution["trigger"]]
+
+
+def test_periodic_demo_ticks_when_found_then_every_minute(loader: WorkflowLoader) -> None:
+    """What its comment promises, without waiting a minute: a slot at once, then one per minute."""
+    config = loader.load(str(EXAMPLES / "periodic_demo.yaml")).workflow.periodic_config
+    assert config is not None
+    found = 1_700_000_000.0  # when the daemon found the workflow: the schedule's anchor
+    assert next_slot(config, None, found, found) == found
+    assert next_slot(config, found, found + 1, found) == found + 60
+    assert next_slot(config, found + 60, found + 61, found) == found + 120
 
 
 def test_run_once_fails_when_a_job_fails_and_prints_its_log(tmp_path: Path) -> None:

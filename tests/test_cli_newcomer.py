@@ -68,8 +68,10 @@ def test_init_examples_copies_those_that_need_no_flink(tmp_path: Path) -> None:
     result = run("aiflowd", "init", "--examples", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     names = {p.name for p in (tmp_path / "workflows").iterdir()}
-    assert {"hello.yaml", "bash_demo", "bash_demo_yaml.yaml", "python_demo", "dataedge_demo"} <= names
+    assert {"hello.yaml", "bash_demo", "bash_demo_yaml.yaml", "python_demo", "dataedge_demo", "event_demo", "periodic_demo.yaml"} <= names
     assert not any(name.startswith("flink") for name in names)
+    valid = run("aiflowctl", "validate", "workflows", cwd=tmp_path)  # the copies stand on their own
+    assert (valid.returncode, valid.stdout) == (0, f"{len(names)} workflow(s) valid\n"), valid.stdout + valid.stderr
     assert result.stdout.splitlines()[1].startswith("next: aiflowd ")  # already there: no cd
 
 

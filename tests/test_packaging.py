@@ -197,6 +197,11 @@ def test_installed_wheel_inits_and_runs_the_hello_workflow(venv: Path, tmp_path:
     assert "    Hello from aiflowd\n" in result.stdout
     result = _run(venv, "aiflowd", "run-once", "workflows/python_demo", cwd=demo)
     assert result.returncode == 0 and "    Hello World!\n" in result.stdout, result.stdout + result.stderr
+    # The shipped copies of the examples whose jobs use aiflowd from inside (the client) or a timer.
+    result = _run(venv, "aiflowd", "run-once", "workflows/event_demo", cwd=demo)
+    assert result.returncode == 0 and "    trained model-1\n" in result.stdout, result.stdout + result.stderr
+    result = _run(venv, "aiflowd", "run-once", "workflows/periodic_demo.yaml", cwd=demo)
+    assert result.returncode == 0 and "    tock, after tick\n" in result.stdout, result.stdout + result.stderr
 
 
 def test_installed_units_name_the_installed_daemon(venv: Path, tmp_path: Path) -> None:
