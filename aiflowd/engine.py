@@ -223,6 +223,8 @@ class ExecutionRun:
     event: Event | None = None
     #: The user event whose rule started a job, by job: given to that job (and its retries).
     job_events: dict[str, Event] = field(default_factory=dict)
+    #: Set when it has no job left running while kept open for its events (see ``Engine.stop_all``).
+    quiet: anyio.Event = field(default_factory=anyio.Event)
 
     @property
     def listens_for_events(self) -> bool:
@@ -426,12 +428,16 @@ class Engine:
         A daemon leaves alone an execution whose running jobs all run elsewhere and say so
         (a handle with ``keep_on_daemon_stop``: Flink cluster jobs under
         ``flink.on_daemon_stop: keep``): they keep running, the execution stays open in the
-        store, and the next start re-adopts them as after kill -9.
+        store, and the next start re-adopts them as after kill -9. An execution open for its
+        events loses its running jobs but stays open too: the next start carries it on, so a
+        restart of the daemon does not leave a workflow's event rules deaf.
         """
-        kept: set[int] = set()
-        await self.request(lambda engine: kept.update(engine._stop_everything(reason)))
-        while any(e.id not in kept for e in self.executions.values()):
-            await next(e for e in self.executions.values() if e.id not in kept).ended.wait()
+        kept: set[int] = set()  # left running elsewhere: not waited for
+        kept_open: set[int] = set()  # waited for until their jobs are stopped
+        await self.request(lambda engine: engine._stop_everything(reason, kept, kept_open))
+        while waiting := [e for e in self.executions.values() if e.id not in kept and not (e.id in kept_open and e.quiet.is_set())]:
+            execution = waiting[0]
+            await (execution.quiet.wait() if execution.id in kept_open else execution.ended.wait())
 
     def kill_all(self, reason: str = "killed: aiflowd stopped without waiting (second stop signal)") -> int:
         """SIGKILL every local job's process group now and record them KILLED (a second stop signal).
@@ -461,7 +467,8 @@ class Engine:
                 except Exception:
                     self.contained_errors += 1
                     log.exception("recording a killed job failed", workflow=run.execution.workflow, job=run.job)
-            if not execution.running and execution.id in self.executions:
+            open_for_events = execution.stop_reason is None and self._kept_open(execution)  # the next start carries it on
+            if not execution.running and execution.id in self.executions and not open_for_events:
                 execution.stop_reason = execution.stop_reason or reason
                 self._end(execution)
         try:
@@ -928,10 +935,9 @@ class Engine:
             self._to_stop.append((run, reason))
         self._maybe_end(execution)
 
-    def _stop_everything(self, reason: str) -> set[int]:
-        """Stop every execution but those a daemon keeps across its stop; the ids of those kept."""
+    def _stop_everything(self, reason: str, kept: set[int], kept_open: set[int]) -> None:
+        """Stop every execution but those a daemon keeps across its stop: their ids go to ``kept`` (jobs and all) and ``kept_open``."""
         self._stopping = True
-        kept: set[int] = set()
         for execution in list(self.executions.values()):
             handles = [run.supervisor.handle if run.supervisor is not None else None for run in execution.running.values()]
             if self.keep_open_for_events and handles and all(getattr(h, "keep_on_daemon_stop", False) for h in handles):
@@ -939,8 +945,18 @@ class Engine:
                     handle.kept = True  # type: ignore[union-attr]  # its controller's stop leaves it running
                 kept.add(execution.id)
                 continue
+            if execution.stop_reason is None and self._kept_open(execution):
+                # Its jobs stop with the daemon; it waits for its events again in the next one.
+                execution.quiet = anyio.Event()
+                execution.pending.clear()
+                execution.restart_after_stop.clear()
+                for run in execution.running.values():
+                    self._to_stop.append((run, reason))
+                kept_open.add(execution.id)
+                if execution.idle:
+                    execution.quiet.set()
+                continue
             self._stop_execution(execution, reason)
-        return kept
 
     def job_action(self, workflow: str, job: str, action: JobAction) -> int:
         """START, STOP or RESTART a job in the workflow's latest open execution (START opens one)."""
@@ -984,7 +1000,7 @@ class Engine:
 
     def _apply(self, execution: ExecutionRun, decisions: list[scheduler.Decision]) -> None:
         for decision in decisions:
-            if execution.stop_reason is not None:
+            if execution.stop_reason is not None or self._stopping:  # nothing starts while the daemon stops
                 return
             if decision.delay > 0:
                 execution.pending[decision.job] = decision
@@ -1252,12 +1268,17 @@ class Engine:
             self._contained(self.alerts.job_ended, run, _retrying(execution, run.job))
         self._maybe_end(execution)
 
+    def _kept_open(self, execution: ExecutionRun) -> bool:
+        """Whether the execution stays open once its jobs are done: rules may still start jobs when their events come."""
+        return self.keep_open_for_events and execution.listens_for_events and execution.only_job is None
+
     def _maybe_end(self, execution: ExecutionRun) -> None:
         if not execution.idle or execution.id not in self.executions:
             return
-        keep_open = self.keep_open_for_events and execution.listens_for_events and execution.only_job is None
-        if execution.stop_reason is not None or not keep_open:  # else rules may still start jobs when their events come
+        if execution.stop_reason is not None or not self._kept_open(execution):
             self._end(execution)
+        else:
+            execution.quiet.set()
         self._start_queued_tick(execution.workflow)
 
     def _end(self, execution: ExecutionRun) -> None:

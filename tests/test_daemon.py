@@ -335,6 +335,40 @@ def test_sigterm_stops_jobs_and_exits_0(daemon: Daemon) -> None:
     assert (row["status"], row["message"]) == ("KILLED", "aiflowd stopped")
 
 
+def test_an_execution_open_for_events_outlives_a_daemon_restart(daemon: Daemon) -> None:
+    """A stop ends the jobs, not the execution: the next daemon's events still reach its rules."""
+    daemon.write_workflow(
+        "serving.yaml",
+        """
+        prepare:
+          job_type: bash
+          bash_command: echo prepared
+        serve:
+          job_type: bash
+          bash_command: echo "serving $AIFLOWD_EVENT_VALUE"; exec sleep 300
+          action_on_event:
+            - {event_key: deploy, action: RESTART}
+        """,
+    )
+    daemon.wait_jobs("serving", lambda rows: statuses(rows) == [("prepare", "FINISHED")])
+    daemon.ctl("event", "send", "deploy", "v1")
+    daemon.wait_jobs("serving", lambda rows: ("serve", "RUNNING") in statuses(rows))
+    pid = _pid_of(daemon, "serve")
+    assert daemon.stop() == 0
+    assert not pid_alive(pid)
+    daemon.start()
+    [execution] = daemon.json("workflow", "list-executions", "serving")
+    assert execution["status"] == "RUNNING"
+    assert next(r for r in daemon.jobs("serving") if r["job"] == "serve")["message"] == "aiflowd stopped"
+    daemon.ctl("event", "send", "deploy", "v2")
+    rows = daemon.wait_jobs("serving", lambda rows: rows[0]["job"] == "serve" and rows[0]["status"] == "RUNNING")
+    assert rows[0]["reason"] == "event deploy=v2" and rows[0]["execution_id"] == execution["id"]
+    assert statuses(rows) == [("prepare", "FINISHED"), ("serve", "KILLED"), ("serve", "RUNNING")]  # nothing ran again
+    wait_for(lambda: "serving v2" in daemon.ctl("job", "logs", "serving", "serve").stdout)
+    daemon.ctl("workflow", "stop-execution", "serving")
+    wait_for(lambda: daemon.json("workflow", "list-executions", "serving")[0]["status"] == "KILLED")
+
+
 def test_job_environment_has_no_service_manager_variables(daemon: Daemon) -> None:
     daemon.write_workflow(
         "env.yaml",
