@@ -698,6 +698,21 @@ class Engine:
         schedules += [(job, graph.config.periodic_config) for job, graph in workflow.jobs.items() if graph.config.periodic_config]
         return schedules
 
+    def next_runs(self, entry: WorkflowEntry) -> list[tuple[str, PeriodicConfig, float]]:
+        """(job, or '' for the whole workflow; its schedule; the slot its timer fires next) of each schedule.
+
+        What ``systemctl list-timers`` shows as NEXT: at or before now means due (firing,
+        or waiting for the run it must not overlap). Paused workflows keep their timers'
+        slots, recorded but not run.
+        """
+        if entry.loaded is None or entry.status != ACTIVE:
+            return []
+        now = self.clock.now()
+        return [
+            (job, config, scheduler.next_slot(config, self._last_tick(entry.name, job), now, entry.anchor))
+            for job, config in self._schedules(entry)
+        ]
+
     def _arm_timers(self, entry: WorkflowEntry) -> None:
         """(Re)start the workflow's timers: one task holding one timer per schedule."""
         if entry.timers is not None:

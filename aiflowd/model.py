@@ -106,6 +106,28 @@ class PeriodicConfig:
     start_date: str | None = None
     timezone: str | None = None
 
+    def describe(self) -> str:
+        """One line for people: ``every 1h30m``, ``cron '*/5 * * * *' (Europe/Berlin)``, ``..., from 2026-01-01``."""
+        if self.interval_seconds is not None:
+            text = f"every {_compact_duration(self.interval_seconds)}"
+        else:
+            text = f"cron '{self.cron}'" + (f" at second {self.cron_seconds}" if self.cron_seconds != "0" else "")
+        if self.timezone:
+            text += f" ({self.timezone})"
+        return text + (f", from {self.start_date}" if self.start_date else "")
+
+
+def _compact_duration(seconds: float) -> str:
+    """``90s`` -> ``1m30s``, ``5400`` -> ``1h30m``, ``0.5`` -> ``0.5s``: as durations are written in workflows."""
+    if seconds != int(seconds):
+        return f"{seconds:g}s"
+    rest, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts) or "0s"
+
 
 @dataclass
 class JobConfig:

@@ -149,6 +149,25 @@ def test_periodic_runs_and_pausing(daemon: Daemon) -> None:
     assert all(e["trigger"].startswith("periodic ") for e in daemon.json("workflow", "list-executions", "tick"))
 
 
+def test_timers_show_when_they_fire_next(daemon: Daemon) -> None:
+    daemon.write_workflow("hourly.yaml", "periodic_config: {interval: 1h}\nh:\n  job_type: bash\n  bash_command: 'true'\n")
+    daemon.write_workflow("fives.yaml", "f:\n  job_type: bash\n  bash_command: 'true'\n  periodic_config: {cron: '*/5 * * * *'}\n")
+    daemon.wait_jobs("hourly", lambda rows: statuses(rows) == [("h", "FINISHED")])  # the first slot: when it appeared
+    [first] = daemon.json("workflow", "list-executions", "hourly")
+    [timer] = daemon.json("workflow", "show", "hourly")["schedules"]
+    next_hour = _slot(first["trigger"]) + 3600  # the trigger shows milliseconds
+    assert (timer["job"], timer["schedule"]) == (None, "every 1h") and abs(timer["next_run"] - next_hour) < 0.01
+    wait_for(lambda: daemon.known("fives"))
+    [timer] = daemon.json("workflow", "show", "fives")["schedules"]
+    assert timer["job"] == "f" and timer["schedule"] == "cron '*/5 * * * *'"
+    assert timer["next_run"] % 300 == 0 and 0 < timer["next_run"] - time.time() <= 300
+    shown = daemon.ctl("workflow", "show", "fives").stdout
+    assert "timer:    job f: cron '*/5 * * * *'; next " in shown and " (in " in shown
+    listed = {row["workflow"]: row["next_run"] for row in daemon.json("workflow", "list")}
+    assert listed["fives"] == timer["next_run"] and abs(listed["hourly"] - next_hour) < 0.01
+    assert daemon.ctl("workflow", "list").stdout.splitlines()[0].split()[-1] == "NEXT_RUN"
+
+
 def test_stop_a_job_whose_children_trap_sigterm(daemon: Daemon, tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     daemon.write_workflow(

@@ -12,6 +12,7 @@ from aiflowd.model import (
     JobAction,
     JobConfig,
     JobStatusCondition,
+    PeriodicConfig,
     Rule,
     Status,
     Workflow,
@@ -164,3 +165,18 @@ def test_event_memory_says_when_it_changed_and_survives_json() -> None:
     assert restored.seen == {("rule", 0): {0, 2}} and not restored.changed
     assert scheduler.condition_met(condition, Event("b", "1"), restored, ("rule", 0)) and restored.changed
     assert restored.to_json() == [[["rule", 0], [2]]]  # the REPEATED event stays seen; the ONCE ones are used up
+
+
+@pytest.mark.parametrize(
+    ("config", "shown"),
+    [
+        (PeriodicConfig(interval_seconds=90), "every 1m30s"),
+        (PeriodicConfig(interval_seconds=5400), "every 1h30m"),
+        (PeriodicConfig(interval_seconds=0.5), "every 0.5s"),
+        (PeriodicConfig(interval_seconds=2 * 86400, start_date="2026-01-01T00:00:00"), "every 2d, from 2026-01-01T00:00:00"),
+        (PeriodicConfig(cron="*/5 * * * *"), "cron '*/5 * * * *'"),
+        (PeriodicConfig(cron="0 3 * * *", cron_seconds="30", timezone="Europe/Berlin"), "cron '0 3 * * *' at second 30 (Europe/Berlin)"),
+    ],
+)
+def test_a_schedule_is_described_in_one_line(config: PeriodicConfig, shown: str) -> None:
+    assert config.describe() == shown

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -413,10 +414,15 @@ def print_human(command: str, result: Any) -> None:
                 + (f"; incomplete: {last['errors'][0]}" if last.get("errors") else "")
             )
     elif command == "workflow.list":
-        table(result, ["workflow", "status", "version", "paused", "problems", "executions_running"])
+        rows = [{**row, "next_run": _next(row.get("next_run"), paused=False)} for row in result]  # PAUSED has its column
+        columns = ["workflow", "status", "version", "paused", "problems", "executions_running"]
+        table(rows, columns + (["next_run"] if any(row["next_run"] for row in rows) else []))
     elif command == "workflow.show":
         for key in ("workflow", "status", "path", "version", "paused"):
             print(f"{key + ':':<9} {result[key]}")
+        for schedule in result.get("schedules") or []:
+            whose = f"job {schedule['job']}: " if schedule["job"] else ""
+            print(f"{'timer:':<9} {whose}{schedule['schedule']}; next {_next(schedule['next_run'], paused=result['paused'])}")
         if result.get("on_overlap"):
             limit = result.get("max_active_executions")
             overlap = f"{result['on_overlap']}, at most {limit} active" if limit else result["on_overlap"]
@@ -462,6 +468,15 @@ def _times(row: dict[str, Any], keys: tuple[str, ...] = ("started_at", "ended_at
     if row.get("duration") is not None:
         row["duration"] = _duration(row["duration"])
     return row
+
+
+def _next(stamp: float | None, paused: bool | None) -> str:
+    """When a timer fires next, as ``systemctl list-timers`` shows it: the time and how long until then."""
+    if stamp is None:
+        return ""
+    left = stamp - time.time()
+    text = f"{_when(stamp)} ({'due now' if left <= 0 else 'in ' + _duration(left)})"
+    return text + (", paused: its slots are recorded, not run" if paused else "")
 
 
 def _when(stamp: float) -> str:

@@ -127,6 +127,7 @@ class ControlMethods:
                         "paused": entry.paused,
                         "problems": len(entry.problems),
                         "executions_running": sum(1 for e in engine.executions.values() if e.workflow == name),
+                        "next_run": min((at for _, _, at in engine.next_runs(entry)), default=None),
                         "path": entry.path,
                     }
                 )
@@ -152,6 +153,10 @@ class ControlMethods:
                 "max_active_executions": workflow.max_active_executions if workflow else None,
                 "queued_slot": entry.queued_tick,
                 "skipped_starts": entry.skipped_starts,
+                "schedules": [
+                    {"job": job or None, "schedule": config.describe(), "next_run": at}
+                    for job, config, at in engine.next_runs(entry)
+                ],
                 "problems": [str(p) for p in entry.problems],
                 "jobs": [
                     {"job": job, "job_type": graph.config.job_type, "rules": len(workflow.rules_for(job))}
