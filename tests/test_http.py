@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -332,5 +333,21 @@ def test_the_status_page_spells_out_a_workflow_s_problems(tmp_path: Path) -> Non
         metrics = httpx.get(base + "/metrics").text
         assert "aiflowd_errors_contained_total 0.0" in metrics
         assert "aiflowd_starts_skipped_total 0.0" in metrics
+    finally:
+        daemon.close()
+
+
+def test_pages_show_when_a_timer_fires_next(tmp_path: Path) -> None:
+    port = free_port()
+    daemon = Daemon(tmp_path, f"http:\n  listen: 127.0.0.1:{port}\n")
+    try:
+        daemon.write_workflow("fives.yaml", "f:\n  job_type: bash\n  bash_command: 'true'\n  periodic_config: {cron: '*/5 * * * *'}\n")
+        daemon.start()
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(base + "/healthz") and daemon.known("fives"), timeout=20)
+        [timer] = httpx.get(base + "/api/workflows/fives").json()["schedules"]
+        next_run = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timer["next_run"]))
+        assert f"<td>{next_run}</td>" in httpx.get(base + "/").text
+        assert f"timer: job f: cron &#x27;*/5 * * * *&#x27;; next {next_run}" in httpx.get(base + "/workflows/fives").text
     finally:
         daemon.close()

@@ -47,6 +47,12 @@ def when(stamp: float | None) -> str:
     return "" if not stamp else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
+def timer_line(timer: dict[str, Any]) -> str:
+    """``job f: cron '*/5 * * * *'; next 2026-12-03 02:25:00``: one schedule of a workflow (``workflow.show``)."""
+    whose = f"job {timer['job']}: " if timer["job"] else ""
+    return f"{whose}{timer['schedule']}; next {when(timer['next_run'])}"
+
+
 def link(href: str, text: Any) -> str:
     return f'<a href="{esc(href)}">{esc(text)}</a>'
 
@@ -163,7 +169,7 @@ def status_page(
     parts.append("<h2>Workflows</h2>")
     parts.append(
         table(
-            ["workflow", "status", "version", "paused", "running", "problems"],
+            ["workflow", "status", "version", "paused", "running", "next run", "problems"],
             (
                 [
                     link(workflow_href(w["workflow"]), w["workflow"]),
@@ -171,6 +177,7 @@ def status_page(
                     esc(w.get("version") or ""),
                     "paused" if w.get("paused") else "",
                     esc(w.get("executions_running") or ""),
+                    esc(when(w.get("next_run"))),
                     "<br>".join(f'<span class="problem">{esc(p)}</span>' for p in problems.get(w["workflow"], []))
                     or esc(w.get("problems") or ""),
                 ]
@@ -233,6 +240,7 @@ def workflow_page(
         f"<h1>{esc(name)}</h1>",
         f'<p class="muted">{esc(show["status"])}{", paused" if show.get("paused") else ""} · version {esc(show.get("version"))}'
         f" · {esc(show.get('path'))}</p>",
+        *(f'<p class="muted">timer: {esc(timer_line(t))}</p>' for t in show.get("schedules") or []),
     ]
     if show.get("problems"):
         parts.append("<h2>Problems</h2><ul>" + "".join(f'<li class="problem">{esc(p)}</li>' for p in show["problems"]) + "</ul>")
