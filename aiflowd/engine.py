@@ -228,7 +228,7 @@ class ExecutionRun:
 
     @property
     def listens_for_events(self) -> bool:
-        return any(isinstance(rule.condition, EventCondition) for rule in self.loaded.workflow.rules)
+        return any(isinstance(rule.condition, (EventCondition, AllEventsCondition)) for rule in self.loaded.workflow.rules)
 
     @property
     def idle(self) -> bool:
@@ -568,10 +568,12 @@ class Engine:
                     self._maybe_end(execution)
             case Tick(workflow, job, slot):
                 self._tick(workflow, job, slot)
-            case Loaded(path, result):
+            case Loaded(path, result) if not self._stopping:  # the next start's scan finds the change
                 self._loaded(path, result)
-            case Removed(name):
+            case Removed(name) if not self._stopping:
                 self._removed(name)
+            case Loaded() | Removed():
+                pass
             case CheckStore():
                 self.store.check()  # logs what it found and did; a failed commit is retried by the flush
             case _:
@@ -641,7 +643,10 @@ class Engine:
     def _on_new_version(self, entry: WorkflowEntry, replaced: bool) -> None:
         if replaced:
             self._apply_change_policy(entry)
-        if entry.change_triggered and not entry.paused and not entry.start_when_idle:
+        if entry.start_when_idle and any(e.workflow == entry.name for e in self.executions.values()):
+            return  # the new version starts when the old one has ended (``_end``)
+        entry.start_when_idle = False  # an idle execution, waiting for events, ended at once
+        if entry.change_triggered and not entry.paused and not self._stopping:
             self._start_execution(entry, "file changed" if replaced else "file added")
 
     def _apply_change_policy(self, entry: WorkflowEntry) -> None:
@@ -708,10 +713,13 @@ class Engine:
         if entry.loaded is None or entry.status != ACTIVE:
             return []
         now = self.clock.now()
-        return [
-            (job, config, scheduler.next_slot(config, self._last_tick(entry.name, job), now, entry.anchor))
-            for job, config in self._schedules(entry)
-        ]
+        found = []
+        for job, config in self._schedules(entry):
+            try:
+                found.append((job, config, scheduler.next_slot(config, self._last_tick(entry.name, job), now, entry.anchor)))
+            except Exception:  # noqa: BLE001 - one schedule that cannot say must not hide the others (its timer logs why)
+                continue
+        return found
 
     def _arm_timers(self, entry: WorkflowEntry) -> None:
         """(Re)start the workflow's timers: one task holding one timer per schedule."""
@@ -882,6 +890,7 @@ class Engine:
         ``params`` reach every job of the execution as ``AIFLOWD_PARAM_<NAME>``.
         """
         entry = self._entry(workflow)
+        self._refuse_while_stopping()
         if entry.loaded is None:
             problems = "; ".join(str(p) for p in entry.problems[:3])
             raise EngineError(f"workflow '{workflow}' has no valid version: {problems}")
@@ -973,9 +982,16 @@ class Engine:
                 continue
             self._stop_execution(execution, reason)
 
+    def _refuse_while_stopping(self) -> None:
+        """Nothing starts once the daemon stops: a request says so, rather than being taken and never run."""
+        if self._stopping:
+            raise EngineError("aiflowd is stopping: ask again once it is back")
+
     def job_action(self, workflow: str, job: str, action: JobAction) -> int:
         """START, STOP or RESTART a job in the workflow's latest open execution (START opens one)."""
         entry = self._entry(workflow)
+        if action != JobAction.STOP:
+            self._refuse_while_stopping()
         if entry.loaded is None or job not in entry.loaded.workflow.jobs:
             raise EngineError(f"workflow '{workflow}' has no job '{job}'")
         open_executions = [e for e in self.executions.values() if e.workflow == workflow and e.stop_reason is None]
@@ -998,7 +1014,7 @@ class Engine:
         decisions = scheduler.on_event(execution.loaded.workflow, execution.states, event, execution.memory)
         if execution.memory.changed:  # stored as it changes: a restart forgets nothing a rule has seen
             execution.memory.changed = False
-            self.store.save_event_memory(_memory_scope(execution.id), execution.memory.to_json())
+            self.store.save_event_memory(_memory_scope(execution.id), execution.memory.to_json(), execution.loaded.workflow.version)
         return [d for d in decisions if d.job not in execution.held] if execution.held else decisions
 
     def hold_job_rules(self, execution_id: int, job: str, held: bool) -> None:
@@ -1318,7 +1334,12 @@ class Engine:
         self.post(UserEvent(event))
 
     def user_event(self, event: Event) -> None:
-        """Record a user event and let every open execution's rules and every start trigger see it."""
+        """Record a user event and let every open execution's rules and every start trigger see it.
+
+        Refused while the daemon stops: no rule could act on it, and a sender told so can
+        send it again to the next daemon, where the rules it was meant for still wait.
+        """
+        self._refuse_while_stopping()
         self._user_event(event)
 
     def _user_event(self, event: Event) -> None:
@@ -1328,6 +1349,9 @@ class Engine:
         they do not see the event (nor count it toward a several-event condition) at all.
         """
         self.store.add_event(event.key, event.value, event.event_type, event.namespace, event.sender, event.time)
+        if self._stopping:
+            log.warning("event recorded but not acted on: aiflowd is stopping", key=event.key, value=event.value)
+            return
         for execution in list(self.executions.values()):
             entry = self.workflows.get(execution.workflow)
             if execution.stop_reason is None and not (entry is not None and entry.paused):
@@ -1340,15 +1364,18 @@ class Engine:
             if workflow.stop_on_events and scheduler.triggers_met(workflow.stop_on_events, event, entry.trigger_memory, "stop"):
                 for execution in [e for e in self.executions.values() if e.workflow == entry.name and e.stop_reason is None]:
                     self._stop_execution(execution, f"stopped on {why}")
-            if workflow.start_on_events and scheduler.triggers_met(workflow.start_on_events, event, entry.trigger_memory, "start"):
-                if self._at_limit(entry, active := len(self.active_executions(entry.name))):
-                    self._count_skipped(entry)
-                    log.info("event trigger skipped: max_active_executions reached", workflow=entry.name, event=why, active=active)
-                    continue
-                self._start_execution(entry, why, event=event)
+            triggers = workflow.start_on_events
+            start = bool(triggers) and scheduler.triggers_met(triggers, event, entry.trigger_memory, "start")
             if entry.trigger_memory.changed:
                 entry.trigger_memory.changed = False
                 self.store.save_event_memory(_memory_scope(entry.name), entry.trigger_memory.to_json(), entry.version)
+            if not start:
+                continue
+            if self._at_limit(entry, active := len(self.active_executions(entry.name))):
+                self._count_skipped(entry)
+                log.info("event trigger skipped: max_active_executions reached", workflow=entry.name, trigger=why, active=active)
+                continue
+            self._start_execution(entry, why, event=event)
 
     # -- recovery --------------------------------------------------------------------
 
@@ -1378,7 +1405,9 @@ class Engine:
             return
         execution = ExecutionRun(row["id"], row["workflow"], entry.loaded, row["trigger"], row["only_job"])
         execution.params, execution.event = dict(row.get("params") or {}), _event_from_record(row.get("event"))
-        execution.memory = scheduler.EventMemory.from_json(self.store.event_memory(_memory_scope(execution.id)))
+        # Counted for the rules of the version it ran: a version edited in meanwhile counts afresh.
+        seen = self.store.event_memory(_memory_scope(execution.id), entry.loaded.workflow.version)
+        execution.memory = scheduler.EventMemory.from_json(seen)
         execution.states = {job: scheduler.JobState() for job in entry.loaded.workflow.jobs}
         self.executions[execution.id] = execution
         ended_at: dict[str, float] = {}

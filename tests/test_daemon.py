@@ -388,6 +388,112 @@ def test_an_execution_open_for_events_outlives_a_daemon_restart(daemon: Daemon) 
     wait_for(lambda: daemon.json("workflow", "list-executions", "serving")[0]["status"] == "KILLED")
 
 
+def test_a_version_edited_while_the_daemon_was_stopped_starts_in_place_of_the_open_execution(daemon: Daemon) -> None:
+    """The open execution (kept for its events) gives way to the new version, as it would to a live edit."""
+    text = """
+        prepare:
+          job_type: bash
+          bash_command: echo prepared {version}
+        serve:
+          job_type: bash
+          bash_command: exec sleep 300
+          action_on_event:
+            - {{event_key: deploy, action: RESTART}}
+        """
+    daemon.write_workflow("serving.yaml", text.format(version="v1"))
+    daemon.wait_jobs("serving", lambda rows: statuses(rows) == [("prepare", "FINISHED")])
+    daemon.ctl("event", "send", "deploy", "1")
+    daemon.wait_jobs("serving", lambda rows: ("serve", "RUNNING") in statuses(rows))
+    assert daemon.stop() == 0
+    daemon.write_workflow("serving.yaml", text.format(version="v2"))
+    daemon.start()
+    rows = daemon.wait_jobs("serving", lambda rows: (rows[0]["execution_id"], rows[0]["job"], rows[0]["status"]) == (2, "prepare", "FINISHED"))
+    assert [e["trigger"] for e in daemon.json("workflow", "list-executions", "serving")] == ["file changed", "file added"]
+    daemon.ctl("event", "send", "deploy", "2")
+    rows = daemon.wait_jobs("serving", lambda rows: (rows[0]["job"], rows[0]["status"]) == ("serve", "RUNNING"))
+    assert rows[0]["execution_id"] == 2
+    daemon.write_workflow("serving.yaml", text.format(version="v3"))  # and live: the same
+    daemon.wait_jobs("serving", lambda rows: (rows[0]["execution_id"], rows[0]["job"], rows[0]["status"]) == (3, "prepare", "FINISHED"))
+    daemon.ctl("workflow", "stop-execution", "serving")
+
+
+def test_a_workflow_whose_only_rule_waits_for_all_of_two_events_stays_open_for_them(daemon: Daemon) -> None:
+    daemon.write_workflow(
+        "pair.yaml",
+        """
+        both:
+          job_type: bash
+          bash_command: echo both
+          action_on_events:
+            - condition: all
+              events: [{event_key: a}, {event_key: b}]
+              action: START
+        """,
+    )
+    wait_for(lambda: daemon.json("workflow", "list-executions", "pair"))
+    daemon.ctl("event", "send", "a", "1")
+    assert daemon.stop() == 0  # between the two events: the execution and what it saw are kept
+    daemon.start()
+    daemon.ctl("event", "send", "b", "1")
+    daemon.wait_jobs("pair", lambda rows: statuses(rows) == [("both", "FINISHED")])
+    [execution] = daemon.json("workflow", "list-executions", "pair")
+    assert execution["status"] == "RUNNING"  # open for the next pair
+    daemon.ctl("workflow", "stop-execution", "pair")
+
+
+def test_requests_while_the_daemon_stops_are_refused_not_lost(daemon: Daemon, tmp_path: Path) -> None:
+    """A start or an event taken while jobs are being stopped would never run: the sender is told to ask again."""
+    gate = tmp_path / "gate"
+    daemon.stop()
+    daemon.write_config("stop_grace_period: 60s\n")
+    daemon.start()
+    daemon.write_workflow(
+        "slow.yaml", f"s:\n  job_type: bash\n  bash_command: trap 'while [ ! -e {gate} ]; do sleep 0.02; done' TERM; sleep 300 & wait\n"
+    )
+    daemon.write_workflow("other.yaml", "o:\n  job_type: bash\n  bash_command: echo o\n  action_on_event: [{event_key: go}]\n")
+    daemon.wait_jobs("slow", lambda rows: statuses(rows) == [("s", "RUNNING")])
+    wait_for(lambda: daemon.json("workflow", "list-executions", "other"))
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: "aiflowd stopping" in daemon.log())
+    for args in (("workflow", "start-execution", "other"), ("job", "start-execution", "other", "o"), ("event", "send", "go", "1")):
+        refused = daemon.ctl(*args, check=False)
+        assert refused.returncode == 1 and refused.stderr.strip() == "aiflowctl: aiflowd is stopping: ask again once it is back", args
+    gate.touch()
+    assert daemon.process.wait(timeout=30) == 0
+    daemon.start()
+    assert [e["trigger"] for e in daemon.json("workflow", "list-executions", "other")] == ["file added"]
+    assert daemon.jobs("other") == []
+    daemon.ctl("event", "send", "go", "2")  # the open execution took the next daemon's event
+    daemon.wait_jobs("other", lambda rows: statuses(rows) == [("o", "FINISHED")])
+
+
+def test_what_a_rule_saw_counts_only_for_the_version_it_belongs_to(daemon: Daemon) -> None:
+    text = """
+        on_change: wait
+        pair:
+          job_type: bash
+          bash_command: echo pair
+          action_on_events:
+            - condition: all
+              events: [{{event_key: {first}}}, {{event_key: {second}}}]
+              action: START
+        """
+    daemon.write_workflow("versions.yaml", text.format(first="a", second="b"))
+    wait_for(lambda: daemon.json("workflow", "list-executions", "versions"))
+    daemon.ctl("event", "send", "a", "1")
+    assert daemon.stop() == 0
+    daemon.write_workflow("versions.yaml", text.format(first="c", second="d"))
+    daemon.start()
+    daemon.ctl("event", "send", "d", "1")  # 'a' was seen for the old rule, which is gone
+    daemon.write_workflow("marker.yaml", "m:\n  job_type: bash\n  bash_command: 'true'\n")
+    daemon.wait_jobs("marker", lambda rows: statuses(rows) == [("m", "FINISHED")])
+    assert daemon.jobs("versions") == []
+    daemon.ctl("event", "send", "c", "1")
+    daemon.wait_jobs("versions", lambda rows: statuses(rows) == [("pair", "FINISHED")])
+    daemon.ctl("workflow", "stop-execution", "versions")
+
+
 def test_job_environment_has_no_service_manager_variables(daemon: Daemon) -> None:
     daemon.write_workflow(
         "env.yaml",

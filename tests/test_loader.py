@@ -158,6 +158,10 @@ def test_discover_skips_hidden_and_temporary_files(tmp_path: Path) -> None:
             "etl.yaml:4:21: job_1.periodic_config.cron: invalid cron expression '61 * * * *'",
         ),
         (
+            "periodic_config: {cron: '0 0 30 2 *'}\njob_1:\n  job_type: bash\n  bash_command: x\n",
+            "etl.yaml:1:19: periodic_config.cron: cron expression '0 0 30 2 *' never fires (no such day, like 30 February)",
+        ),
+        (
             "periodic_config:\n  interval: every day\n",
             "etl.yaml:2:3: periodic_config.interval: expected a duration like '90s', '5m', '1h30m' or '0,0,5,0', got 'every day'",
         ),

@@ -42,6 +42,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 #: How long one wait for SIGCHLD lasts at most: a grandchild's exit signals its own parent, not us.
 _POLL = 0.05
+#: Linux's __WALL: a wait that also sees children whose exit signal is not SIGCHLD (clone(2) without it).
+_WALL = 0x40000000
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: The supervising wrapper's parent-death signal: one no stop sends, so each means what it says.
 _PARENT_DEATH = signal.SIGUSR2
@@ -184,7 +186,7 @@ def has_children() -> bool:
     becomes its child. A wait covers the children of every thread of the process.
     """
     try:
-        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT | _WALL)
     except ChildProcessError:
         return False
     except OSError:

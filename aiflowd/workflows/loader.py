@@ -1048,6 +1048,12 @@ def parse_cron(expression: Any) -> tuple[str, str, str | None]:
 
     if not croniter.is_valid(cron) or not croniter.is_valid(f"{cron} {seconds}"):
         return "", "0", f"invalid cron expression {expression!r}"
+    from croniter import CroniterBadDateError
+
+    try:
+        croniter(f"{cron} {seconds}", 0.0).get_next(float)
+    except CroniterBadDateError:
+        return "", "0", f"cron expression {expression!r} never fires (no such day, like 30 February)"
     return cron, seconds, None
 
 
