@@ -222,23 +222,21 @@ def test_kill_9_mid_run_then_restart(daemon: Daemon, tmp_path: Path) -> None:
     assert execution["status"] == "FAILED"
 
 
+#: A job started once both events 'a' and 'b' have come (AIFlow's MeetAllEventCondition).
+BOTH_ON_A_AND_B = """
+both:
+  job_type: bash
+  bash_command: echo both
+  action_on_events:
+    - condition: all
+      events: [{event_key: a}, {event_key: b}]
+      action: START
+"""
+
+
 def test_what_several_event_conditions_saw_survives_a_kill_9(daemon: Daemon) -> None:
     """One event of two before the daemon dies, the other after: the rule and the trigger fire all the same."""
-    daemon.write_workflow(
-        "pair.yaml",
-        """
-        watch:
-          job_type: bash
-          bash_command: sleep 300
-        both:
-          job_type: bash
-          bash_command: echo both
-          action_on_events:
-            - condition: all
-              events: [{event_key: a}, {event_key: b}]
-              action: START
-        """,
-    )
+    daemon.write_workflow("pair.yaml", "watch:\n  job_type: bash\n  bash_command: sleep 300\n" + BOTH_ON_A_AND_B)
     daemon.write_workflow(
         "batch.yaml",
         """
@@ -418,18 +416,7 @@ def test_a_version_edited_while_the_daemon_was_stopped_starts_in_place_of_the_op
 
 
 def test_a_workflow_whose_only_rule_waits_for_all_of_two_events_stays_open_for_them(daemon: Daemon) -> None:
-    daemon.write_workflow(
-        "pair.yaml",
-        """
-        both:
-          job_type: bash
-          bash_command: echo both
-          action_on_events:
-            - condition: all
-              events: [{event_key: a}, {event_key: b}]
-              action: START
-        """,
-    )
+    daemon.write_workflow("pair.yaml", BOTH_ON_A_AND_B)
     wait_for(lambda: daemon.json("workflow", "list-executions", "pair"))
     daemon.ctl("event", "send", "a", "1")
     assert daemon.stop() == 0  # between the two events: the execution and what it saw are kept
