@@ -288,6 +288,8 @@ class Engine:
         self._settled_status_files: list[str] = []
         #: Set once the daemon stops: nothing new starts (no tick, no waiting version).
         self._stopping = False
+        #: Set while executions a previous daemon left are taken over: their ends start no new version yet.
+        self._recovering = False
 
     @property
     def store_problem(self) -> str | None:
@@ -352,10 +354,17 @@ class Engine:
                 with self._containing("retiring a workflow", workflow=name):
                     self.workflows[name] = WorkflowEntry(name, row["path"])
                     self._removed(name)  # gone while the daemon was down
-        self._recover()
+        self._recovering = True
+        try:
+            self._recover()
+        finally:
+            self._recovering = False
         for entry, replaced in changes:
             with self._containing("starting a new version", workflow=entry.name):
                 self._on_new_version(entry, replaced)
+        for entry in list(self.workflows.values()):  # held back for an execution the recovery ended
+            with self._containing("starting a new version", workflow=entry.name):
+                self._start_waiting_version(entry)
 
     def _settle_after_failure(self, message: Message) -> None:
         """Leave the execution a failed message concerns able to end, rather than open for ever."""
@@ -616,9 +625,13 @@ class Engine:
         version = entry.version = result.workflow.version
         self.store.save_workflow(name, path, version, ACTIVE, [])
         unrecovered, entry.unrecovered = entry.unrecovered, []
-        for row in unrecovered:
-            with self._containing("recovering an execution", workflow=name, execution=row["id"]):
-                self._recover_execution(row)
+        self._recovering = True
+        try:
+            for row in unrecovered:
+                with self._containing("recovering an execution", workflow=name, execution=row["id"]):
+                    self._recover_execution(row)
+        finally:
+            self._recovering = False
         if previous_version == version and old is not None:
             return None  # the same content again: nothing to do
         if previous_version == version:  # the version a previous daemon served: what its triggers had seen
@@ -643,10 +656,9 @@ class Engine:
     def _on_new_version(self, entry: WorkflowEntry, replaced: bool) -> None:
         if replaced:
             self._apply_change_policy(entry)
-        if entry.start_when_idle and any(e.workflow == entry.name for e in self.executions.values()):
-            return  # the new version starts when the old one has ended (``_end``)
-        entry.start_when_idle = False  # an idle execution, waiting for events, ended at once
-        if entry.change_triggered and not entry.paused and not self._stopping:
+        if entry.start_when_idle:
+            self._start_waiting_version(entry)  # now, or when the old version's work is done (``_end``)
+        elif entry.change_triggered and not entry.paused and not self._stopping:
             self._start_execution(entry, "file changed" if replaced else "file added")
 
     def _apply_change_policy(self, entry: WorkflowEntry) -> None:
@@ -918,6 +930,7 @@ class Engine:
     ) -> ExecutionRun:
         assert entry.loaded is not None
         workflow = entry.loaded.workflow
+        entry.start_when_idle = False  # this start is the one a held-back version waited for
         for older in [e for e in self.executions.values() if e.workflow == entry.name and e.idle]:
             self._end(older)  # an idle execution waiting for events gives way to the new one
         params = params or {}
@@ -962,6 +975,14 @@ class Engine:
     def _stop_everything(self, reason: str, kept: set[int], kept_open: set[int]) -> None:
         """Stop every execution but those a daemon keeps across its stop: their ids go to ``kept`` (jobs and all) and ``kept_open``."""
         self._stopping = True
+        for entry in self.workflows.values():
+            if entry.start_when_idle and entry.loaded is not None:
+                # A new version waits for the old one's execution, which this stop ends or
+                # leaves open: the store keeps the old version, so the next start finds the
+                # file changed and applies ``on_change`` again instead of forgetting it.
+                older = [e.loaded.workflow.version for e in self.executions.values() if e.workflow == entry.name]
+                if older and older[-1] != entry.loaded.workflow.version:
+                    self.store.save_workflow(entry.name, entry.path, older[-1], ACTIVE, [])
         for execution in list(self.executions.values()):
             handles = [run.supervisor.handle if run.supervisor is not None else None for run in execution.running.values()]
             if self.keep_open_for_events and handles and all(getattr(h, "keep_on_daemon_stop", False) for h in handles):
@@ -995,6 +1016,10 @@ class Engine:
         if entry.loaded is None or job not in entry.loaded.workflow.jobs:
             raise EngineError(f"workflow '{workflow}' has no job '{job}'")
         open_executions = [e for e in self.executions.values() if e.workflow == workflow and e.stop_reason is None]
+        if action == JobAction.STOP and not any(e.states[job].running for e in open_executions):
+            stopping = [e for e in self.executions.values() if e.workflow == workflow and job in e.running]
+            if stopping:
+                return stopping[-1].id  # its execution is being stopped (the daemon stops): so is the job
         if not open_executions:
             if action == JobAction.STOP:
                 raise EngineError(f"job '{job}' of '{workflow}' is not running")
@@ -1011,6 +1036,8 @@ class Engine:
 
     def _rules(self, execution: ExecutionRun, event: Event) -> list[scheduler.Decision]:
         """What the execution's rules ask for on ``event``, but for the jobs whose scheduling is held."""
+        if self._stopping:
+            return []  # nothing may start, and a several-event condition must not use its events up
         decisions = scheduler.on_event(execution.loaded.workflow, execution.states, event, execution.memory)
         if execution.memory.changed:  # stored as it changes: a restart forgets nothing a rule has seen
             execution.memory.changed = False
@@ -1031,8 +1058,10 @@ class Engine:
 
     def _apply(self, execution: ExecutionRun, decisions: list[scheduler.Decision]) -> None:
         for decision in decisions:
-            if execution.stop_reason is not None or self._stopping:  # nothing starts while the daemon stops
+            if execution.stop_reason is not None:
                 return
+            if self._stopping and decision.action != JobAction.STOP:
+                continue  # nothing starts while the daemon stops; a stop still stops
             if decision.delay > 0:
                 execution.pending[decision.job] = decision
                 due = self.clock.now() + decision.delay
@@ -1320,13 +1349,25 @@ class Engine:
             self.store.forget_event_memory(_memory_scope(execution.id))
         del self.executions[execution.id]
         execution.ended.set()
+        execution.quiet.set()
         log.info("execution ended", workflow=execution.workflow, execution=execution.id, status=status.value)
         entry = self.workflows.get(execution.workflow)
-        resume = execution.stop_reason == CHANGED and entry is not None and bool(entry.restore)
-        if entry is not None and (entry.start_when_idle or resume) and not any(e.workflow == entry.name for e in self.executions.values()):
-            entry.start_when_idle = False
-            if entry.loaded is not None and entry.status == ACTIVE and not entry.paused and not self._stopping:
-                self._start_execution(entry, "file changed")
+        if entry is not None and execution.stop_reason == CHANGED and entry.restore:
+            entry.start_when_idle = True  # the new version resumes from the savepoints this stop took
+        if entry is not None and not self._recovering:
+            self._start_waiting_version(entry)
+
+    def _start_waiting_version(self, entry: WorkflowEntry) -> None:
+        """Start the version ``on_change`` held back, once no execution of the workflow has work left.
+
+        An execution only open for its events has none: the new one ends it. Nothing
+        starts while the daemon stops (see ``_stop_everything``) or the workflow is paused.
+        """
+        if not entry.start_when_idle or any(e.workflow == entry.name and not e.idle for e in self.executions.values()):
+            return
+        entry.start_when_idle = False
+        if entry.loaded is not None and entry.status == ACTIVE and not entry.paused and not self._stopping:
+            self._start_execution(entry, "file changed")
 
     # -- events ----------------------------------------------------------------------
 
@@ -1407,6 +1448,8 @@ class Engine:
         execution.params, execution.event = dict(row.get("params") or {}), _event_from_record(row.get("event"))
         # Counted for the rules of the version it ran: a version edited in meanwhile counts afresh.
         seen = self.store.event_memory(_memory_scope(execution.id), entry.loaded.workflow.version)
+        if not seen:
+            self.store.forget_event_memory(_memory_scope(execution.id))  # another version's, if any: never read again
         execution.memory = scheduler.EventMemory.from_json(seen)
         execution.states = {job: scheduler.JobState() for job in entry.loaded.workflow.jobs}
         self.executions[execution.id] = execution

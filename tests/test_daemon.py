@@ -415,6 +415,63 @@ def test_a_version_edited_while_the_daemon_was_stopped_starts_in_place_of_the_op
     daemon.ctl("workflow", "stop-execution", "serving")
 
 
+def test_a_version_waiting_for_its_turn_when_the_daemon_stops_starts_at_the_next_start(daemon: Daemon) -> None:
+    """``on_change: wait`` held v2 back behind a running v1; a stop in between must not forget v2."""
+    text = "on_change: wait\nbusy:\n  job_type: bash\n  bash_command: echo {version}; exec sleep 300\n"
+    daemon.write_workflow("held.yaml", text.format(version="v1"))
+    daemon.wait_jobs("held", lambda rows: statuses(rows) == [("busy", "RUNNING")])
+    daemon.write_workflow("held.yaml", text.format(version="v2"))
+    wait_for(lambda: daemon.json("workflow", "show", "held")["version"] != daemon.json("workflow", "list-executions", "held")[0]["version"])
+    assert daemon.stop() == 0
+    daemon.start()
+    rows = daemon.wait_jobs("held", lambda rows: len(rows) == 2 and rows[0]["status"] == "RUNNING")
+    assert [e["trigger"] for e in daemon.json("workflow", "list-executions", "held")] == ["file changed", "file added"]
+    wait_for(lambda: daemon.ctl("job", "logs", "held", "busy").stdout == "v2\n")
+    assert rows[0]["execution_id"] == 2
+    daemon.ctl("workflow", "stop-execution", "held")
+
+
+def test_a_new_version_replaces_open_executions_once(daemon: Daemon) -> None:
+    """Two executions open (one idle for its events, one running), edited while down: one new execution, no more."""
+    text = """
+        long:
+          job_type: bash
+          bash_command: echo {version}; exec sleep 300
+        ev:
+          job_type: bash
+          bash_command: echo ev
+          action_on_event: [{{event_key: go}}]
+        """
+    daemon.write_workflow("twice.yaml", text.format(version="v1"))
+    daemon.wait_jobs("twice", lambda rows: statuses(rows) == [("long", "RUNNING")])
+    daemon.ctl("workflow", "start-execution", "twice")
+    daemon.wait_jobs("twice", lambda rows: statuses(rows) == [("long", "RUNNING"), ("long", "RUNNING")])
+    assert daemon.stop() == 0
+    daemon.write_workflow("twice.yaml", text.format(version="v2"))
+    daemon.start()
+    daemon.wait_jobs("twice", lambda rows: len(rows) == 3 and rows[0]["status"] == "RUNNING")
+    daemon.write_workflow("marker.yaml", "m:\n  job_type: bash\n  bash_command: 'true'\n")
+    daemon.wait_jobs("marker", lambda rows: statuses(rows) == [("m", "FINISHED")])
+    executions = daemon.json("workflow", "list-executions", "twice")
+    assert [(e["id"], e["status"], e["trigger"]) for e in executions] == [
+        (3, "RUNNING", "file changed"),
+        (2, "KILLED", "manual"),
+        (1, "KILLED", "file added"),
+    ]
+    daemon.ctl("workflow", "stop-execution", "twice")
+
+
+def test_on_change_wait_does_not_wait_for_an_execution_only_open_for_events(daemon: Daemon) -> None:
+    text = "on_change: wait\nprep:\n  job_type: bash\n  bash_command: echo {version}\nev:\n  job_type: bash\n  bash_command: echo ev\n  action_on_event: [{{event_key: go}}]\n"
+    daemon.write_workflow("idle.yaml", text.format(version="v1"))
+    daemon.wait_jobs("idle", lambda rows: statuses(rows) == [("prep", "FINISHED")])
+    daemon.write_workflow("idle.yaml", text.format(version="v2"))
+    daemon.wait_jobs("idle", lambda rows: statuses(rows) == [("prep", "FINISHED"), ("prep", "FINISHED")])
+    executions = daemon.json("workflow", "list-executions", "idle")
+    assert [(e["status"], e["trigger"]) for e in executions] == [("RUNNING", "file changed"), ("FINISHED", "file added")]
+    daemon.ctl("workflow", "stop-execution", "idle")
+
+
 def test_a_workflow_whose_only_rule_waits_for_all_of_two_events_stays_open_for_them(daemon: Daemon) -> None:
     daemon.write_workflow("pair.yaml", BOTH_ON_A_AND_B)
     wait_for(lambda: daemon.json("workflow", "list-executions", "pair"))
@@ -446,6 +503,7 @@ def test_requests_while_the_daemon_stops_are_refused_not_lost(daemon: Daemon, tm
     for args in (("workflow", "start-execution", "other"), ("job", "start-execution", "other", "o"), ("event", "send", "go", "1")):
         refused = daemon.ctl(*args, check=False)
         assert refused.returncode == 1 and refused.stderr.strip() == "aiflowctl: aiflowd is stopping: ask again once it is back", args
+    assert daemon.ctl("job", "stop-execution", "slow", "s", check=False).returncode == 0  # a stop is still a stop
     gate.touch()
     assert daemon.process.wait(timeout=30) == 0
     daemon.start()
