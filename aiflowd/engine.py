@@ -632,6 +632,8 @@ class Engine:
                     self._recover_execution(row)
         finally:
             self._recovering = False
+        if unrecovered:
+            self._start_waiting_version(entry)  # held back for an execution the recovery ended
         if previous_version == version and old is not None:
             return None  # the same content again: nothing to do
         if previous_version == version:  # the version a previous daemon served: what its triggers had seen
@@ -662,6 +664,7 @@ class Engine:
             self._start_execution(entry, "file changed" if replaced else "file added")
 
     def _apply_change_policy(self, entry: WorkflowEntry) -> None:
+        entry.start_when_idle = False  # what an older version's policy asked for: this version's decides
         running = [e for e in self.executions.values() if e.workflow == entry.name]
         if not running:
             return
@@ -679,6 +682,7 @@ class Engine:
         entry = self.workflows.get(name)
         if entry is None or entry.status == RETIRED:
             return
+        entry.start_when_idle = False  # no version of it starts any more
         for execution in [e for e in self.executions.values() if e.workflow == name]:
             self._stop_execution(execution, "workflow removed")
         unrecovered, entry.unrecovered = entry.unrecovered, []
@@ -930,7 +934,8 @@ class Engine:
     ) -> ExecutionRun:
         assert entry.loaded is not None
         workflow = entry.loaded.workflow
-        entry.start_when_idle = False  # this start is the one a held-back version waited for
+        if only_job is None:
+            entry.start_when_idle = False  # this start is the one a held-back version waited for
         for older in [e for e in self.executions.values() if e.workflow == entry.name and e.idle]:
             self._end(older)  # an idle execution waiting for events gives way to the new one
         params = params or {}
@@ -1083,6 +1088,9 @@ class Engine:
                     self._start_job(execution, decision.job, decision.reason, decision.kind)
             elif decision.action == JobAction.STOP and state.running:
                 run = execution.running[decision.job]
+                handle = run.supervisor.handle if run.supervisor is not None else None
+                if getattr(handle, "kept", False):
+                    handle.kept = False  # type: ignore[union-attr]  # asked to stop: not kept across the daemon's stop
                 run.stopped_by = "request" if decision.reason == BY_REQUEST else "rule"
                 self._to_stop.append((run, f"stopped ({decision.reason})"))
 
@@ -1339,6 +1347,9 @@ class Engine:
             self._end(execution)
         else:
             execution.quiet.set()
+            entry = self.workflows.get(execution.workflow)
+            if entry is not None and not self._recovering:
+                self._start_waiting_version(entry)  # its work is done: a held-back version may start
         self._start_queued_tick(execution.workflow)
 
     def _end(self, execution: ExecutionRun) -> None:

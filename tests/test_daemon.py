@@ -472,6 +472,66 @@ def test_on_change_wait_does_not_wait_for_an_execution_only_open_for_events(daem
     daemon.ctl("workflow", "stop-execution", "idle")
 
 
+def test_a_held_back_version_starts_once_the_old_execution_has_only_events_to_wait_for(daemon: Daemon, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    text = (
+        "on_change: wait\nprep:\n  job_type: bash\n  bash_command: while [ ! -e {gate} ]; do sleep 0.02; done; echo {version}\n"
+        "serve:\n  job_type: bash\n  bash_command: echo serve\n  action_on_event: [{{event_key: go}}]\n"
+    )
+    daemon.write_workflow("held.yaml", text.format(gate=gate, version="v1"))
+    daemon.wait_jobs("held", lambda rows: statuses(rows) == [("prep", "RUNNING")])
+    daemon.write_workflow("held.yaml", text.format(gate=gate, version="v2"))
+    wait_for(lambda: daemon.json("workflow", "show", "held")["version"] != daemon.json("workflow", "list-executions", "held")[0]["version"])
+    gate.touch()
+    daemon.wait_jobs("held", lambda rows: statuses(rows) == [("prep", "FINISHED"), ("prep", "FINISHED")])
+    executions = daemon.json("workflow", "list-executions", "held")
+    assert [(e["status"], e["trigger"]) for e in executions] == [("RUNNING", "file changed"), ("FINISHED", "file added")]
+    daemon.ctl("workflow", "stop-execution", "held")
+
+
+def test_a_single_job_start_does_not_take_the_place_of_a_held_back_version(daemon: Daemon, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    text = (
+        f"long:\n  job_type: bash\n  bash_command: trap 'while [ ! -e {gate} ]; do sleep 0.02; done; exit 0' TERM; echo {{version}}; sleep 300 & wait\n"
+        "other:\n  job_type: bash\n  bash_command: echo other\n"
+    )
+    daemon.write_workflow("h.yaml", text.format(version="v1"))
+    daemon.wait_jobs("h", lambda rows: ("long", "RUNNING") in statuses(rows) and ("other", "FINISHED") in statuses(rows))
+    daemon.write_workflow("h.yaml", text.format(version="v2"))  # on_change: restart; 'long' takes its time to stop
+    wait_for(lambda: daemon.json("workflow", "show", "h")["version"] != daemon.json("workflow", "list-executions", "h")[0]["version"])
+    daemon.ctl("job", "start-execution", "h", "other")
+    gate.touch()
+    wait_for(lambda: daemon.json("workflow", "list-executions", "h")[0]["trigger"] == "file changed")
+    triggers = [e["trigger"] for e in daemon.json("workflow", "list-executions", "h")]
+    assert triggers == ["file changed", "manual", "file added"]
+    daemon.ctl("workflow", "stop-execution", "h")
+
+
+def test_a_workflow_removed_while_a_new_version_waits_starts_nothing(daemon: Daemon) -> None:
+    text = "on_change: wait\nf:\n  job_type: bash\n  bash_command: echo {version}; exit 1\n  retries: 3\n  retry_delay: 1h\n"
+    path = daemon.write_workflow("gone.yaml", text.format(version="v1"))
+    daemon.wait_jobs("gone", lambda rows: statuses(rows) == [("f", "FAILED")])  # a retry waits an hour
+    daemon.write_workflow("gone.yaml", text.format(version="v2"))
+    wait_for(lambda: daemon.json("workflow", "show", "gone")["version"] != daemon.json("workflow", "list-executions", "gone")[0]["version"])
+    path.unlink()
+    wait_for(lambda: daemon.json("workflow", "show", "gone")["status"] == "retired")
+    assert [e["id"] for e in daemon.json("workflow", "list-executions", "gone")] == [1]  # no new version started
+
+
+def test_ignore_after_a_held_back_version_starts_at_once(daemon: Daemon, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    text = "on_change: {policy}\nj:\n  job_type: bash\n  bash_command: echo {version}; while [ ! -e {gate} ]; do sleep 0.02; done\n"
+    daemon.write_workflow("mixed.yaml", text.format(policy="wait", version="v1", gate=gate))
+    daemon.wait_jobs("mixed", lambda rows: statuses(rows) == [("j", "RUNNING")])
+    daemon.write_workflow("mixed.yaml", text.format(policy="wait", version="v2", gate=gate))  # held back
+    wait_for(lambda: daemon.json("workflow", "show", "mixed")["version"] != daemon.json("workflow", "list-executions", "mixed")[0]["version"])
+    daemon.write_workflow("mixed.yaml", text.format(policy="ignore", version="v3", gate=gate))  # starts beside v1
+    daemon.wait_jobs("mixed", lambda rows: statuses(rows) == [("j", "RUNNING"), ("j", "RUNNING")])
+    gate.touch()
+    daemon.wait_jobs("mixed", lambda rows: statuses(rows) == [("j", "FINISHED"), ("j", "FINISHED")])
+    assert [e["trigger"] for e in daemon.json("workflow", "list-executions", "mixed")] == ["file changed", "file added"]
+
+
 def test_a_workflow_whose_only_rule_waits_for_all_of_two_events_stays_open_for_them(daemon: Daemon) -> None:
     daemon.write_workflow("pair.yaml", BOTH_ON_A_AND_B)
     wait_for(lambda: daemon.json("workflow", "list-executions", "pair"))
