@@ -90,6 +90,8 @@ class Daemon:
         self.config.write_text("\n".join(kept) + "\n" + extra)
 
     def start(self, wait: bool = True, extra_env: dict[str, str] | None = None) -> Daemon:
+        # A second start would lose track of the first process, which then outlives the test.
+        assert self.process is None or self.process.poll() is not None, "this daemon runs already: stop() it first"
         self.notifications = Notifications(str(self.socket_dir / f"notify-{len(os.listdir(self.socket_dir))}"))
         env = cli_env(NOTIFY_SOCKET=self.notifications.path, **(extra_env or {}))
         with open(self.output, "ab") as out:
