@@ -636,12 +636,16 @@ class Engine:
             self._start_waiting_version(entry)  # held back for an execution the recovery ended
         if previous_version == version and old is not None:
             return None  # the same content again: nothing to do
-        if previous_version == version:  # the version a previous daemon served: what its triggers had seen
-            if any(isinstance(c, AllEventsCondition) for c in (*result.workflow.start_on_events, *result.workflow.stop_on_events)):
-                entry.trigger_memory = scheduler.EventMemory.from_json(self.store.event_memory(_memory_scope(name), version))
-        else:
-            entry.trigger_memory = scheduler.EventMemory()  # a new version's triggers count afresh
-            if previous_version is not None:
+        # What this version's triggers had seen in a previous daemon (stored with the version
+        # it counts for: a daemon stopped while a new version waited stored the old one as
+        # served, not the memory); a new version's triggers count afresh.
+        seen: list[Any] = []
+        triggers = (*result.workflow.start_on_events, *result.workflow.stop_on_events)
+        if old is None and any(isinstance(c, AllEventsCondition) for c in triggers):
+            seen = self.store.event_memory(_memory_scope(name), version)
+        entry.trigger_memory = scheduler.EventMemory.from_json(seen)
+        if previous_version != version:
+            if previous_version is not None and not seen:
                 self.store.forget_event_memory(_memory_scope(name))
             log.info("workflow loaded", workflow=name, version=version)
             if result.warnings:

@@ -489,6 +489,28 @@ def test_a_held_back_version_starts_once_the_old_execution_has_only_events_to_wa
     daemon.ctl("workflow", "stop-execution", "held")
 
 
+def test_a_stop_trigger_keeps_what_it_saw_for_a_version_held_back_across_a_restart(daemon: Daemon) -> None:
+    text = """
+        on_change: wait
+        stop_workflow_execution_on_events:
+          - condition: all
+            events: [{{event_key: x}}, {{event_key: y}}]
+        busy:
+          job_type: bash
+          bash_command: echo {version}; exec sleep 300
+        """
+    daemon.write_workflow("guarded.yaml", text.format(version="v1"))
+    daemon.wait_jobs("guarded", lambda rows: statuses(rows) == [("busy", "RUNNING")])
+    daemon.write_workflow("guarded.yaml", text.format(version="v2"))  # held back behind the running v1
+    wait_for(lambda: daemon.json("workflow", "show", "guarded")["version"] != daemon.json("workflow", "list-executions", "guarded")[0]["version"])
+    daemon.ctl("event", "send", "x", "1")  # seen by v2's stop trigger
+    assert daemon.stop() == 0
+    daemon.start()
+    daemon.wait_jobs("guarded", lambda rows: (rows[0]["execution_id"], rows[0]["status"]) == (2, "RUNNING"))  # v2, started now
+    daemon.ctl("event", "send", "y", "1")
+    wait_for(lambda: daemon.json("workflow", "list-executions", "guarded")[0]["status"] == "KILLED")
+
+
 def test_a_single_job_start_does_not_take_the_place_of_a_held_back_version(daemon: Daemon, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     text = (
