@@ -140,6 +140,8 @@ class WorkflowEntry:
     restore_each: dict[str, list[str | None]] = field(default_factory=dict)
     #: What the version's several-event triggers (start/stop on events) have seen so far.
     trigger_memory: scheduler.EventMemory = field(default_factory=scheduler.EventMemory)
+    #: The slot each of its timers sleeps until, by job ('' for the workflow's own): ``next_runs``.
+    next_slots: dict[str, float] = field(default_factory=dict)
 
     @property
     def change_triggered(self) -> bool:
@@ -732,13 +734,18 @@ class Engine:
         """
         if entry.loaded is None or entry.status != ACTIVE:
             return []
-        now = self.clock.now()
         found = []
         for job, config in self._schedules(entry):
-            try:
-                found.append((job, config, scheduler.next_slot(config, self._last_tick(entry.name, job), now, entry.anchor)))
-            except Exception:  # noqa: BLE001 - one schedule that cannot say must not hide the others (its timer logs why)
-                continue
+            # A slot waiting for its run comes first; else the one its timer sleeps until
+            # (a listing of thousands of cron workflows must not compute each schedule again).
+            waiting = entry.deferred_ticks.get(job) if job else entry.queued_tick
+            slot = waiting if waiting is not None else entry.next_slots.get(job)
+            if slot is None:  # its timer has not started yet
+                try:
+                    slot = scheduler.next_slot(config, self._last_tick(entry.name, job), self.clock.now(), entry.anchor)
+                except Exception:  # noqa: BLE001 - one schedule that cannot say must not hide the others (its timer logs why)
+                    continue
+            found.append((job, config, slot))
         return found
 
     def _arm_timers(self, entry: WorkflowEntry) -> None:
@@ -746,6 +753,7 @@ class Engine:
         if entry.timers is not None:
             entry.timers.cancel()
             entry.timers = None
+        entry.next_slots = {}
         schedules = self._schedules(entry)
         if not schedules:
             return
@@ -777,6 +785,8 @@ class Engine:
         last = self._last_tick(workflow, job)
         while True:
             slot = scheduler.next_slot(config, last, self.clock.now(), anchor)
+            if (entry := self.workflows.get(workflow)) is not None:
+                entry.next_slots[job] = slot
             await self.clock.sleep_until(slot)
             self.post(Tick(workflow, job, slot))
             last = slot
