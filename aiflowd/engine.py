@@ -29,7 +29,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -356,11 +356,7 @@ class Engine:
                 with self._containing("retiring a workflow", workflow=name):
                     self.workflows[name] = WorkflowEntry(name, row["path"])
                     self._removed(name)  # gone while the daemon was down
-        self._recovering = True
-        try:
-            self._recover()
-        finally:
-            self._recovering = False
+        self._recover()
         for entry, replaced in changes:
             with self._containing("starting a new version", workflow=entry.name):
                 self._on_new_version(entry, replaced)
@@ -627,13 +623,7 @@ class Engine:
         version = entry.version = result.workflow.version
         self.store.save_workflow(name, path, version, ACTIVE, [])
         unrecovered, entry.unrecovered = entry.unrecovered, []
-        self._recovering = True
-        try:
-            for row in unrecovered:
-                with self._containing("recovering an execution", workflow=name, execution=row["id"]):
-                    self._recover_execution(row)
-        finally:
-            self._recovering = False
+        self._recover_rows(unrecovered)
         if unrecovered:
             self._start_waiting_version(entry)  # held back for an execution the recovery ended
         if previous_version == version and old is not None:
@@ -641,14 +631,11 @@ class Engine:
         # What this version's triggers had seen in a previous daemon (stored with the version
         # it counts for: a daemon stopped while a new version waited stored the old one as
         # served, not the memory); a new version's triggers count afresh.
-        seen: list[Any] = []
         triggers = (*result.workflow.start_on_events, *result.workflow.stop_on_events)
-        if old is None and any(isinstance(c, AllEventsCondition) for c in triggers):
-            seen = self.store.event_memory(_memory_scope(name), version)
-        entry.trigger_memory = scheduler.EventMemory.from_json(seen)
+        changed = previous_version is not None and previous_version != version  # a new workflow has nothing stored
+        if changed or any(isinstance(c, AllEventsCondition) for c in triggers):
+            entry.trigger_memory = scheduler.EventMemory.from_json(self.store.event_memory(_memory_scope(name), version))
         if previous_version != version:
-            if previous_version is not None and not seen:
-                self.store.forget_event_memory(_memory_scope(name))
             log.info("workflow loaded", workflow=name, version=version)
             if result.warnings:
                 log.warning("workflow loaded with warnings", workflow=name, warnings=[str(w) for w in result.warnings])
@@ -1058,10 +1045,14 @@ class Engine:
         if self._stopping:
             return []  # nothing may start, and a several-event condition must not use its events up
         decisions = scheduler.on_event(execution.loaded.workflow, execution.states, event, execution.memory)
-        if execution.memory.changed:  # stored as it changes: a restart forgets nothing a rule has seen
-            execution.memory.changed = False
-            self.store.save_event_memory(_memory_scope(execution.id), execution.memory.to_json(), execution.loaded.workflow.version)
+        self._store_memory(_memory_scope(execution.id), execution.memory, execution.loaded.workflow.version)
         return [d for d in decisions if d.job not in execution.held] if execution.held else decisions
+
+    def _store_memory(self, scope: str, memory: scheduler.EventMemory, version: str | None) -> None:
+        """Store what several-event conditions have seen when it changed: a restart forgets none of it."""
+        if memory.changed:
+            memory.changed = False
+            self.store.save_event_memory(scope, memory.to_json(), version)
 
     def hold_job_rules(self, execution_id: int, job: str, held: bool) -> None:
         """Stop (``held``) or resume acting on the rules of ``job`` in one open execution."""
@@ -1432,9 +1423,7 @@ class Engine:
                     self._stop_execution(execution, f"stopped on {why}")
             triggers = workflow.start_on_events
             start = bool(triggers) and scheduler.triggers_met(triggers, event, entry.trigger_memory, "start")
-            if entry.trigger_memory.changed:
-                entry.trigger_memory.changed = False
-                self.store.save_event_memory(_memory_scope(entry.name), entry.trigger_memory.to_json(), entry.version)
+            self._store_memory(_memory_scope(entry.name), entry.trigger_memory, entry.version)
             if not start:
                 continue
             if self._at_limit(entry, active := len(self.active_executions(entry.name))):
@@ -1452,9 +1441,17 @@ class Engine:
         never started are started now; a retry that was waiting is scheduled again. The
         workflow versions must have been loaded (``load_initial``) before.
         """
-        for row in reversed(self.store.executions(status=Status.RUNNING.value, limit=100_000)):
-            with self._containing("recovering an execution", workflow=row["workflow"], execution=row["id"]):
-                self._recover_execution(row)
+        self._recover_rows(reversed(self.store.executions(status=Status.RUNNING.value, limit=100_000)))
+
+    def _recover_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Take over these executions, each contained; an end meanwhile starts no held-back version yet."""
+        self._recovering = True
+        try:
+            for row in rows:
+                with self._containing("recovering an execution", workflow=row["workflow"], execution=row["id"]):
+                    self._recover_execution(row)
+        finally:
+            self._recovering = False
 
     def _recover_execution(self, row: dict[str, Any]) -> None:
         entry = self.workflows.get(row["workflow"])
@@ -1473,8 +1470,6 @@ class Engine:
         execution.params, execution.event = dict(row.get("params") or {}), _event_from_record(row.get("event"))
         # Counted for the rules of the version it ran: a version edited in meanwhile counts afresh.
         seen = self.store.event_memory(_memory_scope(execution.id), entry.loaded.workflow.version)
-        if not seen:
-            self.store.forget_event_memory(_memory_scope(execution.id))  # another version's, if any: never read again
         execution.memory = scheduler.EventMemory.from_json(seen)
         execution.states = {job: scheduler.JobState() for job in entry.loaded.workflow.jobs}
         self.executions[execution.id] = execution

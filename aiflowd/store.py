@@ -460,7 +460,7 @@ class Store:
 
     # -- what several-event conditions have seen ---------------------------------------
 
-    def save_event_memory(self, scope: str, seen: list[Any], version: str | None = None) -> None:
+    def save_event_memory(self, scope: str, seen: list[Any], version: str | None) -> None:
         """Store what a scope's several-event conditions have seen (``EventMemory.to_json``); nothing seen: forget it."""
         if not seen:
             self.forget_event_memory(scope)
@@ -470,10 +470,13 @@ class Store:
             (scope, version, json.dumps(seen)),
         )
 
-    def event_memory(self, scope: str, version: str | None = None) -> list[Any]:
-        """What was stored for ``scope`` (for ``version``, when one was given), else []."""
+    def event_memory(self, scope: str, version: str | None) -> list[Any]:
+        """What was stored for ``scope``, counted for ``version``; else [] (and a row of another version is deleted)."""
         row = self.db.execute("SELECT version, seen FROM event_memory WHERE scope = ?", (scope,)).fetchone()
-        if row is None or row[0] != version:
+        if row is None:
+            return []
+        if row[0] != version:
+            self.forget_event_memory(scope)  # counted for rules that are gone: never read again
             return []
         return list(json.loads(row[1]))
 
