@@ -265,6 +265,11 @@ def test_what_several_event_conditions_saw_survives_a_kill_9(daemon: Daemon) -> 
     daemon.ctl("workflow", "stop-execution", "pair")
 
 
+def _wait_until_held_back(daemon: Daemon, workflow: str) -> None:
+    """Until the daemon serves a version newer than the one its latest execution runs."""
+    wait_for(lambda: daemon.json("workflow", "show", workflow)["version"] != daemon.json("workflow", "list-executions", workflow)[0]["version"])
+
+
 def _pid_of(daemon: Daemon, job: str) -> int:
     import sqlite3
 
@@ -421,7 +426,7 @@ def test_a_version_waiting_for_its_turn_when_the_daemon_stops_starts_at_the_next
     daemon.write_workflow("held.yaml", text.format(version="v1"))
     daemon.wait_jobs("held", lambda rows: statuses(rows) == [("busy", "RUNNING")])
     daemon.write_workflow("held.yaml", text.format(version="v2"))
-    wait_for(lambda: daemon.json("workflow", "show", "held")["version"] != daemon.json("workflow", "list-executions", "held")[0]["version"])
+    _wait_until_held_back(daemon, "held")
     assert daemon.stop() == 0
     daemon.start()
     rows = daemon.wait_jobs("held", lambda rows: len(rows) == 2 and rows[0]["status"] == "RUNNING")
@@ -481,7 +486,7 @@ def test_a_held_back_version_starts_once_the_old_execution_has_only_events_to_wa
     daemon.write_workflow("held.yaml", text.format(gate=gate, version="v1"))
     daemon.wait_jobs("held", lambda rows: statuses(rows) == [("prep", "RUNNING")])
     daemon.write_workflow("held.yaml", text.format(gate=gate, version="v2"))
-    wait_for(lambda: daemon.json("workflow", "show", "held")["version"] != daemon.json("workflow", "list-executions", "held")[0]["version"])
+    _wait_until_held_back(daemon, "held")
     gate.touch()
     daemon.wait_jobs("held", lambda rows: statuses(rows) == [("prep", "FINISHED"), ("prep", "FINISHED")])
     executions = daemon.json("workflow", "list-executions", "held")
@@ -502,7 +507,7 @@ def test_a_stop_trigger_keeps_what_it_saw_for_a_version_held_back_across_a_resta
     daemon.write_workflow("guarded.yaml", text.format(version="v1"))
     daemon.wait_jobs("guarded", lambda rows: statuses(rows) == [("busy", "RUNNING")])
     daemon.write_workflow("guarded.yaml", text.format(version="v2"))  # held back behind the running v1
-    wait_for(lambda: daemon.json("workflow", "show", "guarded")["version"] != daemon.json("workflow", "list-executions", "guarded")[0]["version"])
+    _wait_until_held_back(daemon, "guarded")
     daemon.ctl("event", "send", "x", "1")  # seen by v2's stop trigger
     assert daemon.stop() == 0
     daemon.start()
@@ -520,7 +525,7 @@ def test_a_single_job_start_does_not_take_the_place_of_a_held_back_version(daemo
     daemon.write_workflow("h.yaml", text.format(version="v1"))
     daemon.wait_jobs("h", lambda rows: ("long", "RUNNING") in statuses(rows) and ("other", "FINISHED") in statuses(rows))
     daemon.write_workflow("h.yaml", text.format(version="v2"))  # on_change: restart; 'long' takes its time to stop
-    wait_for(lambda: daemon.json("workflow", "show", "h")["version"] != daemon.json("workflow", "list-executions", "h")[0]["version"])
+    _wait_until_held_back(daemon, "h")
     daemon.ctl("job", "start-execution", "h", "other")
     gate.touch()
     wait_for(lambda: daemon.json("workflow", "list-executions", "h")[0]["trigger"] == "file changed")
@@ -534,7 +539,7 @@ def test_a_workflow_removed_while_a_new_version_waits_starts_nothing(daemon: Dae
     path = daemon.write_workflow("gone.yaml", text.format(version="v1"))
     daemon.wait_jobs("gone", lambda rows: statuses(rows) == [("f", "FAILED")])  # a retry waits an hour
     daemon.write_workflow("gone.yaml", text.format(version="v2"))
-    wait_for(lambda: daemon.json("workflow", "show", "gone")["version"] != daemon.json("workflow", "list-executions", "gone")[0]["version"])
+    _wait_until_held_back(daemon, "gone")
     path.unlink()
     wait_for(lambda: daemon.json("workflow", "show", "gone")["status"] == "retired")
     assert [e["id"] for e in daemon.json("workflow", "list-executions", "gone")] == [1]  # no new version started
@@ -546,7 +551,7 @@ def test_ignore_after_a_held_back_version_starts_at_once(daemon: Daemon, tmp_pat
     daemon.write_workflow("mixed.yaml", text.format(policy="wait", version="v1", gate=gate))
     daemon.wait_jobs("mixed", lambda rows: statuses(rows) == [("j", "RUNNING")])
     daemon.write_workflow("mixed.yaml", text.format(policy="wait", version="v2", gate=gate))  # held back
-    wait_for(lambda: daemon.json("workflow", "show", "mixed")["version"] != daemon.json("workflow", "list-executions", "mixed")[0]["version"])
+    _wait_until_held_back(daemon, "mixed")
     daemon.write_workflow("mixed.yaml", text.format(policy="ignore", version="v3", gate=gate))  # starts beside v1
     daemon.wait_jobs("mixed", lambda rows: statuses(rows) == [("j", "RUNNING"), ("j", "RUNNING")])
     gate.touch()

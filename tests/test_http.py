@@ -6,6 +6,7 @@ downloaded browser); the browser test skips, saying why, where chromium is not i
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import shutil
@@ -316,14 +317,24 @@ def test_flink_jobs_are_listed_with_their_web_ui_link(tmp_path: Path) -> None:
         daemon.close()
 
 
-def test_the_status_page_spells_out_a_workflow_s_problems(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _serving(tmp_path: Path, workflows: dict[str, str]) -> Iterator[tuple[Daemon, str]]:
+    """A daemon with these workflows and its pages served, once they answer; (daemon, base URL)."""
     port = free_port()
     daemon = Daemon(tmp_path, f"http:\n  listen: 127.0.0.1:{port}\n")
     try:
-        daemon.write_workflow("broken.yaml", "j:\n  job_type: bash\n  bash_comand: echo <hi>\n")
+        for name, text in workflows.items():
+            daemon.write_workflow(name, text)
         daemon.start()
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(base + "/healthz"), timeout=20)
+        yield daemon, base
+    finally:
+        daemon.close()
+
+
+def test_the_status_page_spells_out_a_workflow_s_problems(tmp_path: Path) -> None:
+    with _serving(tmp_path, {"broken.yaml": "j:\n  job_type: bash\n  bash_comand: echo <hi>\n"}) as (_, base):
         [problem] = httpx.get(base + "/api/workflows/broken").json()["problems"]
         page = httpx.get(base + "/").text
         assert '<span class="invalid">invalid</span>' in page
@@ -333,21 +344,13 @@ def test_the_status_page_spells_out_a_workflow_s_problems(tmp_path: Path) -> Non
         metrics = httpx.get(base + "/metrics").text
         assert "aiflowd_errors_contained_total 0.0" in metrics
         assert "aiflowd_starts_skipped_total 0.0" in metrics
-    finally:
-        daemon.close()
 
 
 def test_pages_show_when_a_timer_fires_next(tmp_path: Path) -> None:
-    port = free_port()
-    daemon = Daemon(tmp_path, f"http:\n  listen: 127.0.0.1:{port}\n")
-    try:
-        daemon.write_workflow("fives.yaml", "f:\n  job_type: bash\n  bash_command: 'true'\n  periodic_config: {cron: '*/5 * * * *'}\n")
-        daemon.start()
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(base + "/healthz") and daemon.known("fives"), timeout=20)
+    fives = "f:\n  job_type: bash\n  bash_command: 'true'\n  periodic_config: {cron: '*/5 * * * *'}\n"
+    with _serving(tmp_path, {"fives.yaml": fives}) as (daemon, base):
+        wait_for(lambda: daemon.known("fives"), timeout=20)
         [timer] = httpx.get(base + "/api/workflows/fives").json()["schedules"]
         next_run = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timer["next_run"]))
         assert f"<td>{next_run}</td>" in httpx.get(base + "/").text
         assert f"timer: job f: cron &#x27;*/5 * * * *&#x27;; next {next_run}" in httpx.get(base + "/workflows/fives").text
-    finally:
-        daemon.close()

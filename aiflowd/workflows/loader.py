@@ -1044,12 +1044,10 @@ def parse_cron(expression: Any) -> tuple[str, str, str | None]:
     elif len(fields) != 5:
         return "", "0", f"expected 5 fields (minute hour day month weekday) or AIFlow's 7, got {len(fields)}"
     cron = " ".join(fields)
-    from croniter import croniter
+    from croniter import CroniterBadDateError, croniter
 
     if not croniter.is_valid(cron) or not croniter.is_valid(f"{cron} {seconds}"):
         return "", "0", f"invalid cron expression {expression!r}"
-    from croniter import CroniterBadDateError
-
     try:
         croniter(f"{cron} {seconds}", 0.0).get_next(float)
     except CroniterBadDateError:
